@@ -1,0 +1,6 @@
+"""Catalog datasets that kedro-datasets does not provide: a NIfTI cohort index and NumPy archives."""
+
+from idh_pseudocolor.datasets.cohort_dataset import CohortDataset
+from idh_pseudocolor.datasets.npz_dataset import NpzDataset
+
+__all__ = ["CohortDataset", "NpzDataset"]

@@ -1,0 +1,372 @@
+"""A synthetic glioma cohort: honest about being synthetic, realistic enough to exercise the study.
+
+Anatomy is the MNI ICBM152 2009a 1 mm template and its GM/WM maps shipped inside nilearn (the
+EGD grid, 197x233x189 RAS). Each subject gets per-sequence tissue contrast, a tumor whose look
+depends on IDH status through *overlapping* distributions, and scanner effects (scale, offset,
+smooth bias field, Rician noise). Written in the EGD layout (or BraTS layout, stored LPS with a
+UCSF-style labels CSV, so those readers are exercised too).
+
+The planted signal, per sequence (what a correct study should recover):
+- T1: tumor slightly hypointense for both classes; carries the least IDH signal.
+- T1ce: irregular enhancing rim around a necrotic core, mostly in wild-type.
+- T2: homogeneous, bright tumor in mutants; heterogeneous in wild-type.
+- FLAIR: darker than T2 inside mutant tumors (T2-FLAIR mismatch); wide bright edema in wild-type.
+- Location: mutants favour the frontal lobe; wild-type tumors are larger and less sharp.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+from isal import igzip
+from scipy import ndimage
+
+from idh_pseudocolor.configurations import SEQUENCES
+
+GENERATOR_VERSION = 1
+TEMPLATE_FILES = {
+    "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
+    "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
+    "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
+}
+# Base tissue intensities (CSF, GM, WM) per sequence, arbitrary units before the scanner.
+TISSUE = {
+    "T1": (0.25, 0.55, 0.80),
+    "T1ce": (0.25, 0.55, 0.80),
+    "T2": (1.00, 0.60, 0.42),
+    "FLAIR": (0.08, 0.62, 0.45),
+}
+
+
+@dataclass(frozen=True)
+class Template:
+    """Tissue maps on the chosen grid; one per process (cached)."""
+
+    affine: np.ndarray
+    shape: tuple[int, int, int]
+    brain: np.ndarray  # bool brain mask on the grid
+    brain_index: np.ndarray  # flat indices of brain voxels
+    brain_coords: np.ndarray  # (3, n_brain) world mm of brain voxels, float32
+    base: dict[str, np.ndarray]  # sequence -> full-grid tissue intensity, float32
+    wm_centers: np.ndarray  # (n, 3) voxel indices of deep white matter: tumor seeds
+    wm_frontal: np.ndarray  # bool (n,): seed lies in the frontal lobe (MNI y > 10 mm)
+
+
+@lru_cache(maxsize=4)
+def load_template(voxel_size: float = 1.0) -> Template:
+    """The MNI template at ``voxel_size`` mm (1.0 = EGD's grid; 2 or 4 for fast tests)."""
+    folder = resources.files("nilearn") / "datasets" / "data"
+    images = {k: nib.load(str(folder / v)) for k, v in TEMPLATE_FILES.items()}
+    affine = images["t1"].affine.copy()
+    maps = {k: np.asarray(img.dataobj, dtype=np.float32) / 255.0 for k, img in images.items()}
+    if voxel_size != 1.0:
+        factor = 1.0 / voxel_size
+        maps = {k: ndimage.zoom(v, factor, order=1) for k, v in maps.items()}
+        affine[:3, :3] *= voxel_size
+    brain = maps["t1"] > 0.02
+    gm = np.where(brain, maps["gm"], 0)
+    wm = np.where(brain, maps["wm"], 0)
+    csf = np.where(brain, np.clip(1 - gm - wm, 0, 1), 0)
+    base = {seq: (c * csf + g * gm + w * wm).astype(np.float32) for seq, (c, g, w) in TISSUE.items()}
+    brain_index = np.flatnonzero(brain)
+    ijk = np.stack(np.unravel_index(brain_index, brain.shape)).astype(np.float32)
+    coords = (affine[:3, :3] @ ijk + affine[:3, 3:4]).astype(np.float32)
+    deep_wm = ndimage.binary_erosion(wm > 0.7, iterations=max(1, int(round(8 / voxel_size))))
+    centers = np.argwhere(deep_wm)
+    world_y = affine[1, 1] * centers[:, 1] + affine[1, 3]
+    return Template(
+        affine=affine,
+        shape=brain.shape,
+        brain=brain,
+        brain_index=brain_index,
+        brain_coords=coords,
+        base=base,
+        wm_centers=centers,
+        wm_frontal=world_y > 10.0,
+    )
+
+
+@dataclass(frozen=True)
+class Tumor:
+    """Drawn tumor parameters; stored in each subject's metadata so the truth is inspectable."""
+
+    mutant: bool
+    center: tuple[int, int, int]
+    radius_mm: float
+    axes: tuple[float, float, float]
+    irregularity: float
+    softness: float
+    edema_width: float
+    necrosis: float  # relative radius of the necrotic core, 0 = none
+    enhancement: float
+    mismatch: float  # T2-FLAIR mismatch strength
+    heterogeneity: float
+
+
+def draw_tumor(rng: np.random.Generator, template: Template, mutant: bool) -> Tumor:
+    """Tumor parameters from IDH-dependent, deliberately overlapping distributions."""
+    frontal = rng.random() < (0.7 if mutant else 0.35)
+    pool = template.wm_centers[template.wm_frontal == frontal]
+    if len(pool) == 0:
+        pool = template.wm_centers
+    center = tuple(int(v) for v in pool[rng.integers(len(pool))])
+    if mutant:
+        radius = rng.normal(17.0, 5.0)
+        necrosis = rng.uniform(0.1, 0.35) if rng.random() < 0.15 else 0.0
+        enhancement = rng.uniform(0.15, 0.5) if rng.random() < 0.2 else rng.uniform(0.0, 0.08)
+        mismatch = rng.uniform(0.45, 1.0) if rng.random() < 0.7 else rng.uniform(0.0, 0.3)
+        irregularity, softness = rng.uniform(0.03, 0.16), rng.uniform(0.03, 0.09)
+        edema, heterogeneity = rng.uniform(0.05, 0.3), rng.uniform(0.02, 0.08)
+    else:
+        radius = rng.normal(21.0, 5.0)
+        necrosis = rng.uniform(0.3, 0.65) if rng.random() < 0.85 else 0.0
+        enhancement = rng.uniform(0.4, 1.0) if rng.random() < 0.85 else rng.uniform(0.0, 0.2)
+        mismatch = rng.uniform(0.0, 0.35)
+        irregularity, softness = rng.uniform(0.1, 0.3), rng.uniform(0.06, 0.15)
+        edema, heterogeneity = rng.uniform(0.25, 0.7), rng.uniform(0.06, 0.16)
+    return Tumor(
+        mutant=mutant,
+        center=center,  # type: ignore[arg-type]
+        radius_mm=float(np.clip(radius, 8.0, 32.0)),
+        axes=tuple(float(a) for a in np.clip(rng.normal(1.0, 0.15, 3), 0.7, 1.3)),  # type: ignore[arg-type]
+        irregularity=float(irregularity),
+        softness=float(softness),
+        edema_width=float(edema),
+        necrosis=float(necrosis),
+        enhancement=float(enhancement),
+        mismatch=float(mismatch),
+        heterogeneity=float(heterogeneity),
+    )
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -30, 30)))
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
+    field = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma)
+    return field / (field.std() + 1e-6)
+
+
+def render_subject(
+    rng: np.random.Generator, template: Template, tumor: Tumor
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Four sequences (float32, scanner units) and a BraTS-style label map (0, 1, 2, 4).
+
+    The tumor is rendered in a box around its center; scanner effects are applied on brain
+    voxels only (the volumes are skull-stripped, like EGD's), which keeps generation fast.
+    """
+    voxel = float(abs(template.affine[0, 0]))
+    reach = tumor.radius_mm * max(tumor.axes) * (1 + tumor.edema_width) * (1 + 2 * tumor.irregularity) + 4 * voxel
+    half = int(np.ceil(reach / voxel))
+    lo = [max(0, c - half) for c in tumor.center]
+    hi = [min(n, c + half + 1) for c, n in zip(tumor.center, template.shape, strict=True)]
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    grids = np.ogrid[box]
+    d2 = sum(
+        ((g - c) * voxel / (tumor.radius_mm * a)) ** 2 for g, c, a in zip(grids, tumor.center, tumor.axes, strict=True)
+    )
+    box_shape = tuple(b - a for a, b in zip(lo, hi, strict=True))
+    sigma = max(1.0, tumor.radius_mm / voxel / 3)
+    d = np.sqrt(d2).astype(np.float32) * (1 + tumor.irregularity * _smooth_noise(rng, box_shape, sigma))
+    texture = _smooth_noise(rng, box_shape, max(0.7, 1.5 / voxel))
+
+    core = _sigmoid((1 - d) / tumor.softness)
+    edema = np.clip(_sigmoid((1 + tumor.edema_width - d) / (2 * tumor.softness)) - core, 0, 1)
+    necrosis = _sigmoid((tumor.necrosis - d) / 0.05) * core if tumor.necrosis > 0 else np.zeros_like(core)
+    solid = core - necrosis
+    rim = solid * np.clip(1 + 0.5 * _smooth_noise(rng, box_shape, sigma / 2), 0, 2) * tumor.enhancement
+    inner = 1 - _sigmoid((d - 0.75) / 0.05)  # the centre of the solid tumor, for the mismatch
+    het = 1 + tumor.heterogeneity * texture
+
+    core_value = {
+        "T1": 0.47 * het,
+        "T1ce": 0.47 * het + 0.9 * rim,
+        "T2": (0.92 if tumor.mutant else 0.80) * het,
+        "FLAIR": (0.82 - 0.45 * tumor.mismatch * inner) * het,
+    }
+    necrosis_value = {"T1": 0.40, "T1ce": 0.40, "T2": 0.95, "FLAIR": 0.35}
+    edema_value = {"T1": 0.62, "T1ce": 0.62, "T2": 0.74, "FLAIR": 0.86}
+
+    in_brain = template.brain[box]
+    # one smooth multiplicative bias field per subject (same receive coil for every sequence)
+    x, y, z = template.brain_coords / 80.0  # roughly [-1, 1] over the head
+    coef = rng.normal(0, 0.12, 9).astype(np.float32)
+    bias = np.exp(
+        coef[0] * x + coef[1] * y + coef[2] * z + coef[3] * x * y + coef[4] * y * z
+        + coef[5] * x * z + coef[6] * x * x + coef[7] * y * y + coef[8] * z * z
+    )
+
+    volumes: dict[str, np.ndarray] = {}
+    for seq in SEQUENCES:
+        vol = template.base[seq].copy()
+        local = vol[box]
+        mixed = local * (1 - solid - necrosis - edema) + core_value[seq] * solid
+        mixed = mixed + necrosis_value[seq] * necrosis + edema_value[seq] * edema
+        local[in_brain] = mixed[in_brain]
+        # scanner: scale, offset, bias field, Rician noise (brain only)
+        scale = float(rng.lognormal(np.log(800.0), 0.3))
+        signal = vol.ravel()[template.brain_index] * scale * bias
+        noise_sd = float(rng.uniform(0.015, 0.04)) * scale
+        n1 = rng.standard_normal(signal.shape, dtype=np.float32) * noise_sd
+        n2 = rng.standard_normal(signal.shape, dtype=np.float32) * noise_sd
+        out = np.zeros(vol.size, dtype=np.float32)
+        out[template.brain_index] = np.sqrt((signal + n1) ** 2 + n2**2) + float(rng.uniform(0, 40))
+        volumes[seq] = out.reshape(template.shape)
+
+    labels = np.zeros(template.shape, dtype=np.uint8)
+    lab = np.zeros(box_shape, dtype=np.uint8)
+    lab[(core + edema) > 0.5] = 2
+    lab[core > 0.5] = 1
+    lab[(rim > 0.25) & (core > 0.5)] = 4
+    lab[~in_brain] = 0
+    labels[box] = lab
+    if not labels.any():  # a tiny tumor at a coarse grid: keep at least its centre voxel
+        labels[tumor.center] = 1
+    return volumes, labels
+
+
+def _metadata(rng: np.random.Generator, subject_id: str, tumor: Tumor, seed: int, as_string: bool) -> dict[str, Any]:
+    idh: int | str = int(tumor.mutant)
+    if as_string:
+        idh = str(idh)  # EGD's values arrive as int or string; the reader must take both
+    grade = int(rng.choice([2, 3, 4], p=[0.45, 0.4, 0.15])) if tumor.mutant else int(rng.choice([2, 3, 4], p=[0.05, 0.1, 0.85]))
+    age = rng.normal(40, 11) if tumor.mutant else rng.normal(62, 11)
+    manufacturer = str(rng.choice(["Siemens", "GE", "Philips"]))
+    return {
+        "Genetic_and_Histological_labels": {
+            "IDH": idh,
+            "1p19q": int(rng.random() < 0.4) if tumor.mutant else 0,
+            "Grade": grade,
+        },
+        "Clinical_data": {"Age": round(float(np.clip(age, 18, 90)), 1), "Sex": str(rng.choice(["M", "F"]))},
+        "Scan_characteristics": {
+            "Manufacturer": manufacturer,
+            "System": {"Siemens": "Avanto", "GE": "Signa HDxt", "Philips": "Achieva"}[manufacturer],
+            "Field": float(rng.choice([1.5, 3.0])),
+        },
+        "Phantom": {"synthetic": True, "generator_version": GENERATOR_VERSION, "seed": seed, "tumor": asdict(tumor)},
+    }
+
+
+def _save(data: np.ndarray, affine: np.ndarray, path: Path, dtype: type, orientation: str) -> None:
+    """Write a .nii.gz; compressed with ISA-L (standard gzip, several times faster than zlib)."""
+    img = nib.Nifti1Image(data, affine)
+    if orientation != "RAS":
+        ras, target = nib.orientations.axcodes2ornt("RAS"), nib.orientations.axcodes2ornt(tuple(orientation))
+        img = img.as_reoriented(nib.orientations.ornt_transform(ras, target))
+    img.set_data_dtype(dtype)
+    path.write_bytes(igzip.compress(img.to_bytes(), compresslevel=1))
+
+
+def subject_id_for(index: int, layout: str) -> str:
+    return f"BraTS2021_{index:05d}" if layout == "brats" else f"PHANTOM-{index:04d}"
+
+
+def generate_subject(
+    out: Path, index: int, mutant: bool, seed: int, voxel_size: float = 1.0, layout: str = "egd"
+) -> dict[str, Any]:
+    """Render and write one subject; reproducible from (seed, index) whatever the worker order."""
+    rng = np.random.default_rng([seed, index])
+    template = load_template(voxel_size)
+    subject_id = subject_id_for(index, layout)
+    tumor = draw_tumor(rng, template, mutant)
+    volumes, labels = render_subject(rng, template, tumor)
+    folder = out / subject_id
+    folder.mkdir(parents=True, exist_ok=True)
+    meta = _metadata(rng, subject_id, tumor, seed, as_string=index % 5 == 3)
+    if layout == "brats":
+        names = {"T1": "t1", "T1ce": "t1ce", "T2": "t2", "FLAIR": "flair"}
+        for seq, name in names.items():
+            _save(volumes[seq], template.affine, folder / f"{subject_id}_{name}.nii.gz", np.int16, "LPS")
+        _save(labels, template.affine, folder / f"{subject_id}_seg.nii.gz", np.uint8, "LPS")
+    else:
+        names = {"T1": "T1", "T1ce": "T1GD", "T2": "T2", "FLAIR": "FLAIR"}
+        for seq, name in names.items():
+            _save(volumes[seq], template.affine, folder / f"{name}.nii.gz", np.int16, "RAS")
+        _save((labels > 0).astype(np.uint8), template.affine, folder / "MASK.nii.gz", np.uint8, "RAS")
+        (folder / "metadata.json").write_text(json.dumps(meta, indent=2))
+    return {"subject_id": subject_id, "IDH": int(mutant), "grade": meta["Genetic_and_Histological_labels"]["Grade"]}
+
+
+_UCSF_MUTANT_WORDS = ("mutated (NOS)", "IDH1 p.R132H", "IDH2 p.R172K")
+
+
+def generate_cohort(
+    out: str | Path,
+    n_subjects: int = 200,
+    seed: int = 0,
+    voxel_size: float = 1.0,
+    layout: str = "egd",
+    mutant_fraction: float = 0.35,
+    n_workers: int | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Write a phantom cohort to ``out`` and return one summary row per subject.
+
+    Labels are assigned exactly (``round(mutant_fraction * n)`` mutants, shuffled by ``seed``).
+    A ``phantom_cohort.json`` marker at the root records the settings, so every later step can
+    say that the data are synthetic. BraTS layout also writes ``labels.csv`` with UCSF-PDGM
+    style values and ids whose zero padding differs from the folder names.
+    """
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+
+    if layout not in {"egd", "brats"}:
+        raise ValueError(f"layout must be 'egd' or 'brats', got {layout!r}")
+    if n_subjects < 1:
+        raise ValueError("n_subjects must be positive")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    n_mutant = int(round(mutant_fraction * n_subjects))
+    labels = np.random.default_rng(seed).permutation(np.r_[np.ones(n_mutant, bool), np.zeros(n_subjects - n_mutant, bool)])
+    indices = range(1, n_subjects + 1)
+    n_workers = max(1, min(n_workers or os.cpu_count() or 1, n_subjects))
+    if n_workers == 1:
+        jobs = (generate_subject(out, i, bool(m), seed, voxel_size, layout) for i, m in zip(indices, labels, strict=True))
+    else:
+        jobs = Parallel(n_jobs=n_workers, return_as="generator", batch_size=1)(
+            delayed(generate_subject)(out, i, bool(m), seed, voxel_size, layout) for i, m in zip(indices, labels, strict=True)
+        )
+    rows = list(tqdm(jobs, total=n_subjects, desc="phantom cohort", unit="subject", disable=not progress))
+
+    if layout == "brats":
+        lines = ["ID,IDH"]
+        for i, row in enumerate(rows):
+            number = int(row["subject_id"].split("_")[1])
+            value = _UCSF_MUTANT_WORDS[i % 3] if row["IDH"] else "wildtype"
+            lines.append(f"BraTS2021_{number:03d},{value}")
+        (out / "labels.csv").write_text("\n".join(lines) + "\n")
+    marker = {
+        "synthetic": True,
+        "note": "Phantom cohort generated by idh_pseudocolor.phantom: not patient data.",
+        "generator_version": GENERATOR_VERSION,
+        "n_subjects": n_subjects,
+        "seed": seed,
+        "voxel_size_mm": voxel_size,
+        "layout": layout,
+        "mutant_fraction": mutant_fraction,
+    }
+    (out / "phantom_cohort.json").write_text(json.dumps(marker, indent=2))
+    return rows
+
+
+def cohort_is_complete(out: str | Path, n_subjects: int, seed: int, voxel_size: float, layout: str) -> bool:
+    """True when ``out`` already holds a finished phantom cohort made with these settings."""
+    marker = Path(out) / "phantom_cohort.json"
+    if not marker.is_file():
+        return False
+    try:
+        info = json.loads(marker.read_text())
+    except json.JSONDecodeError:
+        return False
+    wanted = {"n_subjects": n_subjects, "seed": seed, "voxel_size_mm": voxel_size, "layout": layout, "generator_version": GENERATOR_VERSION}
+    return all(info.get(k) == v for k, v in wanted.items())

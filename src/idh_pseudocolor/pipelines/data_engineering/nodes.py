@@ -1,0 +1,87 @@
+"""Thin nodes: the work is in idh_pseudocolor.cohort, .slices, .splits and .qc."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from idh_pseudocolor.cohort import FILE_KEYS, LabelError, parse_idh
+from idh_pseudocolor.qc import qc_montage, qc_summary
+from idh_pseudocolor.slices import Normalization, SubjectError, extract_many, stack_slices
+from idh_pseudocolor.splits import split_subjects
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = ["subject_id", "status", "reason", "label", "z_min", "z_max", "slice_index", "volume_shape"]
+
+
+def extract_slices(cohort: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Validate every subject and extract its mid-tumor slice; exclude bad ones with a reason.
+
+    Fails only when no subject is usable, so that one broken file never costs a cohort run.
+    """
+    normalization = Normalization(**params.get("normalization", {}))
+    records = cohort.to_dict("records")
+    status: dict[str, dict[str, Any]] = {}
+    candidates, labels = [], {}
+    for row in records:
+        sid = row["subject_id"]
+        entry = status.setdefault(sid, {"status": "excluded", "reason": "", "label": pd.NA})
+        if row.get("problem"):
+            entry["reason"] = row["problem"]
+            continue
+        try:
+            labels[sid] = entry["label"] = parse_idh(row["label_raw"])
+        except LabelError as exc:
+            entry["reason"] = f"{row.get('label_source', '')}: {exc}"
+            continue
+        candidates.append((sid, {key: row[f"file_{key}"] for key in FILE_KEYS}))
+
+    slices = []
+    for result in extract_many(candidates, normalization, params.get("n_workers"), progress=params.get("progress", True)):
+        if isinstance(result, SubjectError):
+            status[result.subject_id]["reason"] = f"{result.file}: {result.reason}" if result.file else result.reason
+            continue
+        slices.append(result)
+        status[result.subject_id].update(
+            status="included", z_min=result.z_min, z_max=result.z_max, slice_index=result.z,
+            volume_shape="x".join(map(str, result.volume_shape)),
+        )
+
+    manifest = pd.DataFrame([{"subject_id": sid, **entry} for sid, entry in status.items()])
+    manifest = manifest.reindex(columns=MANIFEST_COLUMNS).merge(
+        cohort.drop(columns=["problem"]).drop_duplicates("subject_id"), on="subject_id", how="left"
+    )
+    for col in ("label", "z_min", "z_max", "slice_index"):
+        manifest[col] = manifest[col].astype("Int64")
+
+    excluded = manifest[manifest["status"] == "excluded"]
+    for row in excluded.itertuples():
+        logger.warning("Excluded subject %s: %s", row.subject_id, row.reason)
+    logger.info("Slices extracted: %d included, %d excluded", len(slices), len(excluded))
+    if not slices:
+        reasons = "; ".join(f"{r.subject_id}: {r.reason}" for r in excluded.head(5).itertuples())
+        raise ValueError(f"No usable subject in the cohort ({len(manifest)} found, all excluded). First reasons: {reasons}")
+    return manifest, stack_slices(slices, labels)
+
+
+def split_cohort(manifest: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """Patient-level stratified split of the included subjects."""
+    included = manifest[manifest["status"] == "included"]
+    cfg = params["splits"]
+    return split_subjects(
+        included["subject_id"].tolist(),
+        included["label"].astype(int).tolist(),
+        train=cfg["train"], val=cfg["val"], test=cfg["test"], seed=cfg["seed"],
+    )
+
+
+def summarize_quality(
+    manifest: pd.DataFrame, splits: pd.DataFrame, slice_arrays: dict[str, np.ndarray], params: dict[str, Any]
+) -> tuple[dict[str, Any], plt.Figure]:
+    """QC numbers (JSON) and a montage of slices with tumor outlines (PNG)."""
+    return qc_summary(manifest, splits), qc_montage(slice_arrays, params.get("qc_montage_subjects", 6))

@@ -1,0 +1,305 @@
+"""Validating one subject's volumes and extracting the axial slice at the tumor's z-midpoint.
+
+Speed and memory come from reading only what the slice needs: the mask is read whole (its
+z-range decides the slice), each sequence only up to and including the chosen plane, and no
+volume is ever converted to float64. Orientation is handled on the header (nibabel's orientation
+tools), so a file stored LPS or RAS yields the same canonical slice.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+from idh_pseudocolor.configurations import SEQUENCES
+
+_RAS = axcodes2ornt(("R", "A", "S"))
+_AFFINE_TOLERANCE_MM = 1e-3
+
+
+class SubjectError(Exception):
+    """One subject cannot be used; names the file and the reason, for the manifest."""
+
+    def __init__(self, subject_id: str, file: str | os.PathLike | None, reason: str) -> None:
+        self.subject_id = subject_id
+        self.file = str(file) if file else ""
+        self.reason = reason
+        where = f"{self.file}: " if self.file else ""
+        super().__init__(f"subject {subject_id}: {where}{reason}")
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How slice intensities are scaled to [0, 1].
+
+    ``percentile`` (default) maps the ``lower``/``upper`` percentiles of the slice's non-zero
+    voxels to 0/1 and clips: robust to the scanner-dependent scale and the few hot voxels of
+    skull-stripped MRI. ``zscore`` standardises the foreground; ``minmax`` uses its extremes;
+    ``none`` keeps scanner units.
+    """
+
+    method: str = "percentile"
+    lower: float = 0.5
+    upper: float = 99.5
+
+    def __post_init__(self) -> None:
+        if self.method not in {"percentile", "zscore", "minmax", "none"}:
+            raise ValueError(f"Unknown normalization method {self.method!r}")
+        if not 0 <= self.lower < self.upper <= 100:
+            raise ValueError(f"Normalization percentiles must satisfy 0 <= lower < upper <= 100, got {self.lower}, {self.upper}")
+
+
+@dataclass(frozen=True)
+class SubjectSlice:
+    """The extracted data for one subject, in display orientation (anterior up, right on the right)."""
+
+    subject_id: str
+    image: np.ndarray  # (4, H, W) float32, channels in SEQUENCES order
+    mask: np.ndarray  # (H, W) uint8, 1 = tumor
+    z_min: int  # tumor z-range and chosen slice, canonical RAS voxel indices
+    z_max: int
+    z: int
+    volume_shape: tuple[int, int, int] = field(default=(0, 0, 0))  # canonical RAS shape
+
+
+# --------------------------------------------------------------------------- geometry
+
+
+def canonical_geometry(img: nib.spatialimages.SpatialImage) -> tuple[np.ndarray, tuple[int, ...], np.ndarray]:
+    """(orientation transform to RAS, canonical shape, canonical affine), from the header alone."""
+    shape = img.shape[:3]
+    ornt = ornt_transform(io_orientation(img.affine), _RAS)
+    canonical_shape = tuple(int(shape[int(ax)]) for ax in np.argsort(ornt[:, 0]))
+    affine = img.affine @ nib.orientations.inv_ornt_aff(ornt, shape)
+    return ornt, canonical_shape, affine
+
+
+def tumor_z_range(mask: np.ndarray) -> tuple[int, int]:
+    """First and last axial (z) index holding tumor in a canonical RAS mask."""
+    zs = np.flatnonzero(mask.any(axis=(0, 1)))
+    if zs.size == 0:
+        raise ValueError("empty mask")
+    return int(zs[0]), int(zs[-1])
+
+
+def midpoint_slice(z_min: int, z_max: int) -> int:
+    """SPEC: the axial slice at the midpoint of the tumor's z-range."""
+    return (z_min + z_max) // 2
+
+
+def read_axial_plane(img: nib.spatialimages.SpatialImage, z: int, ornt: np.ndarray) -> np.ndarray:
+    """Canonical axial plane z as float32 [x, y], reading only that plane from disk.
+
+    The array axis that maps to the S axis is indexed directly (flipped if stored I->S reversed);
+    the remaining two axes are permuted/flipped with the 2-D part of the orientation transform.
+    """
+    axial_axis = int(np.flatnonzero(ornt[:, 0] == 2)[0])
+    n = img.shape[axial_axis]
+    index = z if ornt[axial_axis, 1] == 1 else n - 1 - z
+    slicer: list[int | slice] = [slice(None)] * 3 + [0] * (len(img.shape) - 3)
+    slicer[axial_axis] = index
+    plane = np.asarray(img.dataobj[tuple(slicer)], dtype=np.float32)
+    rest = [i for i in range(3) if i != axial_axis]
+    ornt2 = ornt[rest].copy()
+    ornt2[:, 0] = np.argsort(np.argsort(ornt2[:, 0]))  # output axes {0,1} after dropping S
+    return apply_orientation(plane, ornt2)
+
+
+def to_display(plane: np.ndarray) -> np.ndarray:
+    """[x, y] canonical plane -> rows anterior-to-posterior, columns left-to-right (neurological)."""
+    return np.ascontiguousarray(plane.T[::-1])
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_integrity(path: Path, img: nib.spatialimages.SpatialImage) -> None:
+    """Detect truncated files without decompressing them.
+
+    A gzip stream ends with its uncompressed size (mod 2**32); a truncated file ends with
+    something else. Only when that trailer disagrees (multi-member gzip, trailing data) is the
+    stream decompressed fully, which verifies every CRC.
+    """
+    header = img.header
+    expected = int(header.get("vox_offset", 0)) + int(np.prod(img.shape)) * header.get_data_dtype().itemsize
+    if path.name.endswith(".gz"):
+        with open(path, "rb") as fh:
+            fh.seek(-4, os.SEEK_END)
+            (isize,) = struct.unpack("<I", fh.read(4))
+        if isize == expected % 2**32:
+            return
+        try:
+            with gzip.open(path, "rb") as fh:
+                while fh.read(1 << 24):
+                    pass
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise ValueError(f"truncated or corrupt gzip stream ({exc})") from None
+    elif path.stat().st_size < expected:
+        raise ValueError(f"truncated: {path.stat().st_size} bytes, header needs {expected}")
+
+
+def _open_volume(subject_id: str, key: str, path: Path) -> nib.spatialimages.SpatialImage:
+    if not path.is_file():
+        raise SubjectError(subject_id, path, f"missing {key} file")
+    try:
+        img = nib.load(path)
+    except Exception as exc:  # nibabel raises many types for garbage input
+        raise SubjectError(subject_id, path, f"unreadable {key} volume ({type(exc).__name__}: {exc})") from None
+    if len(img.shape) < 3 or any(s != 1 for s in img.shape[3:]):
+        raise SubjectError(subject_id, path, f"{key} volume is not 3-D (shape {img.shape})")
+    try:
+        check_integrity(path, img)
+    except (ValueError, OSError) as exc:
+        raise SubjectError(subject_id, path, f"corrupt {key} volume: {exc}") from None
+    return img
+
+
+def normalize_plane(plane: np.ndarray, normalization: Normalization) -> np.ndarray:
+    """Scale one sequence's slice; raises ValueError when the slice has no contrast."""
+    if normalization.method == "none":
+        return plane.astype(np.float32, copy=False)
+    foreground = plane != 0
+    values = plane[foreground] if foreground.sum() >= 16 else plane.ravel()
+    if normalization.method == "percentile":
+        lo, hi = np.percentile(values, [normalization.lower, normalization.upper])
+    elif normalization.method == "minmax":
+        lo, hi = values.min(), values.max()
+    else:  # zscore
+        lo, hi = values.mean(), values.mean() + values.std()
+    if not hi > lo:
+        raise ValueError("no contrast in the slice (constant intensity)")
+    scaled = (plane - lo) / (hi - lo)
+    if normalization.method != "zscore":
+        scaled = np.clip(scaled, 0.0, 1.0)
+    scaled[~foreground] = 0.0
+    return scaled.astype(np.float32, copy=False)
+
+
+# --------------------------------------------------------------------------- per subject
+
+
+def extract_subject(
+    subject_id: str, files: Mapping[str, str | os.PathLike], normalization: Normalization = Normalization()
+) -> SubjectSlice:
+    """Validate one subject's four sequences and mask and return its normalized mid-tumor slice.
+
+    Raises :class:`SubjectError` naming the file for: a missing, unreadable, truncated or
+    non-3-D file; a sequence whose canonical shape or affine differs from the mask's; an empty
+    or non-finite mask; non-finite values or no contrast in a sequence's slice.
+    """
+    paths = {key: Path(files[key]) for key in (*SEQUENCES, "mask")}
+    images = {key: _open_volume(subject_id, key, path) for key, path in paths.items()}
+
+    geometry = {key: canonical_geometry(img) for key, img in images.items()}
+    _, ref_shape, ref_affine = geometry["mask"]
+    for key in SEQUENCES:
+        _, shape, affine = geometry[key]
+        if shape != ref_shape:
+            raise SubjectError(subject_id, paths[key], f"{key} shape {shape} differs from mask shape {ref_shape} (RAS)")
+        if not np.allclose(affine, ref_affine, atol=_AFFINE_TOLERANCE_MM):
+            raise SubjectError(subject_id, paths[key], f"{key} affine differs from the mask's (RAS): not co-registered")
+
+    mask_img = images["mask"]
+    try:
+        raw = np.asanyarray(mask_img.dataobj)
+    except Exception as exc:
+        raise SubjectError(subject_id, paths["mask"], f"unreadable mask data ({exc})") from None
+    raw = raw.reshape(raw.shape[:3])
+    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+        raise SubjectError(subject_id, paths["mask"], "non-finite values in mask")
+    mask = apply_orientation(raw > 0, geometry["mask"][0])
+    try:
+        z_min, z_max = tumor_z_range(mask)
+    except ValueError:
+        raise SubjectError(subject_id, paths["mask"], "empty tumor mask (no voxel > 0)") from None
+    z = midpoint_slice(z_min, z_max)
+
+    channels = []
+    for key in SEQUENCES:
+        try:
+            plane = read_axial_plane(images[key], z, geometry[key][0])
+        except Exception as exc:
+            raise SubjectError(subject_id, paths[key], f"unreadable {key} data ({type(exc).__name__}: {exc})") from None
+        bad = int((~np.isfinite(plane)).sum())
+        if bad:
+            raise SubjectError(subject_id, paths[key], f"{bad} non-finite values (NaN/inf) in {key} slice z={z}")
+        try:
+            channels.append(to_display(normalize_plane(plane, normalization)))
+        except ValueError as exc:
+            raise SubjectError(subject_id, paths[key], f"{key} slice z={z}: {exc}") from None
+
+    return SubjectSlice(
+        subject_id=subject_id,
+        image=np.stack(channels).astype(np.float32, copy=False),
+        mask=to_display(mask[:, :, z]).astype(np.uint8),
+        z_min=z_min,
+        z_max=z_max,
+        z=z,
+        volume_shape=ref_shape,  # type: ignore[arg-type]
+    )
+
+
+def _extract_or_error(subject_id: str, files: Mapping[str, str], normalization: Normalization) -> SubjectSlice | SubjectError:
+    try:
+        return extract_subject(subject_id, files, normalization)
+    except SubjectError as exc:
+        return exc
+
+
+def extract_many(
+    subjects: Iterable[tuple[str, Mapping[str, str]]],
+    normalization: Normalization = Normalization(),
+    n_workers: int | None = None,
+    progress: bool = True,
+) -> Iterator[SubjectSlice | SubjectError]:
+    """Extract subjects in parallel processes, yielding results in input order.
+
+    Errors come back as :class:`SubjectError` values, never raised, so one bad subject cannot
+    stop the cohort. Memory stays at a few volumes per worker whatever the cohort size.
+    """
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+
+    subjects = list(subjects)
+    n_workers = max(1, min(n_workers or os.cpu_count() or 1, len(subjects) or 1))
+    tasks = (delayed(_extract_or_error)(sid, dict(files), normalization) for sid, files in subjects)
+    if n_workers == 1:
+        results: Iterable = (_extract_or_error(sid, dict(files), normalization) for sid, files in subjects)
+    else:
+        results = Parallel(n_jobs=n_workers, return_as="generator", batch_size=1)(tasks)
+    yield from tqdm(results, total=len(subjects), desc="extracting slices", unit="subject", disable=not progress)
+
+
+def stack_slices(slices: list[SubjectSlice], labels: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """Stack subjects into arrays, zero-padding (centered) to the largest slice shape.
+
+    Returns ``images`` (N, 4, H, W) float32, ``masks`` (N, H, W) uint8, ``subject_ids``,
+    ``labels`` (N,) int8, ``slice_index`` (N,) int32 and ``sequences`` (4,).
+    """
+    if not slices:
+        raise ValueError("no slices to stack")
+    height = max(s.image.shape[1] for s in slices)
+    width = max(s.image.shape[2] for s in slices)
+    images = np.zeros((len(slices), len(SEQUENCES), height, width), dtype=np.float32)
+    masks = np.zeros((len(slices), height, width), dtype=np.uint8)
+    for i, s in enumerate(slices):
+        h, w = s.image.shape[1:]
+        top, left = (height - h) // 2, (width - w) // 2
+        images[i, :, top : top + h, left : left + w] = s.image
+        masks[i, top : top + h, left : left + w] = s.mask
+    return {
+        "images": images,
+        "masks": masks,
+        "subject_ids": np.array([s.subject_id for s in slices]),
+        "labels": np.array([labels[s.subject_id] for s in slices], dtype=np.int8),
+        "slice_index": np.array([s.z for s in slices], dtype=np.int32),
+        "sequences": np.array(SEQUENCES),
+    }
