@@ -7,7 +7,7 @@ smooth bias field, Rician noise). Written in the EGD layout (or BraTS layout, st
 UCSF-style labels CSV, so those readers are exercised too).
 
 The planted signal, per sequence (what a correct study should recover):
-- T1: tumor slightly hypointense for both classes; carries the least IDH signal.
+- T1: tumor faintly hypointense, alike for both classes; carries the least IDH signal.
 - T1ce: irregular enhancing rim around a necrotic core, mostly in wild-type.
 - T2: homogeneous, bright tumor in mutants; heterogeneous in wild-type.
 - FLAIR: darker than T2 inside mutant tumors (T2-FLAIR mismatch); wide bright edema in wild-type.
@@ -119,14 +119,14 @@ def draw_tumor(rng: np.random.Generator, template: Template, mutant: bool) -> Tu
         pool = template.wm_centers
     center = tuple(int(v) for v in pool[rng.integers(len(pool))])
     if mutant:
-        radius = rng.normal(17.0, 5.0)
+        radius = rng.normal(18.0, 5.0)
         necrosis = rng.uniform(0.1, 0.35) if rng.random() < 0.15 else 0.0
         enhancement = rng.uniform(0.15, 0.5) if rng.random() < 0.2 else rng.uniform(0.0, 0.08)
         mismatch = rng.uniform(0.45, 1.0) if rng.random() < 0.7 else rng.uniform(0.0, 0.3)
         irregularity, softness = rng.uniform(0.03, 0.16), rng.uniform(0.03, 0.09)
         edema, heterogeneity = rng.uniform(0.05, 0.3), rng.uniform(0.02, 0.08)
     else:
-        radius = rng.normal(21.0, 5.0)
+        radius = rng.normal(20.0, 5.0)
         necrosis = rng.uniform(0.3, 0.65) if rng.random() < 0.85 else 0.0
         enhancement = rng.uniform(0.4, 1.0) if rng.random() < 0.85 else rng.uniform(0.0, 0.2)
         mismatch = rng.uniform(0.0, 0.35)
@@ -188,13 +188,13 @@ def render_subject(
     het = 1 + tumor.heterogeneity * texture
 
     core_value = {
-        "T1": 0.47 * het,
-        "T1ce": 0.47 * het + 0.9 * rim,
+        "T1": np.full_like(het, 0.68),  # faint and uniform on T1 for both classes: least signal
+        "T1ce": 0.68 + 0.9 * rim,
         "T2": (0.92 if tumor.mutant else 0.80) * het,
         "FLAIR": (0.82 - 0.45 * tumor.mismatch * inner) * het,
     }
-    necrosis_value = {"T1": 0.40, "T1ce": 0.40, "T2": 0.95, "FLAIR": 0.35}
-    edema_value = {"T1": 0.62, "T1ce": 0.62, "T2": 0.74, "FLAIR": 0.86}
+    necrosis_value = {"T1": 0.66, "T1ce": 0.62, "T2": 0.95, "FLAIR": 0.35}
+    edema_value = {"T2": 0.74, "FLAIR": 0.86}
 
     in_brain = template.brain[box]
     # one smooth multiplicative bias field per subject (same receive coil for every sequence)
@@ -209,8 +209,11 @@ def render_subject(
     for seq in SEQUENCES:
         vol = template.base[seq].copy()
         local = vol[box]
-        mixed = local * (1 - solid - necrosis - edema) + core_value[seq] * solid
-        mixed = mixed + necrosis_value[seq] * necrosis + edema_value[seq] * edema
+        if seq in ("T1", "T1ce"):  # edema is invisible on T1: the tissue shows through
+            mixed = local * (1 - solid - necrosis) + core_value[seq] * solid + necrosis_value[seq] * necrosis
+        else:
+            mixed = local * (1 - solid - necrosis - edema) + core_value[seq] * solid
+            mixed = mixed + necrosis_value[seq] * necrosis + edema_value[seq] * edema
         local[in_brain] = mixed[in_brain]
         # scanner: scale, offset, bias field, Rician noise (brain only)
         scale = float(rng.lognormal(np.log(800.0), 0.3))
@@ -228,6 +231,10 @@ def render_subject(
     lab[core > 0.5] = 1
     lab[(rim > 0.25) & (core > 0.5)] = 4
     lab[~in_brain] = 0
+    components, n = ndimage.label(lab > 0)
+    if n > 1:  # one lesion: keep the largest connected part, so the mid-slice holds tumor
+        sizes = ndimage.sum_labels(np.ones_like(components), components, index=np.arange(1, n + 1))
+        lab[components != 1 + int(np.argmax(sizes))] = 0
     labels[box] = lab
     if not labels.any():  # a tiny tumor at a coarse grid: keep at least its centre voxel
         labels[tumor.center] = 1

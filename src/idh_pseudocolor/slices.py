@@ -35,6 +35,9 @@ class SubjectError(Exception):
         where = f"{self.file}: " if self.file else ""
         super().__init__(f"subject {subject_id}: {where}{reason}")
 
+    def __reduce__(self):  # picklable across worker processes
+        return (SubjectError, (self.subject_id, self.file, self.reason))
+
 
 @dataclass(frozen=True)
 class Normalization:

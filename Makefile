@@ -1,0 +1,40 @@
+# The two commands a new user needs (see README):  make run   and   make test
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Kedro telemetry is off for this project (.telemetry says so too): nothing may prompt or phone home.
+export KEDRO_DISABLE_TELEMETRY := 1
+export DO_NOT_TRACK := 1
+
+PHANTOM_SUBJECTS ?= 200
+PHANTOM_SEED ?= 0
+COHORT ?= data/01_raw/cohort
+
+.PHONY: run test install phantom benchmarks clean-data
+
+# torch/torchvision are pinned (also in pyproject.toml): timm needs a torchvision built for the same torch.
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+## make run: install, generate the phantom cohort if absent, run every pipeline (CPU, defaults)
+run: install phantom
+	$(BIN)/kedro run
+
+phantom: install
+	$(BIN)/idh-pseudocolor phantom --subjects $(PHANTOM_SUBJECTS) --seed $(PHANTOM_SEED) --out $(COHORT) --if-absent
+
+## make test: install and run the whole test suite
+test: install
+	$(BIN)/python -m pytest
+
+benchmarks: install
+	$(BIN)/python benchmarks/data_engineering.py
+
+clean-data:
+	find data -mindepth 2 -type f ! -name .gitkeep -delete
+	find data -mindepth 2 -type d -empty -delete

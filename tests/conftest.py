@@ -1,0 +1,69 @@
+"""Shared fixtures: real NIfTI files, real phantom cohorts and a throw-away copy of the project."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parents[1]
+SEQUENCE_FILES = {"T1": "T1.nii.gz", "T1ce": "T1GD.nii.gz", "T2": "T2.nii.gz", "FLAIR": "FLAIR.nii.gz"}
+
+
+@pytest.fixture(scope="session")
+def tiny_cohort(tmp_path_factory) -> Path:
+    """A 24-subject phantom cohort on the 4 mm grid, EGD layout (shared, do not modify)."""
+    from idh_pseudocolor.phantom import generate_cohort
+
+    out = tmp_path_factory.mktemp("cohort") / "egd"
+    generate_cohort(out, n_subjects=24, seed=3, voxel_size=4.0, n_workers=1, progress=False)
+    return out
+
+
+@pytest.fixture()
+def cohort_copy(tiny_cohort, tmp_path) -> Path:
+    """A private copy of the tiny cohort that a test may break."""
+    dest = tmp_path / "cohort"
+    shutil.copytree(tiny_cohort, dest)
+    return dest
+
+
+@pytest.fixture()
+def kedro_project(tmp_path) -> Path:
+    """This project's pyproject and conf in a temporary folder, so runs never touch ./data."""
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
+    (root / "src").mkdir()  # the package itself is installed; Kedro only needs the folder
+    shutil.copytree(REPO / "conf", root / "conf", ignore=shutil.ignore_patterns("local"))
+    (root / "conf" / "local").mkdir()
+    for layer in ("01_raw", "02_intermediate", "03_primary", "08_reporting"):
+        (root / "data" / layer).mkdir(parents=True)
+    return root
+
+
+def write_subject(
+    folder: Path,
+    volumes: dict[str, np.ndarray],
+    mask: np.ndarray,
+    affine: np.ndarray | None = None,
+    metadata: dict | None = None,
+) -> Path:
+    """Write one EGD-layout subject from arrays (float32 sequences, uint8 mask)."""
+    import json
+
+    affine = np.eye(4) if affine is None else affine
+    folder.mkdir(parents=True, exist_ok=True)
+    for seq, name in SEQUENCE_FILES.items():
+        nib.save(nib.Nifti1Image(volumes[seq].astype(np.float32), affine), folder / name)
+    nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), folder / "MASK.nii.gz")
+    meta = metadata or {"Genetic_and_Histological_labels": {"IDH": 1, "1p19q": 0, "Grade": 2}}
+    (folder / "metadata.json").write_text(json.dumps(meta))
+    return folder

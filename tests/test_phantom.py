@@ -1,0 +1,122 @@
+"""The phantom cohort: EGD grid and layout, reproducibility, planted contrasts, BraTS variant."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from click.testing import CliRunner
+
+from idh_pseudocolor.cli import cli
+from idh_pseudocolor.cohort import discover_cohort, parse_idh
+from idh_pseudocolor.phantom import cohort_is_complete, generate_cohort, load_template
+
+
+def test_full_template_is_egd_grid():
+    template = load_template(1.0)
+    assert template.shape == (197, 233, 189)
+    assert nib.aff2axcodes(template.affine) == ("R", "A", "S")
+    assert np.allclose(np.diag(template.affine)[:3], 1.0)
+
+
+def test_egd_layout_and_metadata(tiny_cohort):
+    subjects = sorted(p for p in tiny_cohort.iterdir() if p.is_dir())
+    assert len(subjects) == 24
+    names = {p.name for p in subjects[0].iterdir()}
+    assert names == {"T1.nii.gz", "T1GD.nii.gz", "T2.nii.gz", "FLAIR.nii.gz", "MASK.nii.gz", "metadata.json"}
+    labels = []
+    for folder in subjects:
+        meta = json.loads((folder / "metadata.json").read_text())
+        labels.append(parse_idh(meta["Genetic_and_Histological_labels"]["IDH"]))
+        assert meta["Phantom"]["synthetic"] is True
+        assert {"Age", "Sex"} <= set(meta["Clinical_data"]) and "Field" in meta["Scan_characteristics"]
+        assert nib.load(folder / "MASK.nii.gz").get_fdata().any()
+    assert sum(labels) == round(0.35 * 24)
+    assert json.loads((tiny_cohort / "phantom_cohort.json").read_text())["synthetic"] is True
+    assert discover_cohort(tiny_cohort)["phantom"].all()
+    # some IDH values are written as strings, as EGD's sometimes are
+    raw = [json.loads((f / "metadata.json").read_text())["Genetic_and_Histological_labels"]["IDH"] for f in subjects]
+    assert {type(v) for v in raw} == {int, str}
+
+
+def test_reproducible_from_seed(tmp_path):
+    generate_cohort(tmp_path / "a", n_subjects=3, seed=11, voxel_size=4.0, n_workers=1, progress=False)
+    generate_cohort(tmp_path / "b", n_subjects=3, seed=11, voxel_size=4.0, n_workers=2, progress=False)
+    generate_cohort(tmp_path / "c", n_subjects=3, seed=12, voxel_size=4.0, n_workers=1, progress=False)
+    for name in ("T2.nii.gz", "MASK.nii.gz"):
+        a = nib.load(tmp_path / "a" / "PHANTOM-0002" / name).get_fdata()
+        b = nib.load(tmp_path / "b" / "PHANTOM-0002" / name).get_fdata()
+        c = nib.load(tmp_path / "c" / "PHANTOM-0002" / name).get_fdata()
+        np.testing.assert_array_equal(a, b)
+        assert not np.array_equal(a, c)
+
+
+def test_tissue_contrast_and_planted_tumor_signal(tmp_path):
+    out = tmp_path / "c"
+    generate_cohort(out, n_subjects=40, seed=5, voxel_size=2.0, n_workers=2, progress=False)
+    template = load_template(2.0)
+    brain = template.brain
+    csf = brain & (template.base["T2"] > 0.95)  # T2 base is 1.0 only in pure CSF
+    wm = brain & (template.base["T1"] > 0.79)
+    gm = brain & (np.abs(template.base["T1"] - 0.55) < 0.01)
+    rows = []
+    for folder in sorted(p for p in out.iterdir() if p.is_dir()):
+        vol = {s: nib.load(folder / f"{s}.nii.gz").get_fdata() for s in ("T1", "T1GD", "T2", "FLAIR")}
+        tumor = nib.load(folder / "MASK.nii.gz").get_fdata() > 0
+        healthy = ~ndilate(tumor)
+        m = {s: {t: v[r & healthy].mean() for t, r in (("csf", csf), ("gm", gm), ("wm", wm))} for s, v in vol.items()}
+        assert m["T1"]["wm"] > m["T1"]["gm"] > m["T1"]["csf"]
+        assert m["T2"]["csf"] > m["T2"]["gm"] > m["T2"]["wm"]
+        assert m["FLAIR"]["csf"] < min(m["FLAIR"]["gm"], m["FLAIR"]["wm"])  # CSF suppressed
+        meta = json.loads((folder / "metadata.json").read_text())
+        t = meta["Phantom"]["tumor"]
+        rows.append(
+            {
+                "mutant": t["mutant"],
+                # T2-FLAIR mismatch: FLAIR relative to T2 inside the tumor, each against healthy WM
+                "flair_vs_t2": (vol["FLAIR"][tumor].mean() / m["FLAIR"]["wm"]) / (vol["T2"][tumor].mean() / m["T2"]["wm"]),
+                "enhancement": np.percentile(vol["T1GD"][tumor] / m["T1GD"]["wm"], 95),
+                "volume": tumor.sum(),
+            }
+        )
+    frame = pd.DataFrame(rows)
+    mutant, wildtype = frame[frame.mutant], frame[~frame.mutant]
+    assert mutant["flair_vs_t2"].median() < wildtype["flair_vs_t2"].median()
+    assert wildtype["enhancement"].median() > mutant["enhancement"].median()
+    assert wildtype["volume"].median() > mutant["volume"].median()
+    # overlapping, not separable by one feature
+    assert mutant["volume"].max() > wildtype["volume"].min()
+
+
+def ndilate(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    return ndimage.binary_dilation(mask, iterations=6)
+
+
+def test_brats_layout_is_lps_with_ucsf_labels(tmp_path):
+    out = tmp_path / "brats"
+    generate_cohort(out, n_subjects=6, seed=2, voxel_size=4.0, layout="brats", n_workers=1, progress=False)
+    folder = out / "BraTS2021_00001"
+    assert {p.name for p in folder.iterdir()} == {f"BraTS2021_00001_{s}.nii.gz" for s in ("t1", "t1ce", "t2", "flair", "seg")}
+    seg = nib.load(folder / "BraTS2021_00001_seg.nii.gz")
+    assert nib.aff2axcodes(seg.affine) == ("L", "P", "S")
+    assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 4}
+    labels = pd.read_csv(out / "labels.csv", dtype=str)
+    assert labels["ID"].iloc[0] == "BraTS2021_001"  # padding differs from the folder on purpose
+    assert set(labels["IDH"]) <= {"wildtype", "mutated (NOS)", "IDH1 p.R132H", "IDH2 p.R172K"}
+    frame = discover_cohort(out, layout="brats", labels=out / "labels.csv")
+    assert (frame["problem"] == "").all() and frame["label_raw"].map(parse_idh).sum() == 2
+
+
+def test_cli_generates_once(tmp_path):
+    out = tmp_path / "cli"
+    args = ["phantom", "--subjects", "3", "--voxel-size", "4", "--out", str(out), "--workers", "1", "--if-absent"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    assert "Wrote 3 phantom subjects" in first.output
+    assert cohort_is_complete(out, 3, 0, 4.0, "egd") and not cohort_is_complete(out, 4, 0, 4.0, "egd")
+    second = CliRunner().invoke(cli, args)
+    assert "already complete" in second.output

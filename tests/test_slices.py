@@ -1,0 +1,198 @@
+"""Slice selection, orientation invariance and every kind of bad input, on real NIfTI files."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from nibabel.orientations import axcodes2ornt, ornt_transform
+
+from idh_pseudocolor.slices import (
+    Normalization,
+    SubjectError,
+    extract_many,
+    extract_subject,
+    midpoint_slice,
+    normalize_plane,
+    stack_slices,
+    to_display,
+    tumor_z_range,
+)
+from tests.conftest import SEQUENCE_FILES, write_subject
+
+SHAPE = (20, 24, 16)
+AFFINE = np.array([[1.5, 0, 0, -14.0], [0, 1.5, 0, -17.0], [0, 0, 2.0, -15.0], [0, 0, 0, 1]])
+RAW = Normalization(method="none")
+
+
+def make_volumes(seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x, y, z = np.meshgrid(*(np.arange(n) for n in SHAPE), indexing="ij")
+    volumes = {
+        seq: (100 + 10 * x + 3 * y * (i + 1) + 50 * z + rng.uniform(0, 1, SHAPE)).astype(np.float32)
+        for i, seq in enumerate(SEQUENCE_FILES)
+    }
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[6:12, 8:15, 4:12] = 1  # tumor z-range 4..11 -> slice 7
+    return volumes, mask
+
+
+def files_of(folder: Path) -> dict[str, str]:
+    return {**{seq: str(folder / name) for seq, name in SEQUENCE_FILES.items()}, "mask": str(folder / "MASK.nii.gz")}
+
+
+@pytest.fixture()
+def subject(tmp_path) -> Path:
+    volumes, mask = make_volumes()
+    return write_subject(tmp_path / "S1", volumes, mask, AFFINE)
+
+
+def test_slice_is_the_tumor_z_midpoint(subject):
+    volumes, mask = make_volumes()
+    result = extract_subject("S1", files_of(subject), RAW)
+    assert (result.z_min, result.z_max, result.z) == (4, 11, 7)
+    assert result.image.shape == (4, SHAPE[1], SHAPE[0])  # display: rows = A->P, cols = L->R
+    for c, seq in enumerate(SEQUENCE_FILES):
+        np.testing.assert_allclose(result.image[c], to_display(volumes[seq][:, :, 7]), rtol=1e-6)
+    np.testing.assert_array_equal(result.mask, to_display(mask[:, :, 7]))
+    assert result.volume_shape == SHAPE
+
+
+def test_z_range_helpers():
+    mask = np.zeros((3, 3, 10), bool)
+    mask[1, 1, [2, 3, 8]] = True
+    assert tumor_z_range(mask) == (2, 8)
+    assert midpoint_slice(2, 8) == 5
+    assert midpoint_slice(2, 9) == 5  # floor, as (z_min + z_max) // 2
+    with pytest.raises(ValueError):
+        tumor_z_range(np.zeros((3, 3, 3), bool))
+
+
+@pytest.mark.parametrize("codes", [("L", "P", "S"), ("P", "S", "L"), ("S", "R", "P"), ("A", "L", "I")])
+def test_orientation_does_not_change_the_slice(tmp_path, subject, codes):
+    reference = extract_subject("S1", files_of(subject), Normalization())
+    out = tmp_path / "reoriented"
+    out.mkdir()
+    transform = ornt_transform(axcodes2ornt("RAS"), axcodes2ornt(codes))
+    for path in Path(subject).glob("*.nii.gz"):
+        img = nib.load(path).as_reoriented(transform)
+        assert nib.aff2axcodes(img.affine) == codes
+        nib.save(img, out / path.name)
+    result = extract_subject("S1", files_of(out), Normalization())
+    assert (result.z_min, result.z_max, result.z) == (reference.z_min, reference.z_max, reference.z)
+    np.testing.assert_allclose(result.image, reference.image, atol=1e-6)
+    np.testing.assert_array_equal(result.mask, reference.mask)
+
+
+def _reason(folder: Path, normalization: Normalization = RAW) -> SubjectError:
+    with pytest.raises(SubjectError) as info:
+        extract_subject("S1", files_of(folder), normalization)
+    return info.value
+
+
+def test_missing_file(subject):
+    (subject / "T2.nii.gz").unlink()
+    err = _reason(subject)
+    assert err.file.endswith("T2.nii.gz") and "missing T2 file" in err.reason
+    assert "S1" in str(err)
+
+
+def test_garbage_file(subject):
+    (subject / "FLAIR.nii.gz").write_bytes(b"this is not a NIfTI file")
+    err = _reason(subject)
+    assert err.file.endswith("FLAIR.nii.gz") and "unreadable FLAIR" in err.reason
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.97])
+def test_truncated_file_is_detected_even_beyond_the_slice(subject, keep):
+    path = subject / "T1GD.nii.gz"
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    err = _reason(subject)
+    assert err.file.endswith("T1GD.nii.gz") and "corrupt T1ce" in err.reason
+
+
+def test_multimember_gzip_is_not_mistaken_for_corruption(subject):
+    path = subject / "T1.nii.gz"
+    raw = gzip.decompress(path.read_bytes())
+    half = len(raw) // 2
+    path.write_bytes(gzip.compress(raw[:half]) + gzip.compress(raw[half:]))  # valid, two members
+    assert extract_subject("S1", files_of(subject), RAW).z == 7
+
+
+def test_not_3d(subject):
+    volumes, _ = make_volumes()
+    four_d = np.stack([volumes["T2"], volumes["T2"]], axis=-1)
+    nib.save(nib.Nifti1Image(four_d, AFFINE), subject / "T2.nii.gz")
+    err = _reason(subject)
+    assert "not 3-D" in err.reason and err.file.endswith("T2.nii.gz")
+
+
+def test_trailing_singleton_dimension_is_accepted(subject):
+    volumes, _ = make_volumes()
+    nib.save(nib.Nifti1Image(volumes["T2"][..., None], AFFINE), subject / "T2.nii.gz")
+    result = extract_subject("S1", files_of(subject), RAW)
+    np.testing.assert_allclose(result.image[2], to_display(volumes["T2"][:, :, 7]), rtol=1e-6)
+
+
+def test_shape_mismatch(subject):
+    nib.save(nib.Nifti1Image(np.ones((20, 24, 15), np.float32), AFFINE), subject / "T1.nii.gz")
+    err = _reason(subject)
+    assert "shape" in err.reason and "differs" in err.reason and err.file.endswith("T1.nii.gz")
+
+
+def test_affine_mismatch(subject):
+    volumes, _ = make_volumes()
+    shifted = AFFINE.copy()
+    shifted[0, 3] += 3.0
+    nib.save(nib.Nifti1Image(volumes["T1ce"], shifted), subject / "T1GD.nii.gz")
+    err = _reason(subject)
+    assert "affine differs" in err.reason and err.file.endswith("T1GD.nii.gz")
+
+
+def test_empty_mask(subject):
+    nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.uint8), AFFINE), subject / "MASK.nii.gz")
+    err = _reason(subject)
+    assert "empty tumor mask" in err.reason and err.file.endswith("MASK.nii.gz")
+
+
+def test_non_finite_values(subject):
+    volumes, _ = make_volumes()
+    volumes["FLAIR"][:, :, 7][3, 3] = np.nan
+    nib.save(nib.Nifti1Image(volumes["FLAIR"], AFFINE), subject / "FLAIR.nii.gz")
+    err = _reason(subject)
+    assert "non-finite" in err.reason and err.file.endswith("FLAIR.nii.gz")
+
+
+def test_constant_slice_has_no_contrast(subject):
+    nib.save(nib.Nifti1Image(np.full(SHAPE, 5.0, np.float32), AFFINE), subject / "T1.nii.gz")
+    err = _reason(subject, Normalization())
+    assert "no contrast" in err.reason
+
+
+def test_percentile_normalization_is_robust_and_keeps_background():
+    rng = np.random.default_rng(1)
+    plane = np.zeros((40, 40), np.float32)
+    plane[5:35, 5:35] = rng.uniform(100, 200, (30, 30))
+    plane[10, 10] = 1e6  # one hot voxel must not squash the rest
+    out = normalize_plane(plane, Normalization(lower=1, upper=99))
+    assert out[0, 0] == 0.0 and out.max() == 1.0 and out.min() == 0.0
+    assert 0.3 < np.median(out[5:35, 5:35]) < 0.7
+    z = normalize_plane(plane, Normalization(method="zscore"))
+    assert z[0, 0] == 0.0
+    with pytest.raises(ValueError):
+        Normalization(method="bogus")
+
+
+def test_extract_many_runs_in_parallel_and_reports_errors(tmp_path):
+    volumes, mask = make_volumes()
+    good = write_subject(tmp_path / "good", volumes, mask, AFFINE)
+    bad = write_subject(tmp_path / "bad", volumes, np.zeros_like(mask), AFFINE)
+    results = list(extract_many([("good", files_of(good)), ("bad", files_of(bad))], n_workers=2, progress=False))
+    assert results[0].subject_id == "good" and results[0].z == 7
+    assert isinstance(results[1], SubjectError) and results[1].subject_id == "bad"
+    stacked = stack_slices([results[0]], {"good": 1})
+    assert stacked["images"].shape == (1, 4, SHAPE[1], SHAPE[0]) and stacked["labels"].tolist() == [1]
