@@ -196,3 +196,30 @@ def test_extract_many_runs_in_parallel_and_reports_errors(tmp_path):
     assert isinstance(results[1], SubjectError) and results[1].subject_id == "bad"
     stacked = stack_slices([results[0]], {"good": 1})
     assert stacked["images"].shape == (1, 4, SHAPE[1], SHAPE[0]) and stacked["labels"].tolist() == [1]
+
+
+def test_uncompressed_nifti_is_read_and_truncation_detected(tmp_path):
+    volumes, mask = make_volumes()
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    names = {"T1": "t1.nii", "T1ce": "t1ce.nii", "T2": "t2.nii", "FLAIR": "flair.nii", "mask": "mask.nii"}
+    for key, name in names.items():
+        nib.save(nib.Nifti1Image(mask if key == "mask" else volumes[key], AFFINE), folder / name)
+    files = {key: str(folder / name) for key, name in names.items()}
+    result = extract_subject("P", files, RAW)
+    np.testing.assert_allclose(result.image[3], to_display(volumes["FLAIR"][:, :, 7]), rtol=1e-6)
+    data = (folder / "t2.nii").read_bytes()
+    (folder / "t2.nii").write_bytes(data[:-100])
+    with pytest.raises(SubjectError, match="truncated"):
+        extract_subject("P", files, RAW)
+
+
+def test_scaled_integer_storage_matches_nibabel(tmp_path, subject):
+    """int16 with scl_slope/inter (how the phantom and many scanners store data) reads as nibabel does."""
+    img = nib.load(subject / "T2.nii.gz")
+    scaled = nib.Nifti1Image(np.rint(img.get_fdata() * 7).astype(np.int16), AFFINE)
+    scaled.header.set_slope_inter(1 / 7, 2.5)
+    nib.save(scaled, subject / "T2.nii.gz")
+    expected = nib.load(subject / "T2.nii.gz").get_fdata()[:, :, 7]
+    result = extract_subject("S1", files_of(subject), RAW)
+    np.testing.assert_allclose(result.image[2], to_display(expected), rtol=1e-5)

@@ -266,11 +266,15 @@ def _metadata(rng: np.random.Generator, subject_id: str, tumor: Tumor, seed: int
 
 def _save(data: np.ndarray, affine: np.ndarray, path: Path, dtype: type, orientation: str) -> None:
     """Write a .nii.gz; compressed with ISA-L (standard gzip, several times faster than zlib)."""
-    img = nib.Nifti1Image(data, affine)
+    if dtype is np.int16:  # scale to int16 here: cheaper than nibabel's generic float scaling
+        slope = max(float(data.max()), 1e-6) / 32000.0
+        img = nib.Nifti1Image(np.rint(data / slope).astype(np.int16), affine)
+        img.header.set_slope_inter(slope, 0.0)
+    else:
+        img = nib.Nifti1Image(data.astype(dtype), affine)
     if orientation != "RAS":
         ras, target = nib.orientations.axcodes2ornt("RAS"), nib.orientations.axcodes2ornt(tuple(orientation))
         img = img.as_reoriented(nib.orientations.ornt_transform(ras, target))
-    img.set_data_dtype(dtype)
     path.write_bytes(igzip.compress(img.to_bytes(), compresslevel=1))
 
 

@@ -48,3 +48,9 @@ CONFIG_LOADER_ARGS = {
 # Class that manages the Data Catalog.
 # from kedro.io import DataCatalog
 # DATA_CATALOG_CLASS = DataCatalog
+
+# Kedro 1.7 calls an OmegaConf API that newer OmegaConf releases deprecate; the warning is
+# Kedro's to fix and would otherwise bury every run's log.
+import warnings  # noqa: E402
+
+warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
