@@ -2,5 +2,6 @@
 
 from idh_pseudocolor.datasets.cohort_dataset import CohortDataset
 from idh_pseudocolor.datasets.npz_dataset import NpzDataset
+from idh_pseudocolor.datasets.optuna_dataset import OptunaStorageDataset, StudyLocation
 
-__all__ = ["CohortDataset", "NpzDataset"]
+__all__ = ["CohortDataset", "NpzDataset", "OptunaStorageDataset", "StudyLocation"]

@@ -1,0 +1,104 @@
+"""``OptunaStorageDataset``: where an Optuna study lives, as a catalog entry.
+
+kedro-datasets' experimental ``optuna.StudyDataset`` copies whole studies on save and has no
+heartbeat or journal support; a resumable, multi-worker search needs the storage itself
+(trials are written as they finish), so this dataset hands the node a configured storage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from kedro.io import AbstractDataset, DatasetError
+
+
+@dataclass(frozen=True)
+class StudyLocation:
+    """A storage and the study name inside it; the node creates or resumes the study there."""
+
+    storage: optuna.storages.BaseStorage
+    study_name: str
+    url: str  # for messages and optuna-dashboard, with any password masked
+
+
+class OptunaStorageDataset(AbstractDataset[None, StudyLocation]):
+    """Loads a :class:`StudyLocation` for SQLite (default), any SQLAlchemy URL or a journal file.
+
+    Example::
+
+        search_study:
+          type: idh_pseudocolor.datasets.OptunaStorageDataset
+          filepath: data/06_models/search.db      # SQLite, relative to the project
+          study_name: idh_search
+        # PostgreSQL, URL from conf/local/credentials.yml (optuna_db: {con: postgresql://...})
+        # or from the environment (con: ${oc.env:OPTUNA_STORAGE}):
+        #   credentials: optuna_db
+        # journal file (NFS-friendly): storage: journal, filepath: /shared/search.log
+
+    RDB storages get a heartbeat, so a trial left RUNNING by a killed worker is marked FAILED
+    once ``grace_period`` seconds pass without a beat.
+    """
+
+    def __init__(
+        self,
+        study_name: str,
+        filepath: str | None = None,
+        storage: str | None = None,
+        credentials: dict[str, Any] | None = None,
+        heartbeat_interval: int = 60,
+        grace_period: int | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self._study_name = study_name
+        self._filepath = filepath
+        self._storage = (credentials or {}).get("con") or storage
+        self._heartbeat = heartbeat_interval
+        self._grace = grace_period
+        self.metadata = metadata
+        if not (self._filepath or self._storage):
+            raise DatasetError("OptunaStorageDataset needs 'filepath' (SQLite / journal) or a storage URL")
+
+    def _url(self) -> str:
+        if self._storage and self._storage != "journal":
+            return self._storage
+        path = Path(self._filepath or "")
+        return f"journal:{path}" if self._storage == "journal" else f"sqlite:///{path}"
+
+    def load(self) -> StudyLocation:
+        url = self._url()
+        if url.startswith("journal:"):
+            path = Path(url.removeprefix("journal:"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            backend = optuna.storages.journal.JournalFileBackend(str(path))
+            storage: optuna.storages.BaseStorage = optuna.storages.JournalStorage(backend)
+        else:
+            if url.startswith("sqlite:///"):
+                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            storage = optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=self._heartbeat,
+                grace_period=self._grace,
+                engine_kwargs={"pool_pre_ping": True},
+            )
+        return StudyLocation(storage=storage, study_name=self._study_name, url=_mask_password(url))
+
+    def save(self, data: None) -> None:
+        raise DatasetError("OptunaStorageDataset is read-only: trials are written by the search as they finish")
+
+    def _exists(self) -> bool:
+        return True
+
+    def _describe(self) -> dict[str, Any]:
+        return {"study_name": self._study_name, "storage": _mask_password(self._url())}
+
+
+def _mask_password(url: str) -> str:
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url

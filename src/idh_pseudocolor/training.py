@@ -1,0 +1,212 @@
+"""One training run: a timm model finetuned (or trained from scratch) on pseudo-colored slices.
+
+Read top to bottom: the run's settings, the Lightning module (loss, optimizer, schedule,
+validation metrics), then :func:`train_run`, which builds everything and fits. Data stay in
+memory as tensors (a cohort is a few hundred slices), so an epoch does no file I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.callbacks import Callback, EarlyStopping
+from torch.utils.data import DataLoader, TensorDataset
+
+from idh_pseudocolor.configurations import configuration
+from idh_pseudocolor.metrics import METRICS, binary_metrics
+from idh_pseudocolor.models import WeightsInfo, create_model
+from idh_pseudocolor.pseudocolor import compose, normalization_stats
+
+# Lightning's advice to add dataloader workers does not apply to in-memory tensors.
+warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=r".*The number of training batches.*")
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run (configuration x model x pretrained x seed + hyperparameters)."""
+
+    model_name: str
+    config_id: int
+    seed: int = 42
+    pretrained: bool = True
+    learning_rate: float = 1.08e-4
+    superconvergence: bool = True  # OneCycleLR; else constant learning rate
+    peak_fraction: float = 0.437  # OneCycle pct_start
+    lr_interval: str = "epoch"  # OneCycle steps per "step" or per "epoch"
+    max_epochs: int = 40
+    mask_non_tumor: bool = False
+    batch_size: int = 16
+    image_size: int = 224
+    weights_file: str | None = None
+    weight_decay: float = 0.01
+    early_stopping: bool = True
+    early_stopping_patience: int = 10
+    precision: str = "32-true"
+    accelerator: str = "cpu"
+    deterministic: bool = True
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        configuration(self.config_id)  # validates the id
+        if self.lr_interval not in ("step", "epoch"):
+            raise ValueError(f"lr_interval must be 'step' or 'epoch', got {self.lr_interval!r}")
+
+
+@dataclass
+class RunResult:
+    """Validation metrics at the best epoch (lowest validation loss) and provenance."""
+
+    config: RunConfig
+    weights: WeightsInfo
+    best_epoch: int
+    epochs_run: int
+    metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    val_subject_ids: list[str] = field(default_factory=list)
+    val_prob_mutant: list[float] = field(default_factory=list)
+    state_dict: dict[str, torch.Tensor] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            **{f"val_{k}": v for k, v in self.metrics.items()},
+            "best_epoch": self.best_epoch,
+            "epochs_run": self.epochs_run,
+            **{f"weights_{k}": v for k, v in self.weights.as_dict().items()},
+            **{f"cfg_{k}": v for k, v in asdict(self.config).items()},
+        }
+
+
+class PseudocolorClassifier(pl.LightningModule):
+    """Cross-entropy on two classes; AdamW; OneCycle or constant LR; metrics from one confusion matrix."""
+
+    def __init__(self, model: torch.nn.Module, cfg: RunConfig, steps_per_epoch: int, keep_state: bool = False) -> None:
+        super().__init__()
+        self.model, self.cfg, self.steps_per_epoch, self.keep_state = model, cfg, steps_per_epoch, keep_state
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, Any] = {"val_loss": math.inf}
+        self._val_logits: list[torch.Tensor] = []
+        self._val_labels: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True)  # accumulated on device: no per-step sync
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self._val_logits.append(self(x).float())
+        self._val_labels.append(y)
+
+    def on_validation_epoch_end(self) -> None:
+        logits, labels = torch.cat(self._val_logits), torch.cat(self._val_labels)
+        self._val_logits.clear()
+        self._val_labels.clear()
+        loss = float(F.cross_entropy(logits, labels))
+        prob = torch.softmax(logits, dim=1)[:, 1].cpu().numpy()
+        metrics = {k: v for k, v in binary_metrics(labels.cpu().numpy(), prob).items() if k in METRICS}
+        self.log_dict({"val_loss": loss, **{f"val_{k}": (0.0 if math.isnan(v) else v) for k, v in metrics.items()}})
+        row = {"epoch": int(self.current_epoch), "val_loss": loss, **metrics}
+        self.history.append(row)
+        if loss < self.best["val_loss"]:  # the epoch early stopping will point back to
+            state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()} if self.keep_state else None
+            self.best = {**row, "prob": prob, "state": state}
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay)
+        if not self.cfg.superconvergence:
+            return optimizer
+        per_step = self.cfg.lr_interval == "step"
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=self.cfg.learning_rate,
+            total_steps=self.cfg.max_epochs * (self.steps_per_epoch if per_step else 1),
+            pct_start=self.cfg.peak_fraction,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.cfg.lr_interval}}
+
+
+def prepare_inputs(
+    arrays: dict[str, np.ndarray], index: np.ndarray, cfg: RunConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Composite images and labels for the subjects at ``index`` (ImageNet-normalized if pretrained)."""
+    n_channels = len(configuration(cfg.config_id))
+    x = compose(
+        arrays["images"][index], arrays["masks"][index], cfg.config_id, cfg.image_size,
+        mask_tumor_only=cfg.mask_non_tumor, normalize=normalization_stats(n_channels, cfg.pretrained),
+    )
+    return x, torch.as_tensor(arrays["labels"][index].astype(np.int64))
+
+
+def split_index(arrays: dict[str, np.ndarray], split_ids: Sequence[str]) -> np.ndarray:
+    """Positions in the slice arrays of the given subject ids (order of ``split_ids``)."""
+    position = {sid: i for i, sid in enumerate(arrays["subject_ids"].tolist())}
+    missing = [s for s in split_ids if s not in position]
+    if missing:
+        raise KeyError(f"{len(missing)} split subject(s) have no slice, e.g. {missing[:3]}")
+    return np.array([position[s] for s in split_ids], dtype=int)
+
+
+def train_run(
+    arrays: dict[str, np.ndarray],
+    train_ids: Sequence[str],
+    val_ids: Sequence[str],
+    cfg: RunConfig,
+    callbacks: Sequence[Callback] = (),
+    keep_state: bool = False,
+) -> RunResult:
+    """Fit one run and return validation metrics at its best epoch."""
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    model, weights = create_model(
+        cfg.model_name, cfg.pretrained, cfg.weights_file, in_chans=len(configuration(cfg.config_id))
+    )
+    x_train, y_train = prepare_inputs(arrays, split_index(arrays, train_ids), cfg)
+    x_val, y_val = prepare_inputs(arrays, split_index(arrays, val_ids), cfg)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    drop_last = len(y_train) > cfg.batch_size  # a last batch of one would break BatchNorm
+    train_loader = DataLoader(TensorDataset(x_train, y_train), batch_size=cfg.batch_size, shuffle=True, generator=generator, drop_last=drop_last)
+    val_loader = DataLoader(TensorDataset(x_val, y_val), batch_size=max(64, cfg.batch_size))
+
+    module = PseudocolorClassifier(model, cfg, steps_per_epoch=len(train_loader), keep_state=keep_state)
+    all_callbacks = list(callbacks)
+    if cfg.early_stopping:
+        all_callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.early_stopping_patience))
+    trainer = pl.Trainer(
+        max_epochs=cfg.max_epochs,
+        accelerator=cfg.accelerator,
+        devices=1,
+        precision=cfg.precision,
+        deterministic=cfg.deterministic,
+        callbacks=all_callbacks,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=cfg.progress,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, train_loader, val_loader)
+    best = module.best
+    return RunResult(
+        config=cfg,
+        weights=weights,
+        best_epoch=int(best["epoch"]),
+        epochs_run=len(module.history),
+        metrics={k: float(best[k]) for k in METRICS},
+        history=module.history,
+        val_subject_ids=list(val_ids),
+        val_prob_mutant=[float(p) for p in best["prob"]],
+        state_dict=best["state"],
+    )
+
