@@ -35,6 +35,8 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
+    # Environments (conf/a4000, conf/l4, conf/local) hold only deltas: nested keys merge into base.
+    "merge_strategy": {"parameters": "soft", "catalog": "soft"},
     # "config_patterns": {
     #     "spark" : ["spark*/"],
     #     "parameters": ["parameters*", "parameters*/**", "**/parameters*"],

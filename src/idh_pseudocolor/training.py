@@ -28,6 +28,8 @@ from idh_pseudocolor.pseudocolor import compose, normalization_stats
 # Lightning's advice to add dataloader workers does not apply to in-memory tensors.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=r".*The number of training batches.*")
+# The paper steps OneCycle per epoch on purpose (Table 1's "LR update interval").
+warnings.filterwarnings("ignore", message=r".*OneCycleLR. scheduler is using 'interval': 'epoch'.*")
 
 
 @dataclass

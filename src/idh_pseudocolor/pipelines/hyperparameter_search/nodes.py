@@ -1,0 +1,54 @@
+"""Thin nodes over idh_pseudocolor.search."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from idh_pseudocolor.datasets.optuna_dataset import StudyLocation
+from idh_pseudocolor.search import SearchSettings, best_params, open_study, run_search, trials_table
+
+
+def _settings(params: dict[str, Any]) -> SearchSettings:
+    return SearchSettings(
+        model_name=params["model_name"],
+        config_id=int(params["config_id"]),
+        n_trials=int(params["n_trials"]),
+        search_space=dict(params["search_space"]),
+        fixed=dict(params.get("fixed", {})),
+        sampler=dict(params.get("sampler", {})),
+        pruning=bool(params.get("pruning", False)),
+        pruner=dict(params.get("pruner", {}) or {}),
+    )
+
+
+def search_hyperparameters(
+    slice_arrays: dict[str, np.ndarray], splits: pd.DataFrame, search_study: StudyLocation, params: dict[str, Any]
+) -> tuple[pd.DataFrame, dict[str, Any], Any, Any]:
+    """Run (or resume) the search on train/validation; the test split is never read here.
+
+    Returns the trials table, ``best_params`` and Optuna's optimization-history and
+    parameter-importance figures.
+    """
+    settings = _settings(params)
+    study = open_study(search_study, settings)
+    train_ids = splits.loc[splits["split"] == "train", "subject_id"].tolist()
+    val_ids = splits.loc[splits["split"] == "val", "subject_id"].tolist()
+    run_search(study, slice_arrays, train_ids, val_ids, settings, progress=params.get("progress", True))
+    history = optuna.visualization.plot_optimization_history(study, target_name="validation F1")
+    try:
+        importance = optuna.visualization.plot_param_importances(study, target_name="validation F1")
+    except (RuntimeError, ValueError, ZeroDivisionError) as exc:  # too few or identical trials
+        importance = _placeholder_figure(f"Parameter importance unavailable: {exc}")
+    return trials_table(study), best_params(study, settings), history, importance
+
+
+def _placeholder_figure(message: str):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    return fig

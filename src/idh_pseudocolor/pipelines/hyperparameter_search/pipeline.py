@@ -1,0 +1,18 @@
+"""hyperparameter_search pipeline definition."""
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from idh_pseudocolor.pipelines.hyperparameter_search.nodes import search_hyperparameters
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return pipeline(
+        [
+            node(
+                search_hyperparameters,
+                inputs=["slice_arrays", "splits", "search_study", "params:hyperparameter_search"],
+                outputs=["search_trials", "best_params", "search_history_plot", "search_importance_plot"],
+                name="search_hyperparameters",
+            )
+        ]
+    )

@@ -1,0 +1,205 @@
+"""The paper's hyperparameter search (Table 1) with Optuna: space, sampler, resumable loop, outputs.
+
+Resuming is Optuna's own mechanism: completed trials live in the storage, a rerun loads the
+study and runs only what is missing, and a trial left RUNNING by a killed process is marked
+FAILED by the storage heartbeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytorch_lightning as pl
+from optuna.trial import TrialState
+
+from idh_pseudocolor.datasets.optuna_dataset import StudyLocation
+from idh_pseudocolor.training import RunConfig, RunResult, train_run
+
+logger = logging.getLogger(__name__)
+
+#: Table 1 of the paper: the search space, verbatim.
+TABLE_1: dict[str, list] = {
+    "learning_rate": [6e-6, 6e-4],  # log scale
+    "pretrained": [True, False],
+    "superconvergence": [True, False],
+    "peak_fraction": [0.01, 0.5],  # only with superconvergence
+    "lr_interval": ["step", "epoch"],  # only with superconvergence
+    "max_epochs_superconvergence": [10, 100],
+    "max_epochs_constant": [100, 150],
+    "mask_non_tumor": [True, False],
+}
+#: The paper's optimum, for reference and for users who skip the search.
+PAPER_OPTIMUM = {
+    "learning_rate": 1.08e-4, "pretrained": True, "superconvergence": True, "peak_fraction": 0.437,
+    "lr_interval": "epoch", "max_epochs": 40, "mask_non_tumor": False,
+}
+HYPERPARAMETERS = ("learning_rate", "pretrained", "superconvergence", "peak_fraction", "lr_interval", "max_epochs", "mask_non_tumor")
+
+
+@dataclass
+class SearchSettings:
+    """What the search optimizes over and with what (from ``parameters_hyperparameter_search.yml``)."""
+
+    model_name: str
+    config_id: int = 21
+    n_trials: int = 297
+    search_space: dict[str, list] = field(default_factory=lambda: dict(TABLE_1))
+    fixed: dict[str, Any] = field(default_factory=dict)  # RunConfig fields held fixed (batch size, image size, ...)
+    sampler: dict[str, Any] = field(default_factory=dict)
+    pruning: bool = False
+    pruner: dict[str, Any] = field(default_factory=dict)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must not change when a study is resumed."""
+        return {"model_name": self.model_name, "config_id": self.config_id, "search_space": self.search_space, "fixed": self.fixed}
+
+
+def suggest(trial: optuna.Trial, space: dict[str, list]) -> dict[str, Any]:
+    """One point of the search space, in RunConfig's vocabulary (max-epochs range depends on the schedule)."""
+    hp: dict[str, Any] = {
+        "learning_rate": trial.suggest_float("learning_rate", *space["learning_rate"], log=True),
+        "pretrained": trial.suggest_categorical("pretrained", space["pretrained"]),
+        "superconvergence": trial.suggest_categorical("superconvergence", space["superconvergence"]),
+    }
+    if hp["superconvergence"]:
+        hp["peak_fraction"] = trial.suggest_float("peak_fraction", *space["peak_fraction"])
+        hp["lr_interval"] = trial.suggest_categorical("lr_interval", space["lr_interval"])
+        hp["max_epochs"] = trial.suggest_int("max_epochs_superconvergence", *space["max_epochs_superconvergence"])
+    else:
+        hp["max_epochs"] = trial.suggest_int("max_epochs_constant", *space["max_epochs_constant"])
+    hp["mask_non_tumor"] = trial.suggest_categorical("mask_non_tumor", space["mask_non_tumor"])
+    return hp
+
+
+def make_sampler(options: dict[str, Any]) -> optuna.samplers.TPESampler:
+    """TPE with every option explicit: Optuna 5 changed TPE's defaults, so nothing is left implicit."""
+    opts = {
+        "seed": 42, "n_startup_trials": 10, "n_ei_candidates": 24, "multivariate": False,
+        "group": False, "constant_liar": False, "consider_endpoints": False, **options,
+    }
+    return optuna.samplers.TPESampler(**opts)
+
+
+class PruningCallback(pl.Callback):
+    """Reports validation F1 each epoch to the trial and stops hopeless trials (Optuna's pruner decides)."""
+
+    def __init__(self, trial: optuna.Trial, monitor: str = "val_f1") -> None:
+        self.trial, self.monitor = trial, monitor
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None:
+            return
+        self.trial.report(float(value), step=trainer.current_epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {trainer.current_epoch}")
+
+
+def _count(study: optuna.Study, *states: TrialState) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def open_study(location: StudyLocation, settings: SearchSettings) -> optuna.Study:
+    """Create the study, or resume it after checking it was made with the same settings."""
+    pruner = optuna.pruners.MedianPruner(**settings.pruner) if settings.pruning else optuna.pruners.NopPruner()
+    study = optuna.create_study(
+        study_name=location.study_name, storage=location.storage, sampler=make_sampler(settings.sampler),
+        pruner=pruner, direction="maximize", load_if_exists=True,
+    )
+    stored = study.user_attrs.get("settings")
+    wanted = _jsonable(settings.fingerprint())
+    if stored is None:
+        study.set_user_attr("settings", wanted)
+        study.set_user_attr("objective", "validation F1 at the best epoch (lowest validation loss)")
+    elif stored != wanted:
+        raise ValueError(
+            f"Study '{location.study_name}' in {location.url} was created with other settings "
+            f"({stored}); these are {wanted}. Resume with the same settings or set another study_name."
+        )
+    return study
+
+
+def run_search(
+    study: optuna.Study,
+    arrays: dict[str, np.ndarray],
+    train_ids: Sequence[str],
+    val_ids: Sequence[str],
+    settings: SearchSettings,
+    progress: bool = True,
+    train: Callable[..., RunResult] = train_run,
+) -> optuna.Study:
+    """Run trials until the study holds ``n_trials`` COMPLETE trials (stale ones count as failed)."""
+
+    def objective(trial: optuna.Trial) -> float:
+        hp = suggest(trial, settings.search_space)
+        cfg = RunConfig(model_name=settings.model_name, config_id=settings.config_id, **{**settings.fixed, **hp})
+        callbacks = [PruningCallback(trial)] if settings.pruning else []
+        result = train(arrays, train_ids, val_ids, cfg, callbacks=callbacks)
+        for key, value in result.metrics.items():
+            trial.set_user_attr(f"val_{key}", None if math.isnan(value) else value)
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr("epochs_run", result.epochs_run)
+        trial.set_user_attr("pretrained_loaded", result.weights.pretrained_loaded)
+        trial.set_user_attr("weights_source", result.weights.source)
+        f1 = result.metrics["f1"]
+        return 0.0 if math.isnan(f1) else f1
+
+    stop_at_target = optuna.study.MaxTrialsCallback(settings.n_trials, states=(TrialState.COMPLETE,))
+    while (done := _count(study, TrialState.COMPLETE)) < settings.n_trials:
+        logger.info("Search %s: %d of %d trials complete", study.study_name, done, settings.n_trials)
+        study.optimize(
+            objective, n_trials=settings.n_trials - done, callbacks=[stop_at_target],
+            show_progress_bar=progress, gc_after_trial=True,
+        )
+    return study
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: state, objective, hyperparameters, validation metrics, weights provenance."""
+    frame = study.trials_dataframe(attrs=("number", "state", "value", "datetime_start", "duration", "params", "user_attrs"))
+    frame.columns = [c.replace("params_", "").replace("user_attrs_", "") for c in frame.columns]
+    if "duration" in frame:
+        frame["duration_s"] = frame.pop("duration").dt.total_seconds()
+    return frame
+
+
+def best_params(study: optuna.Study, settings: SearchSettings) -> dict[str, Any]:
+    """The best trial's hyperparameters in RunConfig's vocabulary, plus where they came from."""
+    best = study.best_trial
+    p = dict(best.params)
+    hp = {
+        "learning_rate": float(p["learning_rate"]),
+        "pretrained": bool(p["pretrained"]),
+        "superconvergence": bool(p["superconvergence"]),
+        "peak_fraction": float(p.get("peak_fraction", PAPER_OPTIMUM["peak_fraction"])),
+        "lr_interval": str(p.get("lr_interval", "epoch")),
+        "max_epochs": int(p.get("max_epochs_superconvergence", p.get("max_epochs_constant", 0))),
+        "mask_non_tumor": bool(p["mask_non_tumor"]),
+    }
+    return {
+        "hyperparameters": hp,
+        "provenance": {
+            "study_name": study.study_name,
+            "trial": best.number,
+            "validation_f1": float(best.value),
+            "completed_trials": _count(study, TrialState.COMPLETE),
+            "model_name": settings.model_name,
+            "config_id": settings.config_id,
+            "pretrained_loaded": best.user_attrs.get("pretrained_loaded"),
+        },
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value

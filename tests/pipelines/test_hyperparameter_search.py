@@ -1,0 +1,132 @@
+"""The search through real Kedro sessions and a real SQLite study, including a SIGKILL mid-search."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from kedro.config import OmegaConfigLoader
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+from idh_pseudocolor.datasets import OptunaStorageDataset
+from idh_pseudocolor.search import TABLE_1, SearchSettings, open_study
+from tests.conftest import REPO
+
+FAST_SEARCH = {
+    "hyperparameter_search": {
+        "n_trials": 3,
+        "progress": False,
+        "fixed": {"image_size": 32, "early_stopping_patience": 2},
+        "search_space": {"max_epochs_superconvergence": [1, 3], "max_epochs_constant": [2, 3]},
+    },
+    "data_engineering": {"progress": False},
+}
+
+
+def prepare(project: Path, cohort: Path, n_trials: int = 3, grace: int = 2) -> None:
+    """Data for the search, and conf/local deltas: a fast search and a short heartbeat."""
+    params = {**FAST_SEARCH, "hyperparameter_search": {**FAST_SEARCH["hyperparameter_search"], "n_trials": n_trials}}
+    (project / "conf/local/parameters.yml").write_text(yaml.safe_dump(params))
+    (project / "conf/local/catalog.yml").write_text(
+        yaml.safe_dump({"search_study": {"heartbeat_interval": 1, "grace_period": grace}})
+    )
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, runtime_params={"cohort_path": str(cohort)}) as session:
+        session.run(pipeline_names=["data_engineering"])
+
+
+def study_at(project: Path) -> optuna.Study:
+    return optuna.load_study(study_name="idh_search", storage=f"sqlite:///{project / 'data/06_models/hyperparameter_search.db'}")
+
+
+def test_search_through_a_kedro_session(kedro_project, tiny_cohort):
+    prepare(kedro_project, tiny_cohort)
+    with KedroSession.create(project_path=kedro_project) as session:
+        session.run(pipeline_names=["hyperparameter_search"])
+    study = study_at(kedro_project)
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 3
+    best = yaml.safe_load((kedro_project / "data/06_models/best_params.yml").read_text())
+    hp = best["hyperparameters"]
+    lo, hi = TABLE_1["learning_rate"]
+    assert lo <= hp["learning_rate"] <= hi
+    assert hp["pretrained"] in TABLE_1["pretrained"] and hp["mask_non_tumor"] in TABLE_1["mask_non_tumor"]
+    assert hp["lr_interval"] in TABLE_1["lr_interval"]
+    lo, hi = TABLE_1["peak_fraction"]
+    assert lo <= hp["peak_fraction"] <= hi
+    assert 1 <= hp["max_epochs"] <= 3  # the demo's delta of Table 1's epoch ranges
+    assert best["provenance"]["trial"] == study.best_trial.number
+    assert best["provenance"]["validation_f1"] == pytest.approx(study.best_value)
+    for name in ("search_history.json", "search_importance.json"):
+        assert (kedro_project / "data/08_reporting" / name).stat().st_size > 1000
+    trials = (kedro_project / "data/07_model_output/search_trials.csv").read_text()
+    assert "val_auroc" in trials and "pretrained_loaded" in trials
+
+
+def _complete_count(db: Path) -> int:
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            return con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
+def test_search_survives_sigkill_and_finishes_exactly(kedro_project, tiny_cohort):
+    prepare(kedro_project, tiny_cohort, n_trials=4, grace=2)
+    db = kedro_project / "data/06_models/hyperparameter_search.db"
+    cmd = [sys.executable, "-m", "kedro", "run", "--pipelines", "hyperparameter_search"]
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=kedro_project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while _complete_count(db) < 2:
+        assert proc.poll() is None, "the search ended before it could be killed"
+        assert time.time() < deadline, "no trial completed in time"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    before = {t.number: (t.value, t.params) for t in study_at(kedro_project).trials if t.state.name == "COMPLETE"}
+    assert 2 <= len(before) < 4
+    time.sleep(3)  # past the heartbeat grace period: a trial left RUNNING is now stale
+    rerun = subprocess.run(cmd, cwd=kedro_project, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+
+    trials = study_at(kedro_project).trials
+    after = {t.number: (t.value, t.params) for t in trials if t.state.name == "COMPLETE"}
+    assert len(after) == 4  # exactly the target
+    assert all(after[n] == before[n] for n in before)  # nothing completed was lost or redone
+    assert {t.state.name for t in trials} <= {"COMPLETE", "FAIL"}  # the killed trial, if any, is FAILED
+    assert not any(t.state.name == "RUNNING" for t in trials)
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    location = OptunaStorageDataset("s", filepath=str(tmp_path / "s.db")).load()
+    open_study(location, SearchSettings(model_name="resnet18"))
+    open_study(location, SearchSettings(model_name="resnet18"))  # same settings: resumes
+    with pytest.raises(ValueError, match="created with other settings"):
+        open_study(location, SearchSettings(model_name="resnet34"))
+
+
+def test_a4000_environment_is_table_1_and_holds_only_deltas():
+    def params(env):
+        loader = OmegaConfigLoader(str(REPO / "conf"), base_env="base", default_run_env=env, merge_strategy={"parameters": "soft"})
+        return loader["parameters"]["hyperparameter_search"]
+
+    paper, demo = params("a4000"), params("local")
+    assert paper["search_space"] == TABLE_1
+    assert paper["model_name"] == "resnext101_32x16d.fb_swsl_ig1b_ft_in1k" and paper["config_id"] == 21
+    assert paper["n_trials"] == 297 and paper["fixed"]["batch_size"] == 16 and paper["fixed"]["image_size"] == 224
+    assert paper["sampler"] == demo["sampler"]  # inherited from base, not repeated
+    differing = {k for k in TABLE_1 if demo["search_space"][k] != TABLE_1[k]}
+    assert differing == {"pretrained", "max_epochs_superconvergence", "max_epochs_constant"}  # the documented DEMO keys
+    a4000_text = (REPO / "conf/a4000/parameters_hyperparameter_search.yml").read_text()
+    assert "sampler" not in a4000_text and "learning_rate" not in a4000_text

@@ -1,0 +1,151 @@
+"""Composition, metrics, model factory, and real (tiny) training runs on CPU."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import timm
+import torch
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+
+from idh_pseudocolor.metrics import binary_metrics, invariant_violations
+from idh_pseudocolor.models import PretrainedWeightsUnavailable, create_model
+from idh_pseudocolor.pseudocolor import (
+    IMAGENET_MEAN,
+    compose,
+    composite_rgb,
+    normalization_stats,
+    pad_to_square,
+)
+from idh_pseudocolor.training import RunConfig, train_run
+
+
+def synthetic_arrays(n: int = 24, size: int = 20, seed: int = 0) -> dict[str, np.ndarray]:
+    """Slices whose T2 channel carries the label: enough for a model to learn something."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 2
+    images = rng.uniform(0, 0.3, (n, 4, size, size + 4)).astype(np.float32)
+    images[labels == 1, 2, 5:12, 5:12] += 0.6
+    masks = np.zeros((n, size, size + 4), np.uint8)
+    masks[:, 5:12, 5:12] = 1
+    return {
+        "images": images, "masks": masks, "labels": labels.astype(np.int8),
+        "subject_ids": np.array([f"S{i:03d}" for i in range(n)]), "sequences": np.array(["T1", "T1ce", "T2", "FLAIR"]),
+    }
+
+
+def test_compose_selects_channels_masks_and_resizes():
+    arrays = synthetic_arrays(4)
+    x = compose(arrays["images"], arrays["masks"], 21, image_size=32)  # (FLAIR, T1ce, T2)
+    assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32
+    native = compose(arrays["images"], arrays["masks"], 21, image_size=24)  # square of the 20x24 slice: no resize
+    np.testing.assert_allclose(native[:, 0, 2:22, :].numpy(), arrays["images"][:, 3])  # R = FLAIR, padded rows
+    assert float(native[:, :, :2].abs().max()) == 0.0
+    masked = compose(arrays["images"], arrays["masks"], 24, image_size=24, mask_tumor_only=True)  # gray T1
+    assert float(masked[:, :, 2:7].abs().max()) == 0.0 and float(masked[:, :, 8:13, 6:12].min()) > 0
+    assert torch.equal(masked[:, 0], masked[:, 1])
+    four = compose(arrays["images"], arrays["masks"], 28, image_size=16, normalize=normalization_stats(4, True))
+    assert four.shape == (4, 4, 16, 16)
+    assert normalization_stats(3, True)[0] == IMAGENET_MEAN and normalization_stats(3, False) is None
+    assert pad_to_square(torch.zeros(1, 3, 5, 9)).shape == (1, 3, 9, 9)
+    rgb = composite_rgb(arrays["images"][0], 15)
+    assert rgb.shape == (20, 24, 3)
+    np.testing.assert_allclose(rgb[..., 0], arrays["images"][0, 2])  # red = T2 in configuration 15
+
+
+def test_metrics_match_scikit_learn_and_invariants_hold():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 200)
+    p = np.clip(0.35 * y + rng.uniform(0, 0.7, 200), 0, 1)
+    m = binary_metrics(y, p)
+    predicted = p >= 0.5
+    assert m["auroc"] == pytest.approx(roc_auc_score(y, p))
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, predicted))
+    assert m["f1"] == pytest.approx(f1_score(y, predicted))
+    assert m["precision"] == pytest.approx(precision_score(y, predicted))
+    assert m["recall"] == pytest.approx(recall_score(y, predicted))
+    assert m["specificity"] == pytest.approx(recall_score(1 - y, ~predicted))
+    assert invariant_violations(m) == []
+    # the paper's ResNeXt finetuned row: accuracy 0.881 outside [recall 0.731, specificity 0.864]
+    paper = {"accuracy": 0.881, "f1": 0.819, "precision": 0.939, "recall": 0.731, "specificity": 0.864}
+    assert any("not between" in v for v in invariant_violations(paper))
+    none_predicted = binary_metrics(np.array([0, 1, 1]), np.array([0.1, 0.2, 0.3]))
+    assert math.isnan(none_predicted["precision"]) and none_predicted["f1"] == 0.0
+
+
+def test_pretrained_weights_from_a_local_file_are_really_used(tmp_path):
+    source = timm.create_model("resnet18", pretrained=False)
+    with torch.no_grad():
+        for i, param in enumerate(source.parameters()):
+            param.copy_(torch.full_like(param, 0.001 * (i + 1)))
+    path = tmp_path / "resnet18_imagenet.pth"
+    torch.save(source.state_dict(), path)
+    model, info = create_model("resnet18", pretrained=True, weights_file=str(path))
+    assert info.pretrained_loaded and info.source == f"file:{path}"
+    torch.testing.assert_close(model.conv1.weight, source.conv1.weight)
+    torch.testing.assert_close(model.layer4[1].bn2.weight, source.layer4[1].bn2.weight)
+    assert model.fc.out_features == 2  # classifier replaced for the two IDH classes
+    four, _ = create_model("resnet18", pretrained=True, weights_file=str(path), in_chans=4)
+    assert four.conv1.weight.shape[1] == 4  # first convolution adapted by timm
+    scratch, info = create_model("resnet18", pretrained=False)
+    assert not info.pretrained_loaded and not torch.equal(scratch.conv1.weight, source.conv1.weight)
+
+
+def test_requested_but_unavailable_weights_fail_fast_with_instructions(tmp_path):
+    with pytest.raises(PretrainedWeightsUnavailable, match=r"does not exist[\s\S]*weights_file[\s\S]*pretrained: false"):
+        create_model("resnet18", pretrained=True, weights_file=str(tmp_path / "absent.pth"))
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(PretrainedWeightsUnavailable, match="could not load"):
+        create_model("resnet18", pretrained=True, weights_file=str(garbage))
+    # the hub path, offline: no silent fallback to random weights
+    code = "from idh_pseudocolor.models import create_model; create_model('resnet18', pretrained=True)"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "PretrainedWeightsUnavailable" in proc.stderr and "HF cache" in proc.stderr
+
+
+def tiny_run(**overrides) -> RunConfig:
+    base = {"model_name": "resnet18", "config_id": 15, "pretrained": False, "learning_rate": 3e-3, "max_epochs": 3,
+            "image_size": 32, "batch_size": 8, "early_stopping_patience": 5, "seed": 7}
+    return RunConfig(**{**base, **overrides})
+
+
+def test_same_seed_gives_identical_validation_metrics():
+    arrays = synthetic_arrays(24)
+    ids = arrays["subject_ids"].tolist()
+    a = train_run(arrays, ids[:16], ids[16:], tiny_run())
+    b = train_run(arrays, ids[:16], ids[16:], tiny_run())
+    c = train_run(arrays, ids[:16], ids[16:], tiny_run(seed=8))
+    assert a.history == b.history and a.val_prob_mutant == b.val_prob_mutant
+    assert a.val_prob_mutant != c.val_prob_mutant
+    assert a.epochs_run == 3 and 0 <= a.best_epoch < 3
+    assert set(a.metrics) == {"auroc", "accuracy", "f1", "precision", "recall", "specificity"}
+
+
+def test_onecycle_per_step_and_constant_lr_run():
+    arrays = synthetic_arrays(24)
+    ids = arrays["subject_ids"].tolist()
+    step = train_run(arrays, ids[:16], ids[16:], tiny_run(lr_interval="step", peak_fraction=0.3))
+    constant = train_run(arrays, ids[:16], ids[16:], tiny_run(superconvergence=False, mask_non_tumor=True))
+    assert step.epochs_run == 3 and constant.epochs_run == 3
+    with pytest.raises(ValueError, match="lr_interval"):
+        tiny_run(lr_interval="batch")
+    with pytest.raises(ValueError, match="Unknown configuration"):
+        tiny_run(config_id=99)
+
+
+@pytest.mark.parametrize("model_name", ["vgg16.tv_in1k", "resnext101_32x16d.fb_swsl_ig1b_ft_in1k"])
+def test_one_training_step_of_the_paper_architectures(model_name):
+    arrays = synthetic_arrays(6, size=28)
+    ids = arrays["subject_ids"].tolist()
+    cfg = tiny_run(model_name=model_name, max_epochs=1, batch_size=2, image_size=64, early_stopping=False)
+    result = train_run(arrays, ids[:2], ids[2:4], cfg)  # one step of batch 2, then validation
+    assert result.epochs_run == 1 and not result.weights.pretrained_loaded
+    assert all(0.0 <= p <= 1.0 for p in result.val_prob_mutant) and len(result.val_prob_mutant) == 2
