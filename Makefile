@@ -30,10 +30,12 @@ phantom: install
 
 ## make test: install and run the whole test suite
 test: install
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest
 
 benchmarks: install
 	$(BIN)/python benchmarks/data_engineering.py
+	$(BIN)/python benchmarks/training_overhead.py
 
 clean-data:
 	find data -mindepth 2 -type f ! -name .gitkeep -delete

@@ -27,7 +27,14 @@ import psutil
 from idh_pseudocolor.cohort import FILE_KEYS, discover_cohort
 from idh_pseudocolor.configurations import SEQUENCES
 from idh_pseudocolor.phantom import cohort_is_complete, generate_cohort
-from idh_pseudocolor.slices import Normalization, extract_many, midpoint_slice, normalize_plane, to_display, tumor_z_range
+from idh_pseudocolor.slices import (
+    Normalization,
+    extract_many,
+    midpoint_slice,
+    normalize_plane,
+    to_display,
+    tumor_z_range,
+)
 
 
 class PeakRSS:

@@ -19,10 +19,18 @@ import pandas as pd
 import pytorch_lightning as pl
 from optuna.trial import TrialState
 
-from idh_pseudocolor.datasets.optuna_dataset import StudyLocation
 from idh_pseudocolor.training import RunConfig, RunResult, train_run
 
 logger = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class StudyLocation:
+    """A storage and the study name inside it; the search creates or resumes the study there."""
+
+    storage: optuna.storages.BaseStorage
+    study_name: str
+    url: str  # for messages and optuna-dashboard, with any password masked
+
 
 #: Table 1 of the paper: the search space, verbatim.
 TABLE_1: dict[str, list] = {

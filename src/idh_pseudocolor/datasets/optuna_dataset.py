@@ -7,21 +7,13 @@ heartbeat or journal support; a resumable, multi-worker search needs the storage
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 from kedro.io import AbstractDataset, DatasetError
 
-
-@dataclass(frozen=True)
-class StudyLocation:
-    """A storage and the study name inside it; the node creates or resumes the study there."""
-
-    storage: optuna.storages.BaseStorage
-    study_name: str
-    url: str  # for messages and optuna-dashboard, with any password masked
+from idh_pseudocolor.search import StudyLocation
 
 
 class OptunaStorageDataset(AbstractDataset[None, StudyLocation]):

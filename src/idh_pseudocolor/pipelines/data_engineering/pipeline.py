@@ -2,7 +2,11 @@
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from idh_pseudocolor.pipelines.data_engineering.nodes import extract_slices, split_cohort, summarize_quality
+from idh_pseudocolor.pipelines.data_engineering.nodes import (
+    extract_slices,
+    split_cohort,
+    summarize_quality,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:

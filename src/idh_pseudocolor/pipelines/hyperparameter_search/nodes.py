@@ -8,8 +8,14 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from idh_pseudocolor.datasets.optuna_dataset import StudyLocation
-from idh_pseudocolor.search import SearchSettings, best_params, open_study, run_search, trials_table
+from idh_pseudocolor.search import (
+    SearchSettings,
+    StudyLocation,
+    best_params,
+    open_study,
+    run_search,
+    trials_table,
+)
 
 
 def _settings(params: dict[str, Any]) -> SearchSettings:
