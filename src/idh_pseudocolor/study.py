@@ -1,0 +1,108 @@
+"""The permutation study's arithmetic: runs, per-configuration summaries, the winner, seed ensembles.
+
+Kept free of training and Kedro so the rules the paper states can be checked by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import product
+
+import numpy as np
+import pandas as pd
+
+from idh_pseudocolor.configurations import PAPER_CONFIGURATION_IDS, configuration_label
+from idh_pseudocolor.metrics import METRICS, binary_metrics
+
+PAPER_SEEDS = (42, 43, 44)
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """A run = configuration x model x pretrained x seed (SPEC's vocabulary)."""
+
+    config_id: int
+    model_name: str
+    pretrained: bool
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """File- and namespace-safe name, e.g. ``c15__vgg16_tv_in1k__pretrained__s42``."""
+        model = "".join(ch if ch.isalnum() else "_" for ch in self.model_name)
+        return f"c{self.config_id}__{model}__{'pretrained' if self.pretrained else 'scratch'}__s{self.seed}"
+
+
+def study_runs(
+    models: Sequence[str], pretrained: bool, seeds: Sequence[int] = PAPER_SEEDS, config_ids: Iterable[int] = PAPER_CONFIGURATION_IDS
+) -> list[RunKey]:
+    """Every run of the permutation study: configurations x models x seeds (28 x 2 x 3 = 168 in the paper)."""
+    return [RunKey(c, m, pretrained, s) for c, m, s in product(config_ids, models, seeds)]
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std over seeds of every validation metric, per configuration and model.
+
+    ``runs`` has one row per run with ``config_id``, ``model_name``, ``seed`` and the metric
+    columns of :data:`METRICS`. std is the sample standard deviation (ddof=1), as error bars of
+    three seeds usually are.
+    """
+    missing = {"config_id", "model_name", "seed", *METRICS} - set(runs.columns)
+    if missing:
+        raise ValueError(f"runs table lacks columns {sorted(missing)}")
+    grouped = runs.groupby(["config_id", "model_name"])[list(METRICS)]
+    table = grouped.agg(["mean", "std"])
+    table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
+    table["seeds"] = runs.groupby(["config_id", "model_name"])["seed"].nunique()
+    table = table.reset_index()
+    table.insert(1, "configuration", table["config_id"].map(configuration_label))
+    return table
+
+
+def winner(summary: pd.DataFrame, models: Sequence[str] | None = None) -> dict:
+    """The paper's rule: argmax over configurations of the sum over models of mean validation AUROC.
+
+    Only configurations scored for every model compete; ties go to the lower id.
+    """
+    models = list(models or sorted(summary["model_name"].unique()))
+    wide = summary.pivot(index="config_id", columns="model_name", values="auroc_mean")
+    missing = [m for m in models if m not in wide.columns]
+    if missing:
+        raise ValueError(f"no results for model(s) {missing}")
+    complete = wide[models].dropna()
+    if complete.empty:
+        raise ValueError("no configuration has results for every model")
+    score = complete.sum(axis=1).sort_index()
+    best = int(score.idxmax())
+    return {
+        "config_id": best,
+        "configuration": configuration_label(best),
+        "sum_mean_val_auroc": float(score.loc[best]),
+        "per_model_mean_val_auroc": {m: float(complete.loc[best, m]) for m in models},
+        "ranking": [int(c) for c in score.sort_values(ascending=False, kind="stable").index],
+    }
+
+
+def seed_ensemble(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Mean P(mutant) over seeds per subject (and per any other grouping column given)."""
+    keys = [c for c in predictions.columns if c not in {"seed", "prob_mutant"}]
+    return predictions.groupby(keys, as_index=False)["prob_mutant"].mean()
+
+
+def ensemble_metrics(predictions: pd.DataFrame) -> dict[str, float]:
+    """Metrics of the seed-ensemble's probabilities (one prediction per subject)."""
+    ens = seed_ensemble(predictions[["subject_id", "label", "seed", "prob_mutant"]])
+    return binary_metrics(ens["label"].to_numpy(), ens["prob_mutant"].to_numpy())
+
+
+def rank_of(summary: pd.DataFrame, config_id: int) -> tuple[int, int]:
+    """(rank, number of configurations) of ``config_id`` by the winner score, 1 = best."""
+    ranking = winner(summary)["ranking"]
+    return ranking.index(config_id) + 1, len(ranking)
+
+
+def spread(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample std (NaN std for one value)."""
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else float("nan")

@@ -1,0 +1,67 @@
+"""The permutation study's rules on hand-computed examples."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from idh_pseudocolor.study import (
+    RunKey,
+    ensemble_metrics,
+    rank_of,
+    seed_ensemble,
+    study_runs,
+    summarize,
+    winner,
+)
+
+
+def runs_table(aurocs: dict[tuple[int, str], list[float]]) -> pd.DataFrame:
+    rows = []
+    for (config_id, model), values in aurocs.items():
+        for seed, auroc in zip((42, 43, 44), values, strict=True):
+            rows.append({"config_id": config_id, "model_name": model, "seed": seed, "auroc": auroc,
+                         "accuracy": 0.8, "f1": 0.7, "precision": 0.75, "recall": 0.65, "specificity": 0.9})
+    return pd.DataFrame(rows)
+
+
+def test_study_has_168_runs_named_uniquely():
+    runs = study_runs(["vgg16.tv_in1k", "resnext101_32x16d.fb_swsl_ig1b_ft_in1k"], pretrained=True)
+    assert len(runs) == 28 * 2 * 3 and len({r.name for r in runs}) == 168
+    assert RunKey(15, "vgg16.tv_in1k", True, 42).name == "c15__vgg16_tv_in1k__pretrained__s42"
+
+
+def test_winner_rule_by_hand():
+    # config 15: A mean 0.90, B mean 0.98 -> 1.88 (the paper's winner and value)
+    # config 21: A mean 0.95, B mean 0.90 -> 1.85;  config 24: A 0.60, B 0.55 -> 1.15
+    table = runs_table({
+        (15, "A"): [0.89, 0.90, 0.91], (15, "B"): [0.97, 0.98, 0.99],
+        (21, "A"): [0.95, 0.95, 0.95], (21, "B"): [0.88, 0.90, 0.92],
+        (24, "A"): [0.50, 0.60, 0.70], (24, "B"): [0.55, 0.55, 0.55],
+    })
+    summary = summarize(table)
+    row = summary[(summary.config_id == 15) & (summary.model_name == "A")].iloc[0]
+    assert row["auroc_mean"] == pytest.approx(0.90) and row["auroc_std"] == pytest.approx(0.01)
+    assert row["seeds"] == 3 and row["configuration"] == "15: T2-T1ce-FLAIR"
+    result = winner(summary)
+    assert result["config_id"] == 15 and result["sum_mean_val_auroc"] == pytest.approx(1.88)
+    assert result["ranking"] == [15, 21, 24]
+    assert rank_of(summary, 24) == (3, 3)
+
+
+def test_a_configuration_missing_a_model_cannot_win():
+    table = runs_table({(3, "A"): [0.99, 0.99, 0.99], (5, "A"): [0.6, 0.6, 0.6], (5, "B"): [0.6, 0.6, 0.6]})
+    assert winner(summarize(table), models=["A", "B"])["config_id"] == 5
+    with pytest.raises(ValueError, match="lacks columns"):
+        summarize(table.drop(columns=["f1"]))
+
+
+def test_seed_ensemble_averages_probabilities_per_subject():
+    preds = pd.DataFrame({
+        "subject_id": ["a", "a", "a", "b", "b", "b"], "label": [1, 1, 1, 0, 0, 0],
+        "seed": [42, 43, 44] * 2, "prob_mutant": [0.3, 0.7, 0.8, 0.1, 0.3, 0.8],
+    })
+    ens = seed_ensemble(preds).set_index("subject_id")
+    assert ens.loc["a", "prob_mutant"] == pytest.approx(0.6) and ens.loc["b", "prob_mutant"] == pytest.approx(0.4)
+    m = ensemble_metrics(preds)
+    assert m["tp"] == 1 and m["tn"] == 1 and m["auroc"] == 1.0 and not math.isnan(m["f1"])
