@@ -149,3 +149,17 @@ def test_one_training_step_of_the_paper_architectures(model_name):
     result = train_run(arrays, ids[:2], ids[2:4], cfg)  # one step of batch 2, then validation
     assert result.epochs_run == 1 and not result.weights.pretrained_loaded
     assert all(0.0 <= p <= 1.0 for p in result.val_prob_mutant) and len(result.val_prob_mutant) == 2
+
+
+def test_pruning_callback_stops_a_hopeless_trial():
+    import optuna
+
+    from idh_pseudocolor.search import PruningCallback
+
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.1))  # F1 < 1.1: prune
+    trial = study.ask()
+    arrays = synthetic_arrays(24)
+    ids = arrays["subject_ids"].tolist()
+    with pytest.raises(optuna.TrialPruned, match="pruned at epoch 0"):
+        train_run(arrays, ids[:16], ids[16:], tiny_run(max_epochs=3), callbacks=[PruningCallback(trial)])
+    assert study.trials[0].intermediate_values.keys() == {0}  # reported once, then stopped

@@ -160,12 +160,16 @@ def run_search(
         return 0.0 if math.isnan(f1) else f1
 
     stop_at_target = optuna.study.MaxTrialsCallback(settings.n_trials, states=(TrialState.COMPLETE,))
+    rounds_without_progress = 0
     while (done := _count(study, TrialState.COMPLETE)) < settings.n_trials:
         logger.info("Search %s: %d of %d trials complete", study.study_name, done, settings.n_trials)
         study.optimize(
             objective, n_trials=settings.n_trials - done, callbacks=[stop_at_target],
             show_progress_bar=progress, gc_after_trial=True,
         )
+        rounds_without_progress = 0 if _count(study, TrialState.COMPLETE) > done else rounds_without_progress + 1
+        if rounds_without_progress >= 3:  # e.g. a pruner that prunes everything
+            raise RuntimeError(f"Search {study.study_name}: no trial completed in 3 rounds; check the pruner settings")
     return study
 
 

@@ -321,10 +321,10 @@ def extract_many(
 
     subjects = list(subjects)
     n_workers = max(1, min(n_workers or os.cpu_count() or 1, len(subjects) or 1))
-    tasks = (delayed(_extract_or_error)(sid, dict(files), normalization) for sid, files in subjects)
     if n_workers == 1:
         results: Iterable = (_extract_or_error(sid, dict(files), normalization) for sid, files in subjects)
     else:
+        tasks = (delayed(_extract_or_error)(sid, dict(files), normalization) for sid, files in subjects)
         results = Parallel(n_jobs=n_workers, return_as="generator", batch_size=1)(tasks)
     yield from tqdm(results, total=len(subjects), desc="extracting slices", unit="subject", disable=not progress)
 
