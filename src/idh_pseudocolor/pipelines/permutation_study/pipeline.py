@@ -1,0 +1,34 @@
+"""permutation_study pipeline: one namespace per configuration (kedro-viz shows the fan-out;
+``kedro run --namespaces configuration_15`` runs a subset), then aggregation and the winner."""
+
+from functools import partial, update_wrapper
+
+from kedro.pipeline import Pipeline, node, pipeline
+
+from idh_pseudocolor.configurations import FOUR_CHANNEL_ID, PAPER_CONFIGURATION_IDS
+from idh_pseudocolor.pipelines.permutation_study.nodes import aggregate_study, train_configuration
+
+SHARED_INPUTS = {"slice_arrays", "splits", "best_params"}
+
+
+def configuration_pipeline(config_id: int) -> Pipeline:
+    func = update_wrapper(partial(train_configuration, config_id=config_id), train_configuration)
+    return pipeline(
+        [node(func, inputs=["slice_arrays", "splits", "best_params", "params:permutation_study"],
+              outputs=["validation_runs", "validation_predictions"], name="train_configuration")],
+        namespace=f"configuration_{config_id}",
+        inputs=SHARED_INPUTS,
+        parameters={"params:permutation_study"},
+        tags=["extension"] if config_id == FOUR_CHANNEL_ID else None,
+    )
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    per_configuration = sum((configuration_pipeline(c) for c in PAPER_CONFIGURATION_IDS), Pipeline([]))
+    aggregate = node(
+        aggregate_study,
+        inputs=["params:permutation_study", *[f"configuration_{c}.validation_runs" for c in PAPER_CONFIGURATION_IDS]],
+        outputs=["study_runs", "study_results", "study_winner"],
+        name="aggregate_study",
+    )
+    return per_configuration + pipeline([aggregate])

@@ -1,0 +1,58 @@
+"""permutation_study (validation part) through real Kedro sessions with a tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import yaml
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+TINY = {
+    "data_engineering": {"progress": False},
+    "permutation_study": {
+        "models": ["resnet10t"], "seeds": [42],
+        "overrides": {"max_epochs": 1},
+        "fixed": {"image_size": 32, "early_stopping": False},
+    },
+}
+BEST = {"hyperparameters": {"learning_rate": 1e-3, "pretrained": False, "superconvergence": True, "peak_fraction": 0.3,
+                            "lr_interval": "epoch", "max_epochs": 5, "mask_non_tumor": False}}
+
+
+def prepare(project, cohort) -> None:
+    (project / "conf/local/parameters.yml").write_text(yaml.safe_dump(TINY))
+    (project / "data/06_models").mkdir(parents=True, exist_ok=True)
+    (project / "data/06_models/best_params.yml").write_text(yaml.safe_dump(BEST))  # as the search writes it
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, runtime_params={"cohort_path": str(cohort)}) as session:
+        session.run(pipeline_names=["data_engineering"])
+
+
+def test_one_namespace_runs_alone(kedro_project, tiny_cohort):
+    prepare(kedro_project, tiny_cohort)
+    with KedroSession.create(project_path=kedro_project) as session:
+        session.run(pipeline_names=["permutation_study"], namespaces=["configuration_15"])
+    out = kedro_project / "data/07_model_output/permutation_study"
+    assert sorted(p.name for p in out.iterdir()) == ["configuration_15"]
+    runs = pd.read_csv(out / "configuration_15/validation_runs.csv")
+    assert runs[["config_id", "model_name", "seed"]].values.tolist() == [[15, "resnet10t", 42]]
+    assert runs["epochs_run"].tolist() == [1] and not runs["pretrained_loaded"].any()
+    predictions = pd.read_csv(out / "configuration_15/validation_predictions.csv")
+    splits = pd.read_csv(kedro_project / "data/03_primary/splits.csv")
+    assert set(predictions["subject_id"]) == set(splits.loc[splits["split"] == "val", "subject_id"])  # never test
+
+
+def test_all_28_configurations_then_the_winner(kedro_project, tiny_cohort):
+    prepare(kedro_project, tiny_cohort)
+    with KedroSession.create(project_path=kedro_project) as session:
+        session.run(pipeline_names=["permutation_study"])
+    results = pd.read_csv(kedro_project / "data/08_reporting/study_results.csv")
+    assert sorted(results["config_id"]) == list(range(28))
+    winner = json.loads((kedro_project / "data/08_reporting/study_winner.json").read_text())
+    best = results.set_index("config_id")["auroc_mean"]
+    assert winner["sum_mean_val_auroc"] == best.max()  # one model: the sum is its mean AUROC
+    assert best.loc[winner["config_id"]] == best.max() and len(winner["ranking"]) == 28
+    runs = pd.read_csv(kedro_project / "data/07_model_output/study_runs.csv")
+    assert len(runs) == 28
