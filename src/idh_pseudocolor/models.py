@@ -69,9 +69,3 @@ def create_model(
         raise PretrainedWeightsUnavailable(f"{type(exc).__name__}: {exc}\n" + _how_to_provide(model_name)) from exc
     return model, WeightsInfo(model_name, True, True, "hub")
 
-
-def input_size(model: torch.nn.Module, default: int = 224) -> int:
-    """The square input size a timm model was pretrained at (used when none is configured)."""
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    size = cfg.get("input_size", (3, default, default))
-    return int(size[-1])

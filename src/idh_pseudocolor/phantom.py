@@ -241,7 +241,7 @@ def render_subject(
     return volumes, labels
 
 
-def _metadata(rng: np.random.Generator, subject_id: str, tumor: Tumor, seed: int, as_string: bool) -> dict[str, Any]:
+def _metadata(rng: np.random.Generator, tumor: Tumor, seed: int, as_string: bool) -> dict[str, Any]:
     idh: int | str = int(tumor.mutant)
     if as_string:
         idh = str(idh)  # EGD's values arrive as int or string; the reader must take both
@@ -293,7 +293,7 @@ def generate_subject(
     volumes, labels = render_subject(rng, template, tumor)
     folder = out / subject_id
     folder.mkdir(parents=True, exist_ok=True)
-    meta = _metadata(rng, subject_id, tumor, seed, as_string=index % 5 == 3)
+    meta = _metadata(rng, tumor, seed, as_string=index % 5 == 3)
     if layout == "brats":
         names = {"T1": "t1", "T1ce": "t1ce", "T2": "t2", "FLAIR": "flair"}
         for seq, name in names.items():

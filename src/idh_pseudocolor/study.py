@@ -9,7 +9,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import product
 
-import numpy as np
 import pandas as pd
 
 from idh_pseudocolor.configurations import PAPER_CONFIGURATION_IDS, configuration_label
@@ -101,8 +100,3 @@ def rank_of(summary: pd.DataFrame, config_id: int) -> tuple[int, int]:
     ranking = winner(summary)["ranking"]
     return ranking.index(config_id) + 1, len(ranking)
 
-
-def spread(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample std (NaN std for one value)."""
-    arr = np.asarray(values, dtype=float)
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else float("nan")
