@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -76,15 +76,6 @@ class RunResult:
     val_subject_ids: list[str] = field(default_factory=list)
     val_prob_mutant: list[float] = field(default_factory=list)
     state_dict: dict[str, torch.Tensor] | None = None
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            **{f"val_{k}": v for k, v in self.metrics.items()},
-            "best_epoch": self.best_epoch,
-            "epochs_run": self.epochs_run,
-            **{f"weights_{k}": v for k, v in self.weights.as_dict().items()},
-            **{f"cfg_{k}": v for k, v in asdict(self.config).items()},
-        }
 
 
 class PseudocolorClassifier(pl.LightningModule):

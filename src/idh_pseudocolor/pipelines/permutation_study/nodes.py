@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -30,7 +29,7 @@ def train_configuration(
             result = train_run(slice_arrays, train_ids, val["subject_id"].tolist(), cfg)
             runs.append({
                 "config_id": config_id, "model_name": model_name, "seed": int(seed), "pretrained": cfg.pretrained,
-                **{k: (np.nan if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in result.metrics.items()},
+                **result.metrics,
                 "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                 "pretrained_loaded": result.weights.pretrained_loaded, "weights_source": result.weights.source,
             })
