@@ -26,7 +26,9 @@ def run_data_engineering(project: Path, **runtime_params) -> None:
 def outputs(project: Path):
     manifest = pd.read_csv(project / "data/02_intermediate/subject_manifest.csv", dtype={"subject_id": str})
     arrays = NpzDataset(str(project / "data/03_primary/slice_arrays.npz")).load()
-    splits = pd.read_csv(project / "data/03_primary/splits.csv")
+    splits = pd.concat(
+        [pd.read_csv(project / "data/03_primary/development_split.csv"), pd.read_csv(project / "data/03_primary/test_split.csv")]
+    )
     qc = json.loads((project / "data/08_reporting/qc_summary.json").read_text())
     return manifest, arrays, splits, qc
 

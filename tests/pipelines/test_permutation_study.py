@@ -40,7 +40,7 @@ def test_one_namespace_runs_alone(kedro_project, tiny_cohort):
     assert runs[["config_id", "model_name", "seed"]].values.tolist() == [[15, "resnet10t", 42]]
     assert runs["epochs_run"].tolist() == [1] and not runs["pretrained_loaded"].any()
     predictions = pd.read_csv(out / "configuration_15/validation_predictions.csv")
-    splits = pd.read_csv(kedro_project / "data/03_primary/splits.csv")
+    splits = pd.read_csv(kedro_project / "data/03_primary/development_split.csv")
     assert set(predictions["subject_id"]) == set(splits.loc[splits["split"] == "val", "subject_id"])  # never test
 
 

@@ -69,19 +69,30 @@ def extract_slices(cohort: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.Dat
     return manifest, stack_slices(slices, labels)
 
 
-def split_cohort(manifest: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
-    """Patient-level stratified split of the included subjects."""
+def split_cohort(manifest: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Patient-level stratified split of the included subjects.
+
+    Returned as two datasets, development (train + val) and test, so that the pipeline graph
+    itself shows which node may read the test split: only the final evaluation.
+    """
     included = manifest[manifest["status"] == "included"]
     cfg = params["splits"]
-    return split_subjects(
+    splits = split_subjects(
         included["subject_id"].tolist(),
         included["label"].astype(int).tolist(),
         train=cfg["train"], val=cfg["val"], test=cfg["test"], seed=cfg["seed"],
     )
+    is_test = splits["split"] == "test"
+    return splits[~is_test].reset_index(drop=True), splits[is_test].reset_index(drop=True)
 
 
 def summarize_quality(
-    manifest: pd.DataFrame, splits: pd.DataFrame, slice_arrays: dict[str, np.ndarray], params: dict[str, Any]
+    manifest: pd.DataFrame,
+    development_split: pd.DataFrame,
+    test_split: pd.DataFrame,
+    slice_arrays: dict[str, np.ndarray],
+    params: dict[str, Any],
 ) -> tuple[dict[str, Any], plt.Figure]:
-    """QC numbers (JSON) and a montage of slices with tumor outlines (PNG)."""
+    """QC numbers (JSON; split sizes only, no test data) and a montage of slices with tumor outlines (PNG)."""
+    splits = pd.concat([development_split, test_split], ignore_index=True)
     return qc_summary(manifest, splits), qc_montage(slice_arrays, params.get("qc_montage_subjects", 6))

@@ -18,10 +18,15 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs=["subject_manifest", "slice_arrays"],
                 name="extract_slices",
             ),
-            node(split_cohort, inputs=["subject_manifest", "params:data_engineering"], outputs="splits", name="split_cohort"),
+            node(
+                split_cohort,
+                inputs=["subject_manifest", "params:data_engineering"],
+                outputs=["development_split", "test_split"],
+                name="split_cohort",
+            ),
             node(
                 summarize_quality,
-                inputs=["subject_manifest", "splits", "slice_arrays", "params:data_engineering"],
+                inputs=["subject_manifest", "development_split", "test_split", "slice_arrays", "params:data_engineering"],
                 outputs=["qc_summary", "qc_montage"],
                 name="summarize_quality",
             ),

@@ -32,7 +32,7 @@ def _settings(params: dict[str, Any]) -> SearchSettings:
 
 
 def search_hyperparameters(
-    slice_arrays: dict[str, np.ndarray], splits: pd.DataFrame, search_study: StudyLocation, params: dict[str, Any]
+    slice_arrays: dict[str, np.ndarray], development_split: pd.DataFrame, search_study: StudyLocation, params: dict[str, Any]
 ) -> tuple[pd.DataFrame, dict[str, Any], Any, Any]:
     """Run (or resume) the search on train/validation; the test split is never read here.
 
@@ -41,6 +41,7 @@ def search_hyperparameters(
     """
     settings = _settings(params)
     study = open_study(search_study, settings)
+    splits = development_split
     train_ids = splits.loc[splits["split"] == "train", "subject_id"].tolist()
     val_ids = splits.loc[splits["split"] == "val", "subject_id"].tolist()
     run_search(study, slice_arrays, train_ids, val_ids, settings, progress=params.get("progress", True))

@@ -10,7 +10,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 search_hyperparameters,
-                inputs=["slice_arrays", "splits", "search_study", "params:hyperparameter_search"],
+                inputs=["slice_arrays", "development_split", "search_study", "params:hyperparameter_search"],
                 outputs=["search_trials", "best_params", "search_history_plot", "search_importance_plot"],
                 name="search_hyperparameters",
             )

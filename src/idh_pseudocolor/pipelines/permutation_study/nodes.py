@@ -12,7 +12,7 @@ from idh_pseudocolor.training import RunConfig, train_run
 
 
 def train_configuration(
-    slice_arrays: dict[str, np.ndarray], splits: pd.DataFrame, best_params: dict[str, Any], params: dict[str, Any], config_id: int
+    slice_arrays: dict[str, np.ndarray], development_split: pd.DataFrame, best_params: dict[str, Any], params: dict[str, Any], config_id: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """All runs (models x seeds) of one configuration; validation metrics and predictions.
 
@@ -20,8 +20,8 @@ def train_configuration(
     ``permutation_study.overrides``; the test split is not read.
     """
     hp = {**best_params["hyperparameters"], **(params.get("overrides") or {})}
-    train_ids = splits.loc[splits["split"] == "train", "subject_id"].tolist()
-    val = splits[splits["split"] == "val"]
+    train_ids = development_split.loc[development_split["split"] == "train", "subject_id"].tolist()
+    val = development_split[development_split["split"] == "val"]
     runs, predictions = [], []
     for model_name in params["models"]:
         for seed in params["seeds"]:

@@ -8,13 +8,13 @@ from kedro.pipeline import Pipeline, node, pipeline
 from idh_pseudocolor.configurations import FOUR_CHANNEL_ID, PAPER_CONFIGURATION_IDS
 from idh_pseudocolor.pipelines.permutation_study.nodes import aggregate_study, train_configuration
 
-SHARED_INPUTS = {"slice_arrays", "splits", "best_params"}
+SHARED_INPUTS = {"slice_arrays", "development_split", "best_params"}
 
 
 def configuration_pipeline(config_id: int) -> Pipeline:
     func = update_wrapper(partial(train_configuration, config_id=config_id), train_configuration)
     return pipeline(
-        [node(func, inputs=["slice_arrays", "splits", "best_params", "params:permutation_study"],
+        [node(func, inputs=["slice_arrays", "development_split", "best_params", "params:permutation_study"],
               outputs=["validation_runs", "validation_predictions"], name="train_configuration")],
         namespace=f"configuration_{config_id}",
         inputs=SHARED_INPUTS,
