@@ -65,3 +65,20 @@ def test_seed_ensemble_averages_probabilities_per_subject():
     assert ens.loc["a", "prob_mutant"] == pytest.approx(0.6) and ens.loc["b", "prob_mutant"] == pytest.approx(0.4)
     m = ensemble_metrics(preds)
     assert m["tp"] == 1 and m["tn"] == 1 and m["auroc"] == 1.0 and not math.isnan(m["f1"])
+
+
+def test_final_metrics_table_means_over_seeds_and_ensemble():
+    from idh_pseudocolor.metrics import binary_metrics
+    from idh_pseudocolor.study import final_metrics_table
+
+    rows = []
+    probs = {42: [0.9, 0.8, 0.2, 0.1], 43: [0.6, 0.4, 0.3, 0.7]}
+    for seed, p in probs.items():
+        for sid, label, prob in zip("abcd", [1, 1, 0, 0], p, strict=True):
+            rows.append({"model_name": "A", "pretrained": False, "pretrained_loaded": False, "seed": seed,
+                         "subject_id": sid, "label": label, "prob_mutant": prob})
+    table = final_metrics_table(pd.DataFrame(rows)).iloc[0]
+    per_seed = [binary_metrics([1, 1, 0, 0], p)["auroc"] for p in probs.values()]  # 1.0 and 0.5
+    assert table["auroc_mean"] == pytest.approx(sum(per_seed) / 2) and table["seeds"] == 2
+    assert table["ensemble_auroc"] == pytest.approx(binary_metrics([1, 1, 0, 0], [0.75, 0.6, 0.25, 0.4])["auroc"])
+    assert table["invariant_violations"] == ""

@@ -21,14 +21,18 @@ def reason_kind(reason: str) -> str:
     return "other"
 
 
-def qc_summary(manifest: pd.DataFrame, splits: pd.DataFrame) -> dict[str, Any]:
-    """Counts a reader checks first: who was excluded and why, label balance, split sizes."""
-    excluded = manifest[manifest["status"] == "excluded"]
-    included = manifest[manifest["status"] == "included"]
-    by_split = {
+def split_counts(splits: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Subjects and labels per split: all that reporting needs to know about the test split."""
+    return {
         name: {"subjects": int(len(part)), "mutant": int(part["label"].sum()), "wildtype": int((part["label"] == 0).sum())}
         for name, part in splits.groupby("split")
     }
+
+
+def qc_summary(manifest: pd.DataFrame, by_split: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """Counts a reader checks first: who was excluded and why, label balance, split sizes."""
+    excluded = manifest[manifest["status"] == "excluded"]
+    included = manifest[manifest["status"] == "included"]
     return {
         "synthetic_phantom_cohort": bool(manifest.get("phantom", pd.Series([False])).any()),
         "subjects_found": int(len(manifest)),

@@ -100,3 +100,32 @@ def rank_of(summary: pd.DataFrame, config_id: int) -> tuple[int, int]:
     ranking = winner(summary)["ranking"]
     return ranking.index(config_id) + 1, len(ranking)
 
+
+
+def final_metrics_table(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Final-evaluation table: per model x pretrained, mean/std over seeds and the seed ensemble.
+
+    States its averaging convention in the column names (``<metric>_mean``/``_std`` over seeds,
+    ``ensemble_<metric>`` for the seed-averaged probabilities) and lists any violated invariant.
+    """
+    from idh_pseudocolor.metrics import invariant_violations
+
+    rows = []
+    for (model_name, pretrained), part in predictions.groupby(["model_name", "pretrained"], sort=False):
+        per_seed = pd.DataFrame([
+            binary_metrics(seed_part["label"].to_numpy(), seed_part["prob_mutant"].to_numpy())
+            for _, seed_part in part.groupby("seed")
+        ])
+        ensemble = ensemble_metrics(part)
+        row = {"model_name": model_name, "pretrained": bool(pretrained), "seeds": int(part["seed"].nunique()),
+               "subjects": int(part["subject_id"].nunique()),
+               "pretrained_loaded": bool(part["pretrained_loaded"].all()) if "pretrained_loaded" in part else None}
+        for metric in METRICS:
+            row[f"{metric}_mean"] = float(per_seed[metric].mean())
+            row[f"{metric}_std"] = float(per_seed[metric].std(ddof=1)) if len(per_seed) > 1 else float("nan")
+        row.update({f"ensemble_{m}": float(ensemble[m]) for m in METRICS})
+        problems = [p for _, r in per_seed.iterrows() for p in invariant_violations(r.to_dict())]
+        problems += [f"ensemble: {p}" for p in invariant_violations(ensemble)]
+        row["invariant_violations"] = "; ".join(problems)
+        rows.append(row)
+    return pd.DataFrame(rows)

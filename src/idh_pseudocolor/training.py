@@ -28,6 +28,7 @@ from idh_pseudocolor.pseudocolor import compose, normalization_stats
 # Lightning's advice to add dataloader workers does not apply to in-memory tensors.
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=r".*The number of training batches.*")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # Lightning vs. newer torch
 # The paper steps OneCycle per epoch on purpose (Table 1's "LR update interval").
 warnings.filterwarnings("ignore", message=r".*OneCycleLR. scheduler is using 'interval': 'epoch'.*")
 
@@ -75,6 +76,8 @@ class RunResult:
     history: list[dict[str, float]] = field(default_factory=list)
     val_subject_ids: list[str] = field(default_factory=list)
     val_prob_mutant: list[float] = field(default_factory=list)
+    eval_subject_ids: list[str] = field(default_factory=list)  # held-out subjects scored by the best epoch
+    eval_prob_mutant: list[float] = field(default_factory=list)
     state_dict: dict[str, torch.Tensor] | None = None
 
 
@@ -159,8 +162,13 @@ def train_run(
     cfg: RunConfig,
     callbacks: Sequence[Callback] = (),
     keep_state: bool = False,
+    evaluate_ids: Sequence[str] = (),
 ) -> RunResult:
-    """Fit one run and return validation metrics at its best epoch."""
+    """Fit one run and return validation metrics at its best epoch.
+
+    ``evaluate_ids`` (the final evaluation's test subjects) are scored once, after training,
+    by the model of the best epoch; they play no part in training or model selection.
+    """
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model, weights = create_model(
         cfg.model_name, cfg.pretrained, cfg.weights_file, in_chans=len(configuration(cfg.config_id))
@@ -172,7 +180,7 @@ def train_run(
     train_loader = DataLoader(TensorDataset(x_train, y_train), batch_size=cfg.batch_size, shuffle=True, generator=generator, drop_last=drop_last)
     val_loader = DataLoader(TensorDataset(x_val, y_val), batch_size=max(64, cfg.batch_size))
 
-    module = PseudocolorClassifier(model, cfg, steps_per_epoch=len(train_loader), keep_state=keep_state)
+    module = PseudocolorClassifier(model, cfg, steps_per_epoch=len(train_loader), keep_state=keep_state or bool(evaluate_ids))
     all_callbacks = list(callbacks)
     if cfg.early_stopping:
         all_callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.early_stopping_patience))
@@ -191,6 +199,11 @@ def train_run(
     )
     trainer.fit(module, train_loader, val_loader)
     best = module.best
+    eval_prob: list[float] = []
+    if evaluate_ids:
+        model.load_state_dict(best["state"])
+        x_eval, _ = prepare_inputs(arrays, split_index(arrays, evaluate_ids), cfg)
+        eval_prob = predict_proba(model, x_eval).tolist()
     return RunResult(
         config=cfg,
         weights=weights,
@@ -200,6 +213,15 @@ def train_run(
         history=module.history,
         val_subject_ids=list(val_ids),
         val_prob_mutant=[float(p) for p in best["prob"]],
-        state_dict=best["state"],
+        eval_subject_ids=list(evaluate_ids),
+        eval_prob_mutant=eval_prob,
+        state_dict=best["state"] if keep_state else None,
     )
 
+
+@torch.no_grad()
+def predict_proba(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """P(IDH mutant) for prepared inputs, in eval mode on the CPU."""
+    model = model.to("cpu").eval()
+    out = [torch.softmax(model(x[i : i + batch_size]).float(), dim=1)[:, 1] for i in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy()

@@ -15,6 +15,7 @@ TINY = {
         "models": ["resnet10t"], "seeds": [42],
         "overrides": {"max_epochs": 1},
         "fixed": {"image_size": 32, "early_stopping": False},
+        "final_evaluation": {"pretrained": [False]},
     },
 }
 BEST = {"hyperparameters": {"learning_rate": 1e-3, "pretrained": False, "superconvergence": True, "peak_fraction": 0.3,
@@ -56,3 +57,36 @@ def test_all_28_configurations_then_the_winner(kedro_project, tiny_cohort):
     assert best.loc[winner["config_id"]] == best.max() and len(winner["ranking"]) == 28
     runs = pd.read_csv(kedro_project / "data/07_model_output/study_runs.csv")
     assert len(runs) == 28
+    # the final evaluation: the winner, on the test patients only
+    test = pd.read_csv(kedro_project / "data/03_primary/test_split.csv")
+    predictions = pd.read_csv(kedro_project / "data/07_model_output/test_predictions.csv")
+    assert set(predictions["config_id"]) == {winner["config_id"]}
+    assert set(predictions["subject_id"]) == set(test["subject_id"])
+    metrics = pd.read_csv(kedro_project / "data/08_reporting/test_metrics.csv")
+    assert metrics[["model_name", "pretrained", "seeds", "subjects"]].values.tolist() == [["resnet10t", False, 1, len(test)]]
+
+
+def test_only_the_final_evaluation_reads_the_test_split():
+    from kedro.framework.project import pipelines
+    from kedro.framework.startup import bootstrap_project
+
+    from tests.conftest import REPO
+
+    bootstrap_project(REPO)
+    readers = [n.name for n in pipelines["__default__"].nodes if "test_split" in n.inputs]
+    assert readers == ["evaluate_winner_on_test"]
+    assert {"development_split", "test_split"} <= set(pipelines["data_engineering"].all_outputs())
+
+
+def test_l4_environment_is_the_papers_sweep_as_deltas():
+    from kedro.config import OmegaConfigLoader
+
+    from idh_pseudocolor.pipelines.permutation_study.nodes import hyperparameters
+    from tests.conftest import REPO
+
+    loader = OmegaConfigLoader(str(REPO / "conf"), base_env="base", default_run_env="l4", merge_strategy={"parameters": "soft"})
+    params = loader["parameters"]["permutation_study"]
+    assert params["models"] == ["vgg16.tv_in1k", "resnext101_32x16d.fb_swsl_ig1b_ft_in1k"]
+    assert params["seeds"] == [42, 43, 44] and params["final_evaluation"]["pretrained"] == [True, False]
+    assert params["fixed"]["image_size"] == 224 and params["fixed"]["batch_size"] == 16
+    assert hyperparameters(BEST, params) == BEST["hyperparameters"]  # the demo's pins are cleared

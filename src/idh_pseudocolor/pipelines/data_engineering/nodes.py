@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from idh_pseudocolor.cohort import FILE_KEYS, LabelError, parse_idh
-from idh_pseudocolor.qc import qc_montage, qc_summary
+from idh_pseudocolor.qc import qc_montage, qc_summary, split_counts
 from idh_pseudocolor.slices import Normalization, SubjectError, extract_many, stack_slices
 from idh_pseudocolor.splits import split_subjects
 
@@ -69,11 +69,12 @@ def extract_slices(cohort: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.Dat
     return manifest, stack_slices(slices, labels)
 
 
-def split_cohort(manifest: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_cohort(manifest: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Patient-level stratified split of the included subjects.
 
-    Returned as two datasets, development (train + val) and test, so that the pipeline graph
-    itself shows which node may read the test split: only the final evaluation.
+    Returned as development (train + val) and test datasets, so that the pipeline graph itself
+    shows which node may read the test split (only the final evaluation), plus the counts per
+    split for reporting.
     """
     included = manifest[manifest["status"] == "included"]
     cfg = params["splits"]
@@ -83,16 +84,11 @@ def split_cohort(manifest: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.Dat
         train=cfg["train"], val=cfg["val"], test=cfg["test"], seed=cfg["seed"],
     )
     is_test = splits["split"] == "test"
-    return splits[~is_test].reset_index(drop=True), splits[is_test].reset_index(drop=True)
+    return splits[~is_test].reset_index(drop=True), splits[is_test].reset_index(drop=True), split_counts(splits)
 
 
 def summarize_quality(
-    manifest: pd.DataFrame,
-    development_split: pd.DataFrame,
-    test_split: pd.DataFrame,
-    slice_arrays: dict[str, np.ndarray],
-    params: dict[str, Any],
+    manifest: pd.DataFrame, split_sizes: dict[str, Any], slice_arrays: dict[str, np.ndarray], params: dict[str, Any]
 ) -> tuple[dict[str, Any], plt.Figure]:
-    """QC numbers (JSON; split sizes only, no test data) and a montage of slices with tumor outlines (PNG)."""
-    splits = pd.concat([development_split, test_split], ignore_index=True)
-    return qc_summary(manifest, splits), qc_montage(slice_arrays, params.get("qc_montage_subjects", 6))
+    """QC numbers (JSON) and a montage of slices with tumor outlines (PNG)."""
+    return qc_summary(manifest, split_sizes), qc_montage(slice_arrays, params.get("qc_montage_subjects", 6))

@@ -21,12 +21,12 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 split_cohort,
                 inputs=["subject_manifest", "params:data_engineering"],
-                outputs=["development_split", "test_split"],
+                outputs=["development_split", "test_split", "split_sizes"],
                 name="split_cohort",
             ),
             node(
                 summarize_quality,
-                inputs=["subject_manifest", "development_split", "test_split", "slice_arrays", "params:data_engineering"],
+                inputs=["subject_manifest", "split_sizes", "slice_arrays", "params:data_engineering"],
                 outputs=["qc_summary", "qc_montage"],
                 name="summarize_quality",
             ),

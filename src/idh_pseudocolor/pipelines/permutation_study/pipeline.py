@@ -6,7 +6,11 @@ from functools import partial, update_wrapper
 from kedro.pipeline import Pipeline, node, pipeline
 
 from idh_pseudocolor.configurations import FOUR_CHANNEL_ID, PAPER_CONFIGURATION_IDS
-from idh_pseudocolor.pipelines.permutation_study.nodes import aggregate_study, train_configuration
+from idh_pseudocolor.pipelines.permutation_study.nodes import (
+    aggregate_study,
+    evaluate_winner,
+    train_configuration,
+)
 
 SHARED_INPUTS = {"slice_arrays", "development_split", "best_params"}
 
@@ -31,4 +35,10 @@ def create_pipeline(**kwargs) -> Pipeline:
         outputs=["study_runs", "study_results", "study_winner"],
         name="aggregate_study",
     )
-    return per_configuration + pipeline([aggregate])
+    final = node(
+        evaluate_winner,
+        inputs=["slice_arrays", "development_split", "test_split", "best_params", "study_winner", "params:permutation_study"],
+        outputs=["test_predictions", "test_metrics"],
+        name="evaluate_winner_on_test",
+    )
+    return per_configuration + pipeline([aggregate, final])
