@@ -31,7 +31,7 @@ from scipy import ndimage
 
 from idh_pseudocolor.configurations import SEQUENCES
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # bump when the cohort's content changes: --if-absent then regenerates
 TEMPLATE_FILES = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
     "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
@@ -121,14 +121,14 @@ def draw_tumor(rng: np.random.Generator, template: Template, mutant: bool) -> Tu
     if mutant:
         radius = rng.normal(18.0, 5.0)
         necrosis = rng.uniform(0.1, 0.35) if rng.random() < 0.15 else 0.0
-        enhancement = rng.uniform(0.15, 0.5) if rng.random() < 0.2 else rng.uniform(0.0, 0.08)
+        enhancement = rng.uniform(0.15, 0.6) if rng.random() < 0.3 else rng.uniform(0.0, 0.08)
         mismatch = rng.uniform(0.45, 1.0) if rng.random() < 0.7 else rng.uniform(0.0, 0.3)
         irregularity, softness = rng.uniform(0.03, 0.16), rng.uniform(0.03, 0.09)
         edema, heterogeneity = rng.uniform(0.05, 0.3), rng.uniform(0.02, 0.08)
     else:
         radius = rng.normal(20.0, 5.0)
         necrosis = rng.uniform(0.3, 0.65) if rng.random() < 0.85 else 0.0
-        enhancement = rng.uniform(0.4, 1.0) if rng.random() < 0.85 else rng.uniform(0.0, 0.2)
+        enhancement = rng.uniform(0.3, 1.0) if rng.random() < 0.7 else rng.uniform(0.0, 0.2)
         mismatch = rng.uniform(0.0, 0.35)
         irregularity, softness = rng.uniform(0.1, 0.3), rng.uniform(0.06, 0.15)
         edema, heterogeneity = rng.uniform(0.25, 0.7), rng.uniform(0.06, 0.16)
