@@ -49,6 +49,24 @@ def kedro_project(tmp_path) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory) -> str:
+    """A real PostgreSQL server for the test session (SQLAlchemy URL).
+
+    ``$IDH_TEST_POSTGRES_URL`` points at an existing server; otherwise pgserver (PostgreSQL
+    binaries from PyPI) starts one in a temporary folder and stops it afterwards.
+    """
+    url = os.environ.get("IDH_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="stop")
+    yield server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+    server.cleanup()
+
+
 def write_subject(
     folder: Path,
     volumes: dict[str, np.ndarray],

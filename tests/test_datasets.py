@@ -34,3 +34,27 @@ def test_cohort_dataset_is_read_only(tiny_cohort):
     assert ds.exists() and len(ds.load()) == 24
     with pytest.raises(DatasetError, match="read-only"):
         ds.save(pd.DataFrame())
+
+
+def test_model_bundle_round_trip_and_half_written_counts_as_missing(tmp_path):
+    import torch
+
+    from idh_pseudocolor.datasets import ModelBundleDataset
+    from idh_pseudocolor.models import create_model
+
+    model, _ = create_model("test_resnet", pretrained=False)
+    bundle = {"run_a": {"state_dict": model.state_dict(), "meta": {"config": {"model_name": "test_resnet", "seed": 1}}},
+              "run_b": {"state_dict": None, "meta": {"note": "weights not kept"}}}
+    ds = ModelBundleDataset(path=str(tmp_path / "bundle"))
+    assert not ds.exists()
+    ds.save(bundle)
+    assert ds.exists()
+    loaded = ds.load()
+    assert loaded["run_a"]["meta"] == bundle["run_a"]["meta"] and loaded["run_b"]["state_dict"] is None
+    fresh, _ = create_model("test_resnet", pretrained=False)
+    fresh.load_state_dict(loaded["run_a"]["state_dict"])  # strict
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in model.state_dict().items())
+    (tmp_path / "bundle/manifest.json").unlink()  # as after a crash between weights and manifest
+    assert not ds.exists()
+    with pytest.raises(DatasetError, match="manifest.json missing"):
+        ds.load()

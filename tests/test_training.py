@@ -129,6 +129,29 @@ def test_same_seed_gives_identical_validation_metrics():
     assert set(a.metrics) == {"auroc", "accuracy", "f1", "precision", "recall", "specificity"}
 
 
+def test_device_resident_batches_equal_the_dataloader_path():
+    """The GPU-efficiency path (tensors on the device, sliced batches, channels_last) changes speed, not results."""
+    arrays = synthetic_arrays(27)  # 19 training slices: the last partial batch is dropped in both paths
+    ids = arrays["subject_ids"].tolist()
+    resident = train_run(arrays, ids[:19], ids[19:], tiny_run(device_resident=True))
+    loader = train_run(arrays, ids[:19], ids[19:], tiny_run(device_resident=False))
+    assert resident.history == loader.history and resident.val_prob_mutant == loader.val_prob_mutant
+    channels_last = train_run(arrays, ids[:19], ids[19:], tiny_run(channels_last=True))
+    np.testing.assert_allclose(channels_last.val_prob_mutant, loader.val_prob_mutant, atol=1e-4)
+
+
+def test_torch_compile_is_optional_and_keeps_timm_weight_names():
+    """torch.compile (inductor, also on CPU) trains the same model; saved weights load into plain timm."""
+    arrays = synthetic_arrays(24)
+    ids = arrays["subject_ids"].tolist()
+    cfg = {"model_name": "test_resnet", "max_epochs": 1}
+    compiled = train_run(arrays, ids[:16], ids[16:], tiny_run(**cfg, compile=True), keep_state=True)
+    eager = train_run(arrays, ids[:16], ids[16:], tiny_run(**cfg), keep_state=True)
+    model, _ = create_model("test_resnet", pretrained=False)
+    model.load_state_dict(compiled.state_dict)  # strict: no "_orig_mod." prefixes
+    np.testing.assert_allclose(compiled.val_prob_mutant, eager.val_prob_mutant, atol=1e-3)
+
+
 def test_onecycle_per_step_and_constant_lr_run():
     arrays = synthetic_arrays(24)
     ids = arrays["subject_ids"].tolist()

@@ -3,12 +3,21 @@
 Resuming is Optuna's own mechanism: completed trials live in the storage, a rerun loads the
 study and runs only what is missing, and a trial left RUNNING by a killed process is marked
 FAILED by the storage heartbeat.
+
+Several workers (processes, machines) may share one study in an RDB storage such as
+PostgreSQL: each trial is claimed in the storage when it starts, a worker that would start
+trial number ``n_trials + 1`` gives it up (state FAIL, user attribute ``surplus``) and then
+waits for the other workers' running trials, so the study ends with exactly ``n_trials``
+COMPLETE trials. Give each worker its own ``worker`` index: it offsets the sampler seed, so
+workers do not propose the same random start-up points.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +57,11 @@ PAPER_OPTIMUM = {
     "learning_rate": 1.08e-4, "pretrained": True, "superconvergence": True, "peak_fraction": 0.437,
     "lr_interval": "epoch", "max_epochs": 40, "mask_non_tumor": False,
 }
+#: RunConfig fields that choose hardware or speed, not the experiment
+HARDWARE_SETTINGS = frozenset({
+    "accelerator", "precision", "device_resident", "fused_optimizer", "channels_last", "compile", "deterministic",
+    "progress", "weights_file",
+})
 HYPERPARAMETERS = ("learning_rate", "pretrained", "superconvergence", "peak_fraction", "lr_interval", "max_epochs", "mask_non_tumor")
 
 
@@ -63,10 +77,13 @@ class SearchSettings:
     sampler: dict[str, Any] = field(default_factory=dict)
     pruning: bool = False
     pruner: dict[str, Any] = field(default_factory=dict)
+    worker: int = 0  # distinct per worker sharing the study (offsets the sampler seed)
 
     def fingerprint(self) -> dict[str, Any]:
-        """What must not change when a study is resumed."""
-        return {"model_name": self.model_name, "config_id": self.config_id, "search_space": self.search_space, "fixed": self.fixed}
+        """What must not change when a study is resumed: not the hardware or speed settings, so
+        an A4000 box and an L4 cluster can add trials to one study."""
+        fixed = {k: v for k, v in self.fixed.items() if k not in HARDWARE_SETTINGS}
+        return {"model_name": self.model_name, "config_id": self.config_id, "search_space": self.search_space, "fixed": fixed}
 
 
 def suggest(trial: optuna.Trial, space: dict[str, list]) -> dict[str, Any]:
@@ -86,12 +103,17 @@ def suggest(trial: optuna.Trial, space: dict[str, list]) -> dict[str, Any]:
     return hp
 
 
-def make_sampler(options: dict[str, Any]) -> optuna.samplers.TPESampler:
-    """TPE with every option explicit: Optuna 5 changed TPE's defaults, so nothing is left implicit."""
+def make_sampler(options: dict[str, Any], worker: int = 0) -> optuna.samplers.TPESampler:
+    """TPE with every option explicit: Optuna 5 changed TPE's defaults, so nothing is left implicit.
+
+    ``worker`` offsets the seed: workers sharing a study with one seed would draw identical points.
+    """
     opts = {
         "seed": 42, "n_startup_trials": 10, "n_ei_candidates": 24, "multivariate": False,
-        "group": False, "constant_liar": False, "consider_endpoints": False, **options,
+        "group": False, "constant_liar": False, **options,
     }
+    if opts["seed"] is not None:
+        opts["seed"] = int(opts["seed"]) + int(worker)
     return optuna.samplers.TPESampler(**opts)
 
 
@@ -118,7 +140,7 @@ def open_study(location: StudyLocation, settings: SearchSettings) -> optuna.Stud
     """Create the study, or resume it after checking it was made with the same settings."""
     pruner = optuna.pruners.MedianPruner(**settings.pruner) if settings.pruning else optuna.pruners.NopPruner()
     study = optuna.create_study(
-        study_name=location.study_name, storage=location.storage, sampler=make_sampler(settings.sampler),
+        study_name=location.study_name, storage=location.storage, sampler=make_sampler(settings.sampler, settings.worker),
         pruner=pruner, direction="maximize", load_if_exists=True,
     )
     stored = study.user_attrs.get("settings")
@@ -134,6 +156,24 @@ def open_study(location: StudyLocation, settings: SearchSettings) -> optuna.Stud
     return study
 
 
+class SurplusTrial(Exception):
+    """A trial beyond ``n_trials`` started by a worker that lost the race to claim the last one."""
+
+
+_CLAIMED = (TrialState.COMPLETE, TrialState.RUNNING)
+
+
+def _claimed_before(study: optuna.Study, number: int) -> int:
+    """Trials complete or running that the storage numbered before trial ``number``."""
+    return sum(t.number < number for t in study.get_trials(deepcopy=False, states=_CLAIMED))
+
+
+def _has_heartbeat(study: optuna.Study) -> bool:
+    from optuna.storages._heartbeat import is_heartbeat_enabled  # Optuna keeps no public accessor
+
+    return is_heartbeat_enabled(study._storage)
+
+
 def run_search(
     study: optuna.Study,
     arrays: dict[str, np.ndarray],
@@ -142,10 +182,18 @@ def run_search(
     settings: SearchSettings,
     progress: bool = True,
     train: Callable[..., RunResult] = train_run,
+    poll_seconds: float = 2.0,
 ) -> optuna.Study:
-    """Run trials until the study holds ``n_trials`` COMPLETE trials (stale ones count as failed)."""
+    """Run trials until the study holds ``n_trials`` COMPLETE trials (stale ones count as failed),
+    together with any other workers on the same study (see the module docstring)."""
+    shared = _has_heartbeat(study)  # without a heartbeat a dead worker's RUNNING trial would block forever
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", settings.worker)
+        if shared and _claimed_before(study, trial.number) >= settings.n_trials:
+            trial.set_user_attr("surplus", True)
+            study.stop()
+            raise SurplusTrial(f"trial {trial.number}: the study's {settings.n_trials} trials are all claimed")
         hp = suggest(trial, settings.search_space)
         cfg = RunConfig(model_name=settings.model_name, config_id=settings.config_id, **{**settings.fixed, **hp})
         callbacks = [PruningCallback(trial)] if settings.pruning else []
@@ -162,9 +210,18 @@ def run_search(
     stop_at_target = optuna.study.MaxTrialsCallback(settings.n_trials, states=(TrialState.COMPLETE,))
     rounds_without_progress = 0
     while (done := _count(study, TrialState.COMPLETE)) < settings.n_trials:
+        if shared:
+            with warnings.catch_warnings():  # experimental in Optuna since 2.9, and what we need
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)  # dead workers' trials become FAIL, free to redo
+        claimed = _count(study, *_CLAIMED) if shared else done
+        if claimed >= settings.n_trials:  # the rest is running on other workers: wait for them
+            logger.info("Search %s: %d complete, %d running elsewhere; waiting", study.study_name, done, claimed - done)
+            time.sleep(poll_seconds)
+            continue
         logger.info("Search %s: %d of %d trials complete", study.study_name, done, settings.n_trials)
         study.optimize(
-            objective, n_trials=settings.n_trials - done, callbacks=[stop_at_target],
+            objective, n_trials=settings.n_trials - claimed, callbacks=[stop_at_target], catch=(SurplusTrial,),
             show_progress_bar=progress, gc_after_trial=True,
         )
         rounds_without_progress = 0 if _count(study, TrialState.COMPLETE) > done else rounds_without_progress + 1
@@ -174,7 +231,8 @@ def run_search(
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: state, objective, hyperparameters, validation metrics, weights provenance."""
+    """One row per trial: state, objective, hyperparameters, validation metrics, weights provenance
+    (and the worker that ran it; ``surplus`` marks a trial given up because all were claimed)."""
     frame = study.trials_dataframe(attrs=("number", "state", "value", "datetime_start", "duration", "params", "user_attrs"))
     frame.columns = [c.replace("params_", "").replace("user_attrs_", "") for c in frame.columns]
     if "duration" in frame:

@@ -130,3 +130,40 @@ def test_a4000_environment_is_table_1_and_holds_only_deltas():
     assert differing == {"pretrained", "max_epochs_superconvergence", "max_epochs_constant"}  # the documented DEMO keys
     a4000_text = (REPO / "conf/a4000/parameters_hyperparameter_search.yml").read_text()
     assert "sampler" not in a4000_text and "learning_rate" not in a4000_text
+    # the A4000 box and the L4 cluster differ in hardware settings only, so they can share one study
+    from idh_pseudocolor.pipelines.hyperparameter_search.nodes import _settings
+
+    l4 = params("l4")
+    assert l4["fixed"]["precision"] != paper["fixed"]["precision"]
+    assert _settings(l4).fingerprint() == _settings(paper).fingerprint()
+
+
+def test_two_workers_share_one_postgresql_study_exactly(kedro_project, tiny_cohort, postgres_url):
+    """Two `kedro run` processes on one study in a real PostgreSQL server: exactly n trials, no repeats."""
+    n_trials = 8
+    prepare(kedro_project, tiny_cohort, n_trials=n_trials)
+    (kedro_project / "conf/local/credentials.yml").write_text(yaml.safe_dump({"optuna_db": {"con": postgres_url}}))
+    (kedro_project / "conf/local/catalog.yml").write_text(yaml.safe_dump({"search_study": {
+        "credentials": "optuna_db", "study_name": "two_workers", "heartbeat_interval": 1, "grace_period": 30}}))
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "kedro", "run", "--pipelines", "hyperparameter_search", "--params", f"hyperparameter_search.worker={k}"],
+            cwd=kedro_project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        for k in (0, 1)
+    ]
+    for proc in workers:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-3000:]
+
+    study = optuna.load_study(study_name="two_workers", storage=postgres_url)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == n_trials  # exactly the target, although two workers raced for it
+    assert {t.user_attrs["worker"] for t in complete} == {0, 1}  # both did real work
+    points = [tuple(sorted(t.params.items())) for t in complete]
+    assert len(set(points)) == n_trials  # no point evaluated twice (per-worker sampler seeds)
+    others = [t for t in study.trials if t.state.name != "COMPLETE"]
+    assert all(t.state.name == "FAIL" and t.user_attrs.get("surplus") for t in others)  # only given-up surplus claims
+    best = yaml.safe_load((kedro_project / "data/06_models/best_params.yml").read_text())
+    assert best["provenance"]["trial"] == study.best_trial.number and best["provenance"]["completed_trials"] == n_trials

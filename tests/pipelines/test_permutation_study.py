@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 import yaml
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
@@ -64,6 +65,53 @@ def test_all_28_configurations_then_the_winner(kedro_project, tiny_cohort):
     assert set(predictions["subject_id"]) == set(test["subject_id"])
     metrics = pd.read_csv(kedro_project / "data/08_reporting/test_metrics.csv")
     assert metrics[["model_name", "pretrained", "seeds", "subjects"]].values.tolist() == [["resnet10t", False, 1, len(test)]]
+    # the kept weights are the evaluated model: rebuilt from the bundle, they give the same test probabilities
+    from idh_pseudocolor.datasets import ModelBundleDataset, NpzDataset
+    from idh_pseudocolor.models import create_model
+    from idh_pseudocolor.training import RunConfig, predict_proba, prepare_inputs, split_index
+
+    bundle = ModelBundleDataset(path=str(kedro_project / "data/06_models/winner_models")).load()
+    assert list(bundle) == [f"configuration_{winner['config_id']}-resnet10t-scratch-seed42"]
+    (entry,) = bundle.values()
+    cfg = RunConfig(**entry["meta"]["config"])
+    model, _ = create_model(cfg.model_name, pretrained=False, in_chans=3)
+    model.load_state_dict(entry["state_dict"])
+    arrays = NpzDataset(str(kedro_project / "data/03_primary/slice_arrays.npz")).load()
+    x, _ = prepare_inputs(arrays, split_index(arrays, predictions["subject_id"].tolist()), cfg)
+    assert predict_proba(model, x) == pytest.approx(predictions["prob_mutant"].to_numpy(), abs=1e-6)
+    # checkpoints of the sweep are off by default: the bundle only marks the configuration as done
+    assert ModelBundleDataset(path=str(kedro_project / "data/06_models/permutation_study/configuration_3")).load() == {}
+
+
+def test_four_channel_switch_trains_configuration_28_and_ranks_it(kedro_project, tiny_cohort):
+    prepare(kedro_project, tiny_cohort)
+    runs = pd.DataFrame([  # a finished study of the 28 (as aggregate_study writes it)
+        {"config_id": c, "model_name": "resnet10t", "seed": 42, "auroc": 0.6 + c / 100, "accuracy": 0.5, "f1": 0.5,
+         "precision": 0.5, "recall": 0.5, "specificity": 0.5} for c in range(28)
+    ])
+    (kedro_project / "data/07_model_output").mkdir(parents=True, exist_ok=True)
+    runs.to_csv(kedro_project / "data/07_model_output/study_runs.csv", index=False)
+    params = yaml.safe_load((kedro_project / "conf/local/parameters.yml").read_text())
+    params["permutation_study"]["keep_checkpoints"] = True
+    (kedro_project / "conf/local/parameters.yml").write_text(yaml.safe_dump(params))
+    with KedroSession.create(project_path=kedro_project) as session:
+        session.run(pipeline_names=["four_channel"])
+    table = pd.read_csv(kedro_project / "data/08_reporting/four_channel_comparison.csv")
+    assert sorted(table["config_id"]) == list(range(29))
+    row = table.set_index("config_id").loc[28]
+    expected_rank = 1 + int((runs["auroc"] > row["auroc_mean"]).sum())  # ranked by the same rule
+    assert row["rank_by_sum_mean_auroc"] == expected_rank and row["configuration"] == "28: all four (extension)"
+    from idh_pseudocolor.datasets import ModelBundleDataset
+
+    bundle = ModelBundleDataset(path=str(kedro_project / "data/06_models/permutation_study/configuration_28")).load()
+    (entry,) = bundle.values()
+    from idh_pseudocolor.models import create_model
+
+    four, _ = create_model("resnet10t", pretrained=False, in_chans=4)
+    four.load_state_dict(entry["state_dict"])  # strict: a real four-channel network
+    three, _ = create_model("resnet10t", pretrained=False, in_chans=3)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        three.load_state_dict(entry["state_dict"])
 
 
 def test_only_the_final_evaluation_reads_the_test_split():

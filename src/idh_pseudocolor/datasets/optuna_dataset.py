@@ -7,6 +7,7 @@ heartbeat or journal support; a resumable, multi-worker search needs the storage
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +70,7 @@ class OptunaStorageDataset(AbstractDataset[None, StudyLocation]):
         else:
             if url.startswith("sqlite:///"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            storage = optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=self._heartbeat,
-                grace_period=self._grace,
-                engine_kwargs={"pool_pre_ping": True},
-            )
+            storage = _rdb_storage(url, self._heartbeat, self._grace)
         return StudyLocation(storage=storage, study_name=self._study_name, url=_mask_password(url))
 
     def save(self, data: None) -> None:
@@ -85,6 +81,23 @@ class OptunaStorageDataset(AbstractDataset[None, StudyLocation]):
 
     def _describe(self) -> dict[str, Any]:
         return {"study_name": self._study_name, "storage": _mask_password(self._url())}
+
+
+def _rdb_storage(url: str, heartbeat: int, grace: int | None, attempts: int = 5) -> optuna.storages.RDBStorage:
+    """An RDB storage; workers starting together race to create Optuna's tables, so the loser
+    of that race (a unique-key violation) simply tries again and finds them made."""
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=heartbeat, grace_period=grace, engine_kwargs={"pool_pre_ping": True}
+            )
+        except sqlalchemy.exc.IntegrityError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _mask_password(url: str) -> str:

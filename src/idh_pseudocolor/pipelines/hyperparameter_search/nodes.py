@@ -28,6 +28,7 @@ def _settings(params: dict[str, Any]) -> SearchSettings:
         sampler=dict(params.get("sampler", {})),
         pruning=bool(params.get("pruning", False)),
         pruner=dict(params.get("pruner", {}) or {}),
+        worker=int(params.get("worker", 0) or 0),
     )
 
 

@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import time
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from idh_pseudocolor.study import final_metrics_table, summarize, winner
-from idh_pseudocolor.training import RunConfig, train_run
+from idh_pseudocolor.training import RunConfig, RunResult, train_run, training_device
+
+#: columns that say where and when a run ran; they differ between identical runs
+PROVENANCE_COLUMNS = ("worker", "device", "started_at", "finished_at")
+
+
+def where_and_when(cfg: RunConfig, started_at: float) -> dict[str, Any]:
+    """Which process, machine and device ran a run, and when: the sweep's audit trail."""
+    device = training_device(cfg.accelerator)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {"worker": f"{socket.gethostname()}:{os.getpid()}", "device": name, "started_at": started_at, "finished_at": time.time()}
+
+
+def run_name(cfg: RunConfig) -> str:
+    return f"configuration_{cfg.config_id}-{cfg.model_name}-{'pretrained' if cfg.pretrained else 'scratch'}-seed{cfg.seed}"
+
+
+def checkpoint(result: RunResult) -> dict[str, Any]:
+    """A run's best-epoch weights and what is needed to rebuild and judge it."""
+    meta = {"config": asdict(result.config), "weights": result.weights.as_dict(), "best_epoch": result.best_epoch,
+            "validation": result.metrics}
+    return {"state_dict": result.state_dict, "meta": meta}
 
 
 def hyperparameters(best_params: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
@@ -19,12 +45,15 @@ def hyperparameters(best_params: dict[str, Any], params: dict[str, Any]) -> dict
 
 def train_configuration(
     slice_arrays: dict[str, np.ndarray], development_split: pd.DataFrame, best_params: dict[str, Any], params: dict[str, Any], config_id: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """All runs (models x seeds) of one configuration; validation metrics and predictions.
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """All runs (models x seeds) of one configuration; validation metrics, predictions and
+    (with ``keep_checkpoints``) each run's best-epoch weights.
 
     Hyperparameters come from the search's ``best_params``, overridable by
     ``permutation_study.overrides``; the test split is not read.
     """
+    keep = bool(params.get("keep_checkpoints", False))
+    checkpoints: dict[str, Any] = {}
     hp = hyperparameters(best_params, params)
     train_ids = development_split.loc[development_split["split"] == "train", "subject_id"].tolist()
     val = development_split[development_split["split"] == "val"]
@@ -32,18 +61,22 @@ def train_configuration(
     for model_name in params["models"]:
         for seed in params["seeds"]:
             cfg = RunConfig(model_name=model_name, config_id=config_id, seed=int(seed), **{**params.get("fixed", {}), **hp})
-            result = train_run(slice_arrays, train_ids, val["subject_id"].tolist(), cfg)
+            started = time.time()
+            result = train_run(slice_arrays, train_ids, val["subject_id"].tolist(), cfg, keep_state=keep)
+            if keep:
+                checkpoints[run_name(cfg)] = checkpoint(result)
             runs.append({
                 "config_id": config_id, "model_name": model_name, "seed": int(seed), "pretrained": cfg.pretrained,
                 **result.metrics,
                 "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                 "pretrained_loaded": result.weights.pretrained_loaded, "weights_source": result.weights.source,
+                **where_and_when(cfg, started),
             })
             predictions.append(pd.DataFrame({
                 "config_id": config_id, "model_name": model_name, "seed": int(seed),
                 "subject_id": result.val_subject_ids, "label": val["label"].to_numpy(), "prob_mutant": result.val_prob_mutant,
             }))
-    return pd.DataFrame(runs), pd.concat(predictions, ignore_index=True)
+    return pd.DataFrame(runs), pd.concat(predictions, ignore_index=True), checkpoints
 
 
 def aggregate_study(params: dict[str, Any], *validation_runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
@@ -53,6 +86,19 @@ def aggregate_study(params: dict[str, Any], *validation_runs: pd.DataFrame) -> t
     return runs, summary, winner(summary, models=list(params["models"]))
 
 
+def compare_four_channel(study_runs: pd.DataFrame, four_channel_runs: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """Configuration 28 (all four sequences) ranked among the paper's 28 by the same rule.
+
+    It is an extension: it never enters the paper's winner; this table only says where it lands.
+    """
+    from idh_pseudocolor.study import summarize as _summarize
+
+    summary = _summarize(pd.concat([study_runs, four_channel_runs], ignore_index=True))
+    ranking = winner(summary, models=list(params["models"]))["ranking"]
+    summary["rank_by_sum_mean_auroc"] = summary["config_id"].map({c: i + 1 for i, c in enumerate(ranking)})
+    return summary.sort_values(["rank_by_sum_mean_auroc", "model_name"]).reset_index(drop=True)
+
+
 def evaluate_winner(
     slice_arrays: dict[str, np.ndarray],
     development_split: pd.DataFrame,
@@ -60,19 +106,20 @@ def evaluate_winner(
     best_params: dict[str, Any],
     study_winner: dict[str, Any],
     params: dict[str, Any],
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """The only use of the test split: the winning configuration, each model, pretrained and from
     scratch, every seed; trained on train, best epoch chosen on validation, scored on test.
 
-    Returns per-run test predictions and a metrics table per model x pretrained: mean and std over
-    seeds of each metric and the seed-ensemble's metrics.
+    Returns per-run test predictions, a metrics table per model x pretrained (mean and std over
+    seeds of each metric and the seed-ensemble's metrics) and the runs' weights, which
+    ``predict`` applies to new patients.
     """
     config_id = int(study_winner["config_id"])
     hp = hyperparameters(best_params, params)
     train_ids = development_split.loc[development_split["split"] == "train", "subject_id"].tolist()
     val_ids = development_split.loc[development_split["split"] == "val", "subject_id"].tolist()
     test_ids, test_labels = test_split["subject_id"].tolist(), test_split["label"].to_numpy()
-    predictions = []
+    predictions, models = [], {}
     for model_name in params["models"]:
         for pretrained in params["final_evaluation"]["pretrained"]:
             for seed in params["seeds"]:
@@ -80,11 +127,12 @@ def evaluate_winner(
                     model_name=model_name, config_id=config_id, seed=int(seed),
                     **{**params.get("fixed", {}), **hp, "pretrained": bool(pretrained)},
                 )
-                result = train_run(slice_arrays, train_ids, val_ids, cfg, evaluate_ids=test_ids)
+                result = train_run(slice_arrays, train_ids, val_ids, cfg, evaluate_ids=test_ids, keep_state=True)
+                models[run_name(cfg)] = checkpoint(result)
                 predictions.append(pd.DataFrame({
                     "config_id": config_id, "model_name": model_name, "pretrained": bool(pretrained),
                     "pretrained_loaded": result.weights.pretrained_loaded, "seed": int(seed),
                     "subject_id": test_ids, "label": test_labels, "prob_mutant": result.eval_prob_mutant,
                 }))
     predictions_table = pd.concat(predictions, ignore_index=True)
-    return predictions_table, final_metrics_table(predictions_table)
+    return predictions_table, final_metrics_table(predictions_table), models

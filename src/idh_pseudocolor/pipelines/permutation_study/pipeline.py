@@ -11,6 +11,7 @@ from idh_pseudocolor.pipelines.permutation_study.nodes import (
     evaluate_winner,
     train_configuration,
 )
+from idh_pseudocolor.runner import GPU_TAG
 
 SHARED_INPUTS = {"slice_arrays", "development_split", "best_params"}
 
@@ -19,7 +20,8 @@ def configuration_pipeline(config_id: int) -> Pipeline:
     func = update_wrapper(partial(train_configuration, config_id=config_id), train_configuration)
     return pipeline(
         [node(func, inputs=["slice_arrays", "development_split", "best_params", "params:permutation_study"],
-              outputs=["validation_runs", "validation_predictions"], name="train_configuration")],
+              outputs=["validation_runs", "validation_predictions", "checkpoints"], name="train_configuration",
+              tags=[GPU_TAG])],
         namespace=f"configuration_{config_id}",
         inputs=SHARED_INPUTS,
         parameters={"params:permutation_study"},
@@ -38,7 +40,9 @@ def create_pipeline(**kwargs) -> Pipeline:
     final = node(
         evaluate_winner,
         inputs=["slice_arrays", "development_split", "test_split", "best_params", "study_winner", "params:permutation_study"],
-        outputs=["test_predictions", "test_metrics"],
+        outputs=["test_predictions", "test_metrics", "winner_models"],
         name="evaluate_winner_on_test",
+        tags=[GPU_TAG],
     )
     return per_configuration + pipeline([aggregate, final])
+

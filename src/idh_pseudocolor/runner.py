@@ -1,0 +1,179 @@
+"""``DaskRunner``: Kedro nodes as Dask tasks, so independent runs spread over GPUs and machines.
+
+Kedro schedules (which node is ready), Dask places (which worker process, on which machine,
+holding which GPU). Use it from the command line::
+
+    kedro run --pipelines permutation_study --runner idh_pseudocolor.runner.DaskRunner
+    kedro run ... --runner idh_pseudocolor.runner.DaskRunner --runner-params scheduler=tcp://head:8786
+
+Without ``scheduler`` (or ``$IDH_DASK_SCHEDULER``) the runner starts a local cluster: with
+CUDA GPUs, dask-cuda's ``LocalCUDACluster`` (one worker per GPU); without, a ``LocalCluster``
+of ``n_workers`` single-threaded processes. Nodes tagged ``gpu`` ask for the worker resource
+``GPU=1`` whenever the workers advertise one, so one training run holds one GPU.
+
+Everything a node reads or writes must be a persisted catalog dataset at a path every worker
+can open (a shared folder or an fsspec URL: set ``data_root`` in ``conf/<env>/globals.yml``);
+the runner refuses a pipeline that would pass data through memory between nodes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from kedro.io import MemoryDataset
+from kedro.runner import AbstractRunner
+from kedro.runner.task import Task
+
+if TYPE_CHECKING:
+    from kedro.io import CatalogProtocol
+    from kedro.pipeline import Pipeline
+    from kedro.pipeline.node import Node
+    from pluggy import PluginManager
+
+logger = logging.getLogger(__name__)
+
+GPU_TAG = "gpu"  # nodes that train or predict with a network
+
+
+class _RemoteTask:
+    """What travels to a worker: the node and catalog, not the driver's hook manager.
+
+    On the worker, Kedro's project settings are configured once (Dask workers are spawned
+    processes) and Kedro's own :class:`Task` runs the node with a fresh hook manager.
+    """
+
+    def __init__(self, node: Node, catalog: CatalogProtocol, is_async: bool, run_id: str | None, package_name: str | None) -> None:
+        self.node, self.catalog, self.is_async, self.run_id, self.package_name = node, catalog, is_async, run_id, package_name
+
+    def __call__(self) -> Node:
+        from kedro.framework import project
+
+        if self.package_name and project.PACKAGE_NAME != self.package_name:
+            project.configure_project(self.package_name)
+        task = Task(node=self.node, catalog=self.catalog, is_async=self.is_async, run_id=self.run_id, parallel=True)
+        task.execute()
+        return self.node
+
+
+class _DaskExecutor(cf.Executor):
+    """A concurrent.futures view of a Dask client that asks for a GPU only for ``gpu`` nodes."""
+
+    def __init__(self, client: Any, gpu_resources: bool, package_name: str | None) -> None:
+        self._package_name = package_name
+        self._plain = client.get_executor(pure=False)
+        self._gpu = client.get_executor(pure=False, resources={"GPU": 1}) if gpu_resources else self._plain
+
+    def submit(self, fn, /, *args, **kwargs) -> cf.Future:
+        if isinstance(fn, Task):  # Kedro's task holds the driver's hook manager, which cannot travel
+            fn = _RemoteTask(fn.node, fn.catalog, fn.is_async, fn.run_id, self._package_name)
+        node = getattr(fn, "node", None)
+        executor = self._gpu if node is not None and GPU_TAG in node.tags else self._plain
+        return executor.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        for executor in {id(self._plain): self._plain, id(self._gpu): self._gpu}.values():
+            executor.shutdown(wait=wait)
+
+
+class DaskRunner(AbstractRunner):
+    """Runs ready nodes concurrently as Dask tasks (see the module docstring)."""
+
+    def __init__(
+        self,
+        scheduler: str | None = None,
+        n_workers: int | None = None,
+        is_async: bool = False,
+    ) -> None:
+        super().__init__(is_async=is_async)
+        self._scheduler = scheduler or os.environ.get("IDH_DASK_SCHEDULER") or None
+        self._n_workers = int(n_workers) if n_workers else None
+        self._client: Any = None
+        self._cluster: Any = None
+        self.worker_pids: list[int] = []
+        self._package_name: str | None = None
+
+    # -- the cluster -------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        from dask.distributed import Client, LocalCluster
+
+        if self._scheduler:
+            logger.info("DaskRunner: connecting to the scheduler at %s", self._scheduler)
+            return Client(self._scheduler)
+        gpus = _cuda_device_count()
+        if gpus > 1:
+            try:
+                from dask_cuda import LocalCUDACluster
+            except ImportError as exc:
+                raise RuntimeError(
+                    f"DaskRunner found {gpus} GPUs; one worker per GPU needs dask-cuda: pip install dask-cuda"
+                ) from exc
+            self._cluster = LocalCUDACluster(
+                n_workers=self._n_workers or gpus, threads_per_worker=1, resources={"GPU": 1}, silence_logs=logging.WARNING
+            )
+        else:
+            workers = self._n_workers or (1 if gpus else max(1, (os.cpu_count() or 1)))
+            extra = {"resources": {"GPU": 1}} if gpus else {}
+            self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                                         silence_logs=logging.WARNING, **extra)
+        logger.info("DaskRunner: started %s", self._cluster)
+        return Client(self._cluster)
+
+    def _close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+        self._client = self._cluster = None
+
+    # -- AbstractRunner ------------------------------------------------------------------------
+    def _get_required_workers_count(self, pipeline: Pipeline) -> int:
+        return max(1, len(pipeline.nodes))
+
+    def _get_executor(self, max_workers: int) -> cf.Executor:
+        info = self._client.scheduler_info()
+        workers = info.get("workers", {})
+        self.worker_pids = sorted(self._client.run(os.getpid).values())
+        gpu_resources = any("GPU" in w.get("resources", {}) for w in workers.values())
+        return _DaskExecutor(self._client, gpu_resources, self._package_name)
+
+    def _run(
+        self,
+        pipeline: Pipeline,
+        catalog: CatalogProtocol,
+        hook_manager: PluginManager | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        # Workers share no memory: every dataset passed between nodes or kept must be persisted.
+        in_memory = sorted(
+            name for name in pipeline.datasets() - pipeline.inputs() - pipeline.outputs()
+            if isinstance(catalog.get(name, fallback_to_runtime_pattern=True), MemoryDataset)
+        )
+        in_memory += sorted(
+            name for name in pipeline.outputs()
+            if isinstance(catalog.get(name, fallback_to_runtime_pattern=True), MemoryDataset)
+        )
+        if in_memory:
+            raise ValueError(
+                "DaskRunner needs every node output in a persisted catalog dataset that all workers "
+                f"can read; these are in memory: {', '.join(in_memory)}. Add them to conf/base/catalog.yml."
+            )
+        from kedro.framework.project import PACKAGE_NAME
+
+        self._client = self._connect()
+        try:
+            self._package_name = PACKAGE_NAME
+            super()._run(pipeline, catalog, hook_manager, run_id)
+        finally:
+            self._close()
+
+
+def _cuda_device_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001 - no torch / broken driver: no GPUs
+        return 0

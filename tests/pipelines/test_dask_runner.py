@@ -1,0 +1,69 @@
+"""DaskRunner: configurations train concurrently in separate worker processes, with the same
+results as a sequential run (real Kedro sessions, a real local Dask cluster, real tiny nets)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from kedro.framework.session import KedroSession
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import node, pipeline
+
+from idh_pseudocolor.pipelines.permutation_study.nodes import PROVENANCE_COLUMNS
+from idh_pseudocolor.runner import DaskRunner
+from tests.pipelines.test_permutation_study import prepare
+
+CONFIGURATIONS = ["configuration_15", "configuration_21"]
+
+
+def outputs(project) -> tuple[pd.DataFrame, pd.DataFrame]:
+    root = project / "data/07_model_output/permutation_study"
+    runs = pd.concat([pd.read_csv(root / ns / "validation_runs.csv") for ns in CONFIGURATIONS], ignore_index=True)
+    predictions = pd.concat([pd.read_csv(root / ns / "validation_predictions.csv") for ns in CONFIGURATIONS], ignore_index=True)
+    return runs, predictions
+
+
+def test_runs_go_to_separate_workers_concurrently_and_equal_a_sequential_run(kedro_project, tiny_cohort):
+    prepare(kedro_project, tiny_cohort)
+    params = yaml.safe_load((kedro_project / "conf/local/parameters.yml").read_text())
+    params["permutation_study"]["overrides"] = {"max_epochs": 3}
+    (kedro_project / "conf/local/parameters.yml").write_text(yaml.safe_dump(params))
+
+    runner = DaskRunner(n_workers=2)
+    with KedroSession.create(project_path=kedro_project) as session:
+        session.run(pipeline_names=["permutation_study"], namespaces=CONFIGURATIONS, runner=runner)
+    dask_runs, dask_predictions = outputs(kedro_project)
+    assert len(runner.worker_pids) == 2 and os.getpid() not in runner.worker_pids
+    workers = {int(w.rsplit(":", 1)[1]) for w in dask_runs["worker"]}
+    assert workers == set(runner.worker_pids)  # one configuration per worker process
+    assert dask_runs["started_at"].max() < dask_runs["finished_at"].min()  # and at the same time
+
+    shutil.rmtree(kedro_project / "data/07_model_output/permutation_study")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a Dask worker (OMP_NUM_THREADS=1): same arithmetic order
+    try:
+        with KedroSession.create(project_path=kedro_project) as session:
+            session.run(pipeline_names=["permutation_study"], namespaces=CONFIGURATIONS)
+    finally:
+        torch.set_num_threads(threads)
+    seq_runs, seq_predictions = outputs(kedro_project)
+    assert set(seq_runs["worker"].str.rsplit(":", n=1).str[1].astype(int)) == {os.getpid()}
+    results = [c for c in dask_runs.columns if c not in PROVENANCE_COLUMNS]
+    pd.testing.assert_frame_equal(dask_runs[results], seq_runs[results])
+    pd.testing.assert_frame_equal(dask_predictions, seq_predictions)
+
+
+def _double(x):
+    return 2 * x
+
+
+def test_data_passed_in_memory_between_nodes_is_refused():
+    catalog = DataCatalog({"a": MemoryDataset(1)})
+    two_steps = pipeline([node(_double, "a", "b", name="first"), node(_double, "b", "c", name="second")])
+    with pytest.raises(ValueError, match="in memory: b, c"):
+        DaskRunner(n_workers=1).run(two_steps, catalog)
