@@ -10,7 +10,7 @@ PHANTOM_SUBJECTS ?= 200
 PHANTOM_SEED ?= 0
 COHORT ?= data/01_raw/cohort
 
-.PHONY: run test install phantom benchmarks clean-data
+.PHONY: run test install browser phantom benchmarks clean-data
 
 # torch/torchvision are pinned (also in pyproject.toml): timm needs a torchvision built for the same torch.
 $(BIN)/.installed: pyproject.toml
@@ -25,11 +25,17 @@ install: $(BIN)/.installed
 run: install phantom
 	$(BIN)/kedro run
 
+# The report and kedro-viz tests open pages in a real headless Chromium (Debian's package).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Chromium (apt-get) for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	  || { echo "could not install Chromium: run 'sudo apt-get install chromium' and retry"; exit 1; }; }
+
 phantom: install
 	$(BIN)/idh-pseudocolor phantom --subjects $(PHANTOM_SUBJECTS) --seed $(PHANTOM_SEED) --out $(COHORT) --if-absent
 
 ## make test: install and run the whole test suite
-test: install
+test: install browser
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest
 

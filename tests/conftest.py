@@ -27,6 +27,16 @@ def tiny_cohort(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def report_cohort(tmp_path_factory) -> Path:
+    """48 phantom subjects on the 4 mm grid: enough test patients of each class for a bootstrap."""
+    from idh_pseudocolor.phantom import generate_cohort
+
+    out = tmp_path_factory.mktemp("cohort48") / "egd"
+    generate_cohort(out, n_subjects=48, seed=5, voxel_size=4.0, n_workers=1, progress=False)
+    return out
+
+
 @pytest.fixture()
 def cohort_copy(tiny_cohort, tmp_path) -> Path:
     """A private copy of the tiny cohort that a test may break."""

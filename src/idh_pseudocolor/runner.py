@@ -21,8 +21,11 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import os
+import socket
+import traceback
 from typing import TYPE_CHECKING, Any
 
+from kedro.framework.hooks.manager import _NullPluginManager
 from kedro.io import MemoryDataset
 from kedro.runner import AbstractRunner
 from kedro.runner.task import Task
@@ -36,6 +39,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 GPU_TAG = "gpu"  # nodes that train or predict with a network
+
+
+class NodeFailedOnWorker(RuntimeError):
+    """A node raised on a Dask worker; the message holds the worker's full traceback."""
+
+    def __reduce__(self):
+        return (NodeFailedOnWorker, (str(self),))  # travels without its cause or traceback
 
 
 class _RemoteTask:
@@ -53,8 +63,16 @@ class _RemoteTask:
 
         if self.package_name and project.PACKAGE_NAME != self.package_name:
             project.configure_project(self.package_name)
-        task = Task(node=self.node, catalog=self.catalog, is_async=self.is_async, run_id=self.run_id, parallel=True)
-        task.execute()
+        # Like ParallelRunner, node and dataset hooks do not run on workers (the driver's hooks,
+        # kedro-viz's statistics among them, never saw this catalog).
+        task = Task(node=self.node, catalog=self.catalog, is_async=self.is_async, run_id=self.run_id,
+                    hook_manager=_NullPluginManager())
+        try:
+            task.execute()
+        except Exception as exc:  # the original may not pickle (tracebacks, figures): send the text
+            raise NodeFailedOnWorker(
+                f"node {self.node.name} failed on {socket.gethostname()}:{os.getpid()}:\n{traceback.format_exc()}"
+            ) from exc
         return self.node
 
 
@@ -97,7 +115,11 @@ class DaskRunner(AbstractRunner):
 
     # -- the cluster -------------------------------------------------------------------------
     def _connect(self) -> Any:
+        import dask
         from dask.distributed import Client, LocalCluster
+
+        # non-daemonic workers may start processes of their own (slice extraction uses joblib)
+        dask.config.set({"distributed.worker.daemon": False})
 
         if self._scheduler:
             logger.info("DaskRunner: connecting to the scheduler at %s", self._scheduler)

@@ -67,3 +67,16 @@ def test_data_passed_in_memory_between_nodes_is_refused():
     two_steps = pipeline([node(_double, "a", "b", name="first"), node(_double, "b", "c", name="second")])
     with pytest.raises(ValueError, match="in memory: b, c"):
         DaskRunner(n_workers=1).run(two_steps, catalog)
+
+
+def _refuse(x):
+    raise ValueError(f"subject PHANTOM-0007 has no tumour voxels (input {x})")
+
+
+def test_a_node_failing_on_a_worker_reports_its_traceback(tmp_path):
+    from kedro_datasets.json import JSONDataset
+
+    catalog = DataCatalog({"a": MemoryDataset(1), "b": JSONDataset(filepath=str(tmp_path / "b.json"))})
+    failing = pipeline([node(_refuse, "a", "b", name="refuse")])
+    with pytest.raises(Exception, match=r"(?s)node refuse failed on .*:\d+.*PHANTOM-0007 has no tumour voxels"):
+        DaskRunner(n_workers=1).run(failing, catalog)

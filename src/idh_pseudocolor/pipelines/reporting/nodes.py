@@ -1,0 +1,58 @@
+"""Thin nodes over idh_pseudocolor.reporting."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from idh_pseudocolor import reporting
+
+
+def plot_composition(slice_arrays: dict[str, np.ndarray], development_split: pd.DataFrame, study_winner: dict[str, Any],
+                     params: dict[str, Any]) -> Figure:
+    """Figure 1 for a training patient (never a test patient), in the winning configuration."""
+    train = development_split[development_split["split"] == "train"]
+    wanted = params.get("figure_1_subject") or train.sort_values("subject_id")["subject_id"].iloc[0]
+    ids = slice_arrays["subject_ids"].tolist()
+    if wanted not in ids:
+        raise KeyError(f"figure_1_subject {wanted!r} has no slice in slice_arrays")
+    i = ids.index(wanted)
+    return reporting.figure_composition(slice_arrays["images"][i], slice_arrays["masks"][i], int(study_winner["config_id"]), wanted)
+
+
+def plot_configurations(study_results: pd.DataFrame) -> Figure:
+    return reporting.figure_configurations(study_results)
+
+
+def plot_model_agreement(study_results: pd.DataFrame, study_params: dict[str, Any]) -> Figure:
+    return reporting.figure_model_agreement(study_results, list(study_params["models"]))
+
+
+def plot_calibration(test_predictions: pd.DataFrame, params: dict[str, Any]) -> Figure:
+    return reporting.figure_calibration(test_predictions, n_bins=int(params["calibration_bins"]))
+
+
+def make_table_2(test_predictions: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 2 (ours with CIs + published rows) and the paired finetuned-vs-scratch comparison."""
+    n, seed = int(params["bootstrap_resamples"]), int(params["seed"])
+    return reporting.table_2(test_predictions, n, seed), reporting.pretrained_comparison(test_predictions, n, seed)
+
+
+def build_report(
+    figure_1, figure_2, figure_3, calibration, table_2: pd.DataFrame, pretrained_comparison: pd.DataFrame,
+    study_winner: dict[str, Any], study_results: pd.DataFrame, best_params: dict[str, Any], qc_summary: dict[str, Any],
+    test_metrics: pd.DataFrame, search_history_plot, search_importance_plot, parameters: dict[str, Any],
+) -> tuple[str, str]:
+    """One self-contained HTML page, saved twice: versioned (history) and as report.html (latest)."""
+    html = reporting.render_report(
+        figures={"figure_1": figure_1, "figure_2": figure_2, "figure_3": figure_3, "calibration": calibration},
+        table=table_2, comparison=pretrained_comparison, winner=study_winner, study_results=study_results,
+        best_params=best_params, qc_summary=qc_summary, test_metrics=test_metrics,
+        search_plots=[search_history_plot, search_importance_plot], parameters=parameters,
+        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+    return html, html

@@ -1,0 +1,359 @@
+"""The paper's figures and Table 2, with honest uncertainty, and the self-contained HTML report.
+
+Table 2 reports each (model, pretrained) row two ways, named in the columns: mean ± std over
+seeds, and the seed ensemble (mean probability per patient) with a patient-level bootstrap
+95% confidence interval (scipy; stratified by IDH status, so AUROC is defined in every resample). Pretrained vs. scratch is compared on the same patients
+with a paired permutation test of the AUROC difference (scipy). The paper's rows and the
+literature rows (SPEC) are shown beside ours and marked as other data.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from scipy import stats  # noqa: E402
+from sklearn.calibration import calibration_curve  # noqa: E402
+from sklearn.metrics import brier_score_loss, roc_auc_score  # noqa: E402
+
+from idh_pseudocolor.configurations import (  # noqa: E402
+    CONFIGURATIONS,
+    FOUR_CHANNEL_ID,
+    SEQUENCES,
+    configuration,
+    configuration_label,
+    is_gray,
+)
+from idh_pseudocolor.metrics import METRICS, binary_metrics, invariant_violations  # noqa: E402
+from idh_pseudocolor.pseudocolor import composite_rgb  # noqa: E402
+from idh_pseudocolor.study import seed_ensemble  # noqa: E402
+
+#: SPEC §1, the paper's Table 2: its four rows (EGD test) and two literature rows (other data).
+PUBLISHED_ROWS: list[dict[str, Any]] = [
+    {"method": "VGG16, no pretraining", "auroc": 0.756, "accuracy": 0.690, "f1": 0.592, "precision": 0.586, "recall": 0.603, "specificity": 0.742, "data": "EGD test (paper)"},
+    {"method": "ResNeXt, no pretraining", "auroc": 0.718, "accuracy": 0.710, "f1": 0.526, "precision": 0.657, "recall": 0.449, "specificity": 0.864, "data": "EGD test (paper)"},
+    {"method": "VGG16 finetuned", "auroc": 0.915, "accuracy": 0.867, "f1": 0.797, "precision": 0.917, "recall": 0.705, "specificity": 0.962, "data": "EGD test (paper)"},
+    {"method": "ResNeXt finetuned", "auroc": 0.935, "accuracy": 0.881, "f1": 0.819, "precision": 0.939, "recall": 0.731, "specificity": 0.864, "data": "EGD test (paper)"},
+    {"method": "3-D multitask network (van der Voort 2023)", "auroc": 0.90, "accuracy": 0.84, "f1": 0.79, "precision": 0.88, "recall": 0.72, "specificity": 0.93, "data": "TCGA-LGG+GBM (other data)"},
+    {"method": "circulating DNA blood test (Batool 2024)", "auroc": 0.84, "accuracy": math.nan, "f1": 0.791, "precision": 0.909, "recall": 0.70, "specificity": math.nan, "data": "own cohort (other data)"},
+]
+#: one color per missing sequence: a color configuration uses the other three
+GROUP_COLORS = {"T1": "#1b9e77", "T1ce": "#d95f02", "T2": "#7570b3", "FLAIR": "#e7298a"}
+
+
+# -- figures ----------------------------------------------------------------------------------
+def figure_composition(image: np.ndarray, mask: np.ndarray, config_id: int, subject_id: str) -> Figure:
+    """Figure 1: one patient's four sequences and the pseudo-color composite of ``config_id``."""
+    channels = configuration(config_id)
+    fig, axes = plt.subplots(1, 5, figsize=(15, 3.6), constrained_layout=True)
+    for ax, (seq, plane) in zip(axes[:4], zip(SEQUENCES, image, strict=True), strict=True):
+        ax.imshow(np.flipud(plane.T), cmap="gray")
+        ax.contour(np.flipud(mask.T), levels=[0.5], colors="yellow", linewidths=0.6)
+        role = [c for c, s in zip("RGB", channels, strict=False) if s == seq]
+        ax.set_title(f"{seq}" + (f" → {'+'.join(role)}" if role else " (unused)"))
+        ax.axis("off")
+    axes[4].imshow(np.flipud(np.transpose(composite_rgb(image, config_id), (1, 0, 2))))
+    axes[4].set_title(f"composite {configuration_label(config_id)}")
+    axes[4].axis("off")
+    fig.suptitle(f"Figure 1. From four sequences to one pseudo-color image ({subject_id}, tumor outlined)")
+    return fig
+
+
+def figure_configurations(results: pd.DataFrame, metrics: Sequence[str] = ("auroc", "f1")) -> Figure:
+    """Figure 2: validation score per configuration, bars = mean over seeds, error bars = std."""
+    models = sorted(results["model_name"].unique())
+    ids = sorted(results["config_id"].unique())
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(max(10, 0.45 * len(ids) + 3), 3.4 * len(metrics)), constrained_layout=True, squeeze=False)
+    width = 0.8 / len(models)
+    for ax, metric in zip(axes[:, 0], metrics, strict=True):
+        for k, model in enumerate(models):
+            part = results[results["model_name"] == model].set_index("config_id").reindex(ids)
+            x = np.arange(len(ids)) + (k - (len(models) - 1) / 2) * width
+            ax.bar(x, part[f"{metric}_mean"], width, yerr=part[f"{metric}_std"].fillna(0), capsize=2, label=model)
+        for i, c in enumerate(ids):
+            if is_gray(c) or c == FOUR_CHANNEL_ID:
+                ax.axvspan(i - 0.5, i + 0.5, color="0.9" if is_gray(c) else "#fff3d6", zorder=0)
+        if metric == "auroc":
+            ax.axhline(0.5, color="0.4", lw=0.8, ls="--")
+        ax.set_ylabel(f"validation {metric.upper() if metric == 'auroc' else metric.capitalize()}")
+        ax.set_xticks(np.arange(len(ids)), [configuration_label(c) for c in ids], rotation=70, ha="right", fontsize=8)
+        ax.set_xlim(-0.6, len(ids) - 0.4)
+        ax.set_ylim(0, 1.05)
+    axes[0, 0].legend(loc="lower left", fontsize=8, ncol=len(models))
+    axes[0, 0].set_title("Figure 2. Validation scores per configuration (mean ± std over seeds; gray configurations shaded)")
+    return fig
+
+
+def figure_model_agreement(results: pd.DataFrame, models: Sequence[str], metric: str = "auroc", n_labels: int = 3) -> Figure:
+    """Figure 3: model A vs. model B per configuration, error bars on both axes, colored by the
+    sequence a color configuration leaves out, gray configurations as squares, outliers named."""
+    a, b = models[0], models[1] if len(models) > 1 else models[0]
+    wide = results.pivot(index="config_id", columns="model_name", values=[f"{metric}_mean", f"{metric}_std"])
+    fig, ax = plt.subplots(figsize=(7, 6.5), constrained_layout=True)
+    for config_id in wide.index:
+        x, y = wide.loc[config_id, (f"{metric}_mean", a)], wide.loc[config_id, (f"{metric}_mean", b)]
+        xe, ye = wide.loc[config_id, (f"{metric}_std", a)], wide.loc[config_id, (f"{metric}_std", b)]
+        if is_gray(config_id):
+            color, marker = "0.35", "s"
+        elif config_id == FOUR_CHANNEL_ID:
+            color, marker = "black", "*"
+        else:
+            missing = next(s for s in SEQUENCES if s not in CONFIGURATIONS[config_id])
+            color, marker = GROUP_COLORS[missing], "o"
+        ax.errorbar(x, y, xerr=0 if np.isnan(xe) else xe, yerr=0 if np.isnan(ye) else ye, fmt=marker, color=color,
+                    ecolor=color, elinewidth=0.7, capsize=2, ms=7 if marker != "*" else 11)
+    total = wide[(f"{metric}_mean", a)] + wide[(f"{metric}_mean", b)]
+    gap = (wide[(f"{metric}_mean", a)] - wide[(f"{metric}_mean", b)]).abs()
+    named = set(total.nlargest(n_labels).index) | set(total.nsmallest(n_labels).index) | set(gap.nlargest(2).index)
+    for config_id in sorted(named):
+        ax.annotate(configuration_label(config_id), (wide.loc[config_id, (f"{metric}_mean", a)], wide.loc[config_id, (f"{metric}_mean", b)]),
+                    textcoords="offset points", xytext=(6, 4), fontsize=8)
+    lo = float(np.nanmin(wide[f"{metric}_mean"].to_numpy())) - 0.05
+    ax.plot([lo, 1], [lo, 1], color="0.6", lw=0.8, ls="--")
+    handles = [plt.Line2D([], [], ls="", marker="o", color=c, label=f"without {s}") for s, c in GROUP_COLORS.items()]
+    handles.append(plt.Line2D([], [], ls="", marker="s", color="0.35", label="gray (one sequence)"))
+    ax.legend(handles=handles, loc="lower right", fontsize=8)
+    ax.set_xlabel(f"{a}: validation {metric} (mean ± std)")
+    ax.set_ylabel(f"{b}: validation {metric} (mean ± std)")
+    ax.set_title("Figure 3. Do the two models agree on which inputs work?")
+    return fig
+
+
+def figure_calibration(predictions: pd.DataFrame, n_bins: int = 5) -> Figure:
+    """Reliability diagram of the seed ensemble per model x pretrained, with Brier scores."""
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(6.5, 7), height_ratios=[3, 1], sharex=True, constrained_layout=True)
+    ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=0.8, label="perfectly calibrated")
+    for (model, pretrained), part in predictions.groupby(["model_name", "pretrained"], sort=False):
+        ens = seed_ensemble(part[["subject_id", "label", "seed", "prob_mutant"]])
+        y, p = ens["label"].to_numpy(), ens["prob_mutant"].to_numpy()
+        observed, predicted = calibration_curve(y, p, n_bins=n_bins, strategy="quantile")
+        name = f"{model} ({'pretrained' if pretrained else 'scratch'}), Brier {brier_score_loss(y, p):.3f}"
+        ax.plot(predicted, observed, marker="o", label=name)
+        hist.hist(p, bins=10, range=(0, 1), histtype="step", lw=1.2)
+    ax.set_ylabel("observed fraction IDH mutant")
+    ax.set_title("Calibration of the winner on the test patients (seed ensemble)")
+    ax.legend(fontsize=8, loc="upper left")
+    hist.set_xlabel("predicted P(IDH mutant)")
+    hist.set_ylabel("patients")
+    return fig
+
+
+# -- Table 2 ----------------------------------------------------------------------------------
+def _stratified_bootstrap(labels: np.ndarray, statistic, n_resamples: int, seed: int, confidence: float = 0.95):
+    """scipy's percentile bootstrap over patients, mutants and wild-types resampled separately
+    (as pROC does), so every resample has both classes and AUROC is always defined."""
+    y = np.asarray(labels).astype(int)
+    groups = (np.flatnonzero(y == 1), np.flatnonzero(y == 0))
+    if min(len(g) for g in groups) < 2:  # nothing to resample: say so rather than invent a width
+        return _NoInterval()
+    with warnings.catch_warnings():  # a metric constant over resamples (F1 = 0) has a valid zero-width CI
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+        return stats.bootstrap(groups, lambda pos, neg: statistic(np.concatenate([pos, neg])), paired=False, vectorized=False,
+                               n_resamples=n_resamples, confidence_level=confidence, method="percentile",
+                               random_state=np.random.default_rng(seed)).confidence_interval
+
+
+class _NoInterval:
+    """What a bootstrap returns when a class has fewer than two patients: NaN bounds."""
+
+    low = high = np.nan
+
+    def __iter__(self):
+        return iter((np.full(len(METRICS), np.nan), np.full(len(METRICS), np.nan)))
+
+
+def bootstrap_ci(labels: np.ndarray, prob: np.ndarray, n_resamples: int = 2000, seed: int = 0,
+                 confidence: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Patient-level (stratified) percentile bootstrap CI of every metric."""
+    y, p = np.asarray(labels).astype(int), np.asarray(prob, dtype=float)
+
+    def statistic(index: np.ndarray) -> np.ndarray:
+        m = binary_metrics(y[index], p[index])
+        return np.array([m[k] for k in METRICS])
+
+    low, high = _stratified_bootstrap(y, statistic, n_resamples, seed, confidence)
+    return {k: (float(lo), float(hi)) for k, lo, hi in zip(METRICS, low, high, strict=True)}
+
+
+def paired_auroc_test(labels: np.ndarray, prob_a: np.ndarray, prob_b: np.ndarray, n_resamples: int = 2000,
+                      seed: int = 0) -> dict[str, float]:
+    """AUROC(a) - AUROC(b) on the same patients: paired permutation p-value (swapping a and b
+    within patients) and a paired, stratified bootstrap 95% CI of the difference."""
+    y = np.asarray(labels).astype(int)
+    pa, pb = np.asarray(prob_a, float), np.asarray(prob_b, float)
+    observed = _auc_diff(y, pa, pb)
+    test = stats.permutation_test((pa, pb), lambda a, b: _auc_diff(y, a, b), permutation_type="samples", vectorized=False,
+                                  n_resamples=n_resamples, random_state=np.random.default_rng(seed))
+    ci = _stratified_bootstrap(y, lambda i: _auc_diff(y[i], pa[i], pb[i]), n_resamples, seed)
+    return {"auroc_difference": float(observed), "ci_low": float(ci.low), "ci_high": float(ci.high), "p_value": float(test.pvalue)}
+
+
+def _auc_diff(y: np.ndarray, pa: np.ndarray, pb: np.ndarray) -> float:
+    return float(roc_auc_score(y, pa) - roc_auc_score(y, pb))
+
+
+def table_2(predictions: pd.DataFrame, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Our rows (model x pretrained on the test patients), then the published rows.
+
+    Per metric: ``<m>_mean``/``<m>_std`` over seeds, ``<m>_ensemble`` of the seed ensemble and
+    its bootstrap CI ``<m>_ci_low``/``<m>_ci_high``. ``invariants`` lists violated checks.
+    """
+    rows = []
+    for (model, pretrained), part in predictions.groupby(["model_name", "pretrained"], sort=False):
+        per_seed = pd.DataFrame([binary_metrics(s["label"].to_numpy(), s["prob_mutant"].to_numpy()) for _, s in part.groupby("seed")])
+        ens = seed_ensemble(part[["subject_id", "label", "seed", "prob_mutant"]])
+        y, p = ens["label"].to_numpy(), ens["prob_mutant"].to_numpy()
+        ensemble, ci = binary_metrics(y, p), bootstrap_ci(y, p, n_resamples, seed)
+        row: dict[str, Any] = {
+            "method": f"{model}, {'finetuned' if pretrained else 'no pretraining'}", "ours": True,
+            "data": f"{'phantom' if _is_phantom(part) else 'cohort'} test split, {len(ens)} patients",
+            "model_name": model, "pretrained": bool(pretrained), "seeds": int(part["seed"].nunique()),
+            "pretrained_loaded": bool(part["pretrained_loaded"].all()) if "pretrained_loaded" in part else None,
+        }
+        for m in METRICS:
+            row[f"{m}_mean"] = float(per_seed[m].mean())
+            row[f"{m}_std"] = float(per_seed[m].std(ddof=1)) if len(per_seed) > 1 else math.nan
+            row[f"{m}_ensemble"] = float(ensemble[m])
+            row[f"{m}_ci_low"], row[f"{m}_ci_high"] = ci[m]
+        problems = [f"seed {s}: {v}" for s, (_, r) in zip(sorted(part["seed"].unique()), per_seed.iterrows(), strict=True) for v in invariant_violations(r.to_dict())]
+        problems += [f"ensemble: {v}" for v in invariant_violations(ensemble)]
+        if problems:  # computed from one confusion matrix, ours cannot fail: if they do, stop
+            raise AssertionError(f"Table 2 row {row['method']} violates metric invariants: {problems}")
+        row["invariants"] = "ok"
+        rows.append(row)
+    for published in PUBLISHED_ROWS:
+        row = {"method": published["method"], "ours": False, "data": published["data"]}
+        row.update({f"{m}_ensemble": published[m] for m in METRICS})  # one number each, as printed
+        # printed to 2-3 decimals: allow for rounding, so only real contradictions are flagged
+        row["invariants"] = "; ".join(invariant_violations(published, tol=0.003)) or "ok"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pretrained_comparison(predictions: pd.DataFrame, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per model: finetuned vs. from scratch on the same test patients (seed ensembles)."""
+    rows = []
+    for model, part in predictions.groupby("model_name", sort=False):
+        flags = set(part["pretrained"].astype(bool))
+        if flags != {True, False}:
+            rows.append({"model_name": model, "available": False,
+                         "note": "needs final_evaluation.pretrained: [true, false] (this run had only "
+                                 + ("pretrained" if True in flags else "from-scratch") + " runs)"})
+            continue
+        ens = {flag: seed_ensemble(part[part["pretrained"].astype(bool) == flag][["subject_id", "label", "seed", "prob_mutant"]]).set_index("subject_id")
+               for flag in (True, False)}
+        common = ens[True].index.intersection(ens[False].index)
+        y = ens[True].loc[common, "label"].to_numpy()
+        result = paired_auroc_test(y, ens[True].loc[common, "prob_mutant"].to_numpy(), ens[False].loc[common, "prob_mutant"].to_numpy(),
+                                   n_resamples, seed)
+        rows.append({"model_name": model, "available": True, "patients": len(common), **result,
+                     "note": "AUROC finetuned - scratch; paired permutation test and paired bootstrap CI"})
+    return pd.DataFrame(rows)
+
+
+def _is_phantom(part: pd.DataFrame) -> bool:
+    return bool(part["subject_id"].astype(str).str.startswith("PHANTOM-").all())
+
+
+# -- the HTML report --------------------------------------------------------------------------
+def png_data_uri(image: Any) -> str:
+    """A PIL image or matplotlib figure as an inline PNG (the report needs no side files)."""
+    buffer = io.BytesIO()
+    if isinstance(image, Figure):
+        image.savefig(buffer, format="png", dpi=110)
+    else:
+        image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else html.escape(str(value))
+
+
+def table_2_html(table: pd.DataFrame) -> str:
+    """Table 2 as people read it: ensemble value [95% CI], then mean ± std over seeds."""
+    head = "".join(f"<th>{m.upper() if m == 'auroc' else m.capitalize()}</th>" for m in METRICS)
+    body = []
+    for _, r in table.iterrows():
+        cells = []
+        for m in METRICS:
+            if r["ours"]:
+                cells.append(f"<td><b>{_fmt(r[f'{m}_ensemble'])}</b> [{_fmt(r[f'{m}_ci_low'])}, {_fmt(r[f'{m}_ci_high'])}]"
+                             f"<br><small>{_fmt(r[f'{m}_mean'])} ± {_fmt(r[f'{m}_std'])}</small></td>")
+            else:
+                cells.append(f"<td>{_fmt(r[f'{m}_ensemble'])}</td>")
+        cls = "ours" if r["ours"] else "other"
+        flag = "" if r["invariants"] == "ok" else f"<br><span class='warn'>⚠ {html.escape(r['invariants'])}</span>"
+        body.append(f"<tr class='{cls}'><td>{html.escape(r['method'])}{flag}</td>{''.join(cells)}<td>{html.escape(r['data'])}</td></tr>")
+    return (f"<table class='t2'><thead><tr><th>method</th>{head}<th>data</th></tr></thead><tbody>{''.join(body)}</tbody></table>"
+            "<p class='note'>Our rows: <b>seed-ensemble value</b> [patient-level bootstrap 95% CI, stratified by IDH status]; below it mean ± std "
+            "over seeds. Threshold 0.5 on P(mutant); all metrics from one confusion matrix. Gray rows are published "
+            "numbers on other data or other runs, shown as printed; ⚠ marks a violated invariant (accuracy must lie "
+            "between recall and specificity; F1 = 2PR/(P+R)).</p>")
+
+
+def comparison_html(comparison: pd.DataFrame) -> str:
+    rows = []
+    for _, r in comparison.iterrows():
+        if not r.get("available", False):
+            rows.append(f"<tr><td>{html.escape(str(r['model_name']))}</td><td colspan='4'>not available: {html.escape(str(r['note']))}</td></tr>")
+        else:
+            rows.append(f"<tr><td>{html.escape(str(r['model_name']))}</td><td>{_fmt(r['auroc_difference'])}</td>"
+                        f"<td>[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]</td><td>{_fmt(r['p_value'], 4)}</td><td>{int(r['patients'])}</td></tr>")
+    return ("<table><thead><tr><th>model</th><th>ΔAUROC (finetuned − scratch)</th><th>95% CI</th><th>p (paired permutation)</th>"
+            f"<th>patients</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def render_report(
+    *, figures: dict[str, Any], table: pd.DataFrame, comparison: pd.DataFrame, winner: dict[str, Any],
+    study_results: pd.DataFrame, best_params: dict[str, Any], qc_summary: dict[str, Any], test_metrics: pd.DataFrame,
+    search_plots: Sequence[Any], parameters: dict[str, Any], generated: str,
+) -> str:
+    """The self-contained HTML report: figures inline, tables, provenance, the phantom banner."""
+    import jinja2
+    import yaml
+
+    from idh_pseudocolor import __version__
+    from idh_pseudocolor.study import rank_of
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("idh_pseudocolor", "templates"), autoescape=True)
+    ours = table[table["ours"]]
+    loaded = ours["pretrained_loaded"].astype(bool)
+    requested = ours["pretrained"].astype(bool)
+    if not requested.any():
+        weights_note = "No run in this final evaluation used pretrained weights (final_evaluation.pretrained has no true): every model was trained from scratch."
+    elif (requested & ~loaded).any():
+        weights_note = "Some runs asked for pretrained weights that were not loaded: see pretrained_loaded in Table 2's CSV."
+    else:
+        weights_note = ""
+    gray_rank, n_conf = rank_of(study_results[study_results["config_id"] != FOUR_CHANNEL_ID], 24) if 24 in set(study_results["config_id"]) else ("–", 0)
+    plots = [p.to_html(full_html=False, include_plotlyjs="inline" if i == 0 else False) for i, p in enumerate(search_plots)]
+    best = pd.DataFrame([best_params["hyperparameters"]]).T.rename(columns={0: "value"})
+    splits = pd.DataFrame(qc_summary.get("splits", {})).T
+    qc = pd.DataFrame([{k: v for k, v in qc_summary.items() if not isinstance(v, dict | list)}]).T.rename(columns={0: "value"})
+    template = env.get_template("report.html.j2")
+    return template.render(
+        title=f"winner {winner['configuration']}", generated=generated, version=__version__,
+        phantom=bool(qc_summary.get("synthetic_phantom_cohort")), pretrained_everywhere=not weights_note, weights_note=weights_note,
+        winner=winner, gray_t1_rank=gray_rank, n_configurations=n_conf,
+        figure_1=png_data_uri(figures["figure_1"]), figure_2=png_data_uri(figures["figure_2"]),
+        figure_3=png_data_uri(figures["figure_3"]), calibration=png_data_uri(figures["calibration"]),
+        table_2=table_2_html(table), comparison=comparison_html(comparison), best_params=best_params,
+        best_table=best.to_html(), search_history=plots[0] if plots else "", search_importance=plots[1] if len(plots) > 1 else "",
+        qc_table=qc.to_html(), split_table=splits.to_html(), test_metrics=test_metrics.to_html(index=False, float_format="%.3f", na_rep="–"),
+        parameters=yaml.safe_dump(parameters, sort_keys=False),
+    )

@@ -1,0 +1,50 @@
+"""The reporting pipeline after a whole (tiny) study in a real Kedro session, and the report in
+a real headless Chromium."""
+
+from __future__ import annotations
+
+import pandas as pd
+import yaml
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+from tests.browser import visit
+from tests.pipelines.test_hyperparameter_search import FAST_SEARCH
+from tests.pipelines.test_permutation_study import TINY
+
+
+def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort, tmp_path):
+    params = {**TINY, "hyperparameter_search": {**FAST_SEARCH["hyperparameter_search"], "n_trials": 2},
+              "reporting": {"bootstrap_resamples": 200}}
+    params["permutation_study"] = {**TINY["permutation_study"], "models": ["resnet10t", "test_resnet"]}
+    (kedro_project / "conf/local/parameters.yml").write_text(yaml.safe_dump(params))
+    bootstrap_project(kedro_project)
+    with KedroSession.create(project_path=kedro_project, runtime_params={"cohort_path": str(report_cohort)}) as session:
+        session.run()  # the default: data_engineering, search, permutation_study, reporting
+
+    reports = kedro_project / "data/08_reporting"
+    for figure in ("figure_1", "figure_2", "figure_3", "calibration_plot"):
+        (version,) = (reports / f"figures/{figure}.png").iterdir()  # versioned: one folder per run
+        assert (version / f"{figure}.png").stat().st_size > 10_000
+    (version,) = (reports / "table_2.csv").iterdir()
+    table = pd.read_csv(version / "table_2.csv")
+    ours = table[table["ours"]]
+    assert sorted(ours["model_name"]) == ["resnet10t", "test_resnet"]
+    assert (ours["auroc_ci_low"] <= ours["auroc_ensemble"]).all() and (ours["auroc_ensemble"] <= ours["auroc_ci_high"]).all()
+    assert (~table["ours"]).sum() == 6  # the paper's four rows and two literature rows, marked
+    html = (reports / "report.html").read_text()
+    assert html == next((reports / "report_history/report.html").iterdir()).joinpath("report.html").read_text()
+
+    shot = tmp_path / "report.png"
+    page = visit((reports / "report.html").as_uri(), shot, evaluate={
+        "banner": "document.querySelector('#phantom-banner') !== null",
+        "images": "Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)",
+        "plotly": "document.querySelectorAll('.js-plotly-plot').length",
+        "table2_rows": "document.querySelectorAll('table.t2 tbody tr').length",
+    })
+    assert page.errors == [] and page.failed_requests == []
+    assert page.checks["banner"] is True  # phantom data: said at the top
+    assert len(page.checks["images"]) == 4 and all(page.checks["images"])
+    assert page.checks["plotly"] == 2  # the search's history and importance, interactive
+    assert page.checks["table2_rows"] == 8
+    assert "IDH Pseudocolor report" in page.title and shot.stat().st_size > 50_000
