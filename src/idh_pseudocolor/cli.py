@@ -46,6 +46,46 @@ def phantom(
     )
 
 
+@cli.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--models", "bundle", default="data/06_models/winner_models", show_default=True, type=click.Path(),
+              help="Model bundle: the final evaluation's runs (or a sweep configuration's checkpoints).")
+@click.option("--model", "model_name", default=None, help="Only this timm model of the bundle (default: every model).")
+@click.option("--weights", type=click.Choice(["pretrained", "scratch", "all"]), default="all", show_default=True,
+              help="Which runs of the bundle: finetuned, from scratch, or both (reported separately).")
+@click.option("--out", default="data/09_predictions", show_default=True, type=click.Path(file_okay=False),
+              help="Where predictions.csv, errors.csv and the PNGs go.")
+@click.option("--workers", default=1, show_default=True, help="Processes reading subjects in parallel.")
+@click.option("--no-pictures", is_flag=True, help="Only the CSV (no composite / Grad-CAM PNGs).")
+def predict(folder: str, bundle: str, model_name: str | None, weights: str, out: str, workers: int, no_pictures: bool) -> None:
+    """P(IDH mutant) for the patient(s) in FOLDER: one subject folder (T1, T1GD, T2, FLAIR, MASK or
+    BraTS names) or a cohort folder of them. Writes OUT/predictions.csv (seed-ensemble
+    probability, std over seeds, each seed, the slice used) and, per patient, a PNG with the
+    composite and a Grad-CAM overlay. Bad subjects are listed in OUT/errors.csv with the reason."""
+    import pandas as pd
+
+    from idh_pseudocolor.datasets import ModelBundleDataset
+    from idh_pseudocolor.predict import find_subjects, load_runs, predict_subjects, save_pictures
+
+    pretrained = {"pretrained": True, "scratch": False, "all": None}[weights]
+    runs = load_runs(ModelBundleDataset(path=bundle).load(), model_name, pretrained)
+    subjects = find_subjects(folder)
+    table, slices, errors = predict_subjects(subjects, runs, n_workers=workers, progress=len(subjects) > 1)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_dir / "predictions.csv", index=False)
+    rows = [{"subject_id": e.subject_id, "file": e.file, "reason": e.reason} for e in errors]
+    pd.DataFrame(rows, columns=["subject_id", "file", "reason"]).to_csv(out_dir / "errors.csv", index=False)
+    if not no_pictures:
+        for s in slices:
+            save_pictures(s, runs, table, out_dir / "pictures")
+    for e in errors:
+        click.echo(f"skipped {e.subject_id}: {e.file + ': ' if e.file else ''}{e.reason}", err=True)
+    click.echo(f"{len(slices)} of {len(subjects)} subject(s) predicted with {len(runs)} run(s) -> {out_dir / 'predictions.csv'}")
+    if not slices:
+        raise SystemExit(1)
+
+
 main = cli
 
 if __name__ == "__main__":

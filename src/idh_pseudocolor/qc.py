@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt  # no backend forced: notebooks keep theirs, headless runs get Agg
+import numpy as np
+import pandas as pd
 
 
 def reason_kind(reason: str) -> str:

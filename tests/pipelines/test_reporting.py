@@ -48,3 +48,21 @@ def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort,
     assert page.checks["plotly"] == 2  # the search's history and importance, interactive
     assert page.checks["table2_rows"] == 8
     assert "IDH Pseudocolor report" in page.title and shot.stat().st_size > 50_000
+
+    # the walkthrough notebook reads the same catalog through Kedro's Jupyter integration
+    import shutil
+
+    import nbclient
+    import nbformat
+
+    from tests.conftest import REPO
+
+    (kedro_project / "notebooks").mkdir()
+    notebook = kedro_project / "notebooks/walkthrough.ipynb"
+    shutil.copy(REPO / "notebooks/walkthrough.ipynb", notebook)
+    nb = nbformat.read(notebook, as_version=4)
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(notebook.parent)}}).execute()
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.get("output_type") == "stream")
+    assert "phantom cohort" in printed and "winner:" in printed and "gray T1 ranks" in printed
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert len(images) >= 2  # the composites and Figure 2

@@ -30,10 +30,11 @@ def run_name(cfg: RunConfig) -> str:
     return f"configuration_{cfg.config_id}-{cfg.model_name}-{'pretrained' if cfg.pretrained else 'scratch'}-seed{cfg.seed}"
 
 
-def checkpoint(result: RunResult) -> dict[str, Any]:
-    """A run's best-epoch weights and what is needed to rebuild and judge it."""
+def checkpoint(result: RunResult, normalization: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A run's best-epoch weights and what is needed to rebuild, judge and apply it (the slice
+    normalization its inputs had, so ``predict`` prepares new patients the same way)."""
     meta = {"config": asdict(result.config), "weights": result.weights.as_dict(), "best_epoch": result.best_epoch,
-            "validation": result.metrics}
+            "validation": result.metrics, "normalization": dict(normalization or {})}
     return {"state_dict": result.state_dict, "meta": meta}
 
 
@@ -44,7 +45,8 @@ def hyperparameters(best_params: dict[str, Any], params: dict[str, Any]) -> dict
 
 
 def train_configuration(
-    slice_arrays: dict[str, np.ndarray], development_split: pd.DataFrame, best_params: dict[str, Any], params: dict[str, Any], config_id: int
+    slice_arrays: dict[str, np.ndarray], development_split: pd.DataFrame, best_params: dict[str, Any], params: dict[str, Any],
+    data_params: dict[str, Any] | None = None, *, config_id: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """All runs (models x seeds) of one configuration; validation metrics, predictions and
     (with ``keep_checkpoints``) each run's best-epoch weights.
@@ -64,7 +66,7 @@ def train_configuration(
             started = time.time()
             result = train_run(slice_arrays, train_ids, val["subject_id"].tolist(), cfg, keep_state=keep)
             if keep:
-                checkpoints[run_name(cfg)] = checkpoint(result)
+                checkpoints[run_name(cfg)] = checkpoint(result, (data_params or {}).get("normalization"))
             runs.append({
                 "config_id": config_id, "model_name": model_name, "seed": int(seed), "pretrained": cfg.pretrained,
                 **result.metrics,
@@ -106,6 +108,7 @@ def evaluate_winner(
     best_params: dict[str, Any],
     study_winner: dict[str, Any],
     params: dict[str, Any],
+    data_params: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """The only use of the test split: the winning configuration, each model, pretrained and from
     scratch, every seed; trained on train, best epoch chosen on validation, scored on test.
@@ -128,7 +131,7 @@ def evaluate_winner(
                     **{**params.get("fixed", {}), **hp, "pretrained": bool(pretrained)},
                 )
                 result = train_run(slice_arrays, train_ids, val_ids, cfg, evaluate_ids=test_ids, keep_state=True)
-                models[run_name(cfg)] = checkpoint(result)
+                models[run_name(cfg)] = checkpoint(result, (data_params or {}).get("normalization"))
                 predictions.append(pd.DataFrame({
                     "config_id": config_id, "model_name": model_name, "pretrained": bool(pretrained),
                     "pretrained_loaded": result.weights.pretrained_loaded, "seed": int(seed),

@@ -19,12 +19,12 @@ SHARED_INPUTS = {"slice_arrays", "development_split", "best_params"}
 def configuration_pipeline(config_id: int) -> Pipeline:
     func = update_wrapper(partial(train_configuration, config_id=config_id), train_configuration)
     return pipeline(
-        [node(func, inputs=["slice_arrays", "development_split", "best_params", "params:permutation_study"],
+        [node(func, inputs=["slice_arrays", "development_split", "best_params", "params:permutation_study", "params:data_engineering"],
               outputs=["validation_runs", "validation_predictions", "checkpoints"], name="train_configuration",
               tags=[GPU_TAG])],
         namespace=f"configuration_{config_id}",
         inputs=SHARED_INPUTS,
-        parameters={"params:permutation_study"},
+        parameters={"params:permutation_study", "params:data_engineering"},
         tags=["extension"] if config_id == FOUR_CHANNEL_ID else None,
     )
 
@@ -39,7 +39,8 @@ def create_pipeline(**kwargs) -> Pipeline:
     )
     final = node(
         evaluate_winner,
-        inputs=["slice_arrays", "development_split", "test_split", "best_params", "study_winner", "params:permutation_study"],
+        inputs=["slice_arrays", "development_split", "test_split", "best_params", "study_winner", "params:permutation_study",
+                "params:data_engineering"],
         outputs=["test_predictions", "test_metrics", "winner_models"],
         name="evaluate_winner_on_test",
         tags=[GPU_TAG],

@@ -1,0 +1,156 @@
+"""Apply trained runs to new patients: P(IDH mutant) with the seed ensemble's spread, the slice
+used, the pseudo-color composite and a Grad-CAM overlay.
+
+The runs come from a model bundle (``data/06_models/winner_models`` after the study). Slices are
+extracted exactly as in data_engineering (same checks, same per-subject errors, same
+normalization as the bundle recorded), composed as in training, and scored in eval mode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from idh_pseudocolor.cohort import FILE_KEYS, LAYOUTS
+from idh_pseudocolor.configurations import configuration, configuration_label
+from idh_pseudocolor.models import create_model
+from idh_pseudocolor.slices import Normalization, SubjectError, SubjectSlice, extract_many
+from idh_pseudocolor.training import RunConfig, predict_proba, prepare_inputs
+
+
+@dataclass
+class TrainedRun:
+    name: str
+    config: RunConfig
+    model: torch.nn.Module
+    normalization: Normalization
+
+
+def load_runs(bundle: dict[str, dict[str, Any]], model_name: str | None = None, pretrained: bool | None = None) -> list[TrainedRun]:
+    """Rebuild the bundle's runs (weights strictly loaded into fresh timm models), optionally
+    only one model and/or only pretrained or from-scratch runs."""
+    known = {f.name for f in fields(RunConfig)}
+    runs = []
+    for name, entry in bundle.items():
+        if entry["state_dict"] is None:
+            continue
+        cfg = RunConfig(**{k: v for k, v in entry["meta"]["config"].items() if k in known})
+        if (model_name and cfg.model_name != model_name) or (pretrained is not None and cfg.pretrained != pretrained):
+            continue
+        model, _ = create_model(cfg.model_name, pretrained=False, in_chans=len(configuration(cfg.config_id)))
+        model.load_state_dict(entry["state_dict"])
+        runs.append(TrainedRun(name, cfg, model.eval(), Normalization(**entry["meta"].get("normalization", {}))))
+    if not runs:
+        available = sorted({(e["meta"]["config"]["model_name"], e["meta"]["config"]["pretrained"]) for e in bundle.values() if e["state_dict"] is not None})
+        raise ValueError(f"No trained run matches model={model_name!r}, pretrained={pretrained!r}; the bundle has (model, pretrained) = {available}")
+    return runs
+
+
+def find_subjects(folder: str | Path) -> list[tuple[str, dict[str, str]]]:
+    """One subject folder (its four sequences and mask directly inside) or a cohort folder of
+    subject folders; EGD and BraTS file names are recognised."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder: give a subject folder (T1, T1GD, T2, FLAIR, MASK) or a cohort folder")
+
+    def files_of(root: Path, sid: str) -> dict[str, str] | None:
+        for templates in LAYOUTS.values():
+            files = {key: str(root / t.format(id=sid)) for key, t in templates.items()}
+            if any(Path(f).exists() for f in files.values()):
+                return files
+        return None
+
+    single = files_of(folder.parent, folder.name)
+    if single is not None:
+        return [(folder.name, single)]
+    subjects = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = files_of(folder, sub.name) or {key: str(folder / LAYOUTS["egd"][key].format(id=sub.name)) for key in FILE_KEYS}
+        subjects.append((sub.name, files))  # missing files are reported per subject by extraction
+    if not subjects:
+        raise ValueError(f"{folder} holds neither sequences (EGD or BraTS names) nor subject folders")
+    return subjects
+
+
+def predict_subjects(
+    subjects: Sequence[tuple[str, dict[str, str]]], runs: Sequence[TrainedRun], n_workers: int | None = 1, progress: bool = False,
+) -> tuple[pd.DataFrame, list[SubjectSlice], list[SubjectError]]:
+    """Per subject and (model, pretrained): the seed-ensemble P(mutant), its std over seeds, each seed's value."""
+    normalization = runs[0].normalization
+    slices, errors = [], []
+    for result in extract_many(list(subjects), normalization, n_workers, progress=progress):
+        (errors if isinstance(result, SubjectError) else slices).append(result)
+    rows = []
+    for s in slices:
+        arrays = {"images": s.image[None], "masks": s.mask[None]}
+        per_run = {run.name: float(predict_proba(run.model, prepare_inputs({**arrays, "labels": np.zeros(1)}, np.array([0]), run.config)[0])[0])
+                   for run in runs}
+        groups: dict[tuple[str, bool], list[tuple[TrainedRun, float]]] = {}
+        for run in runs:
+            groups.setdefault((run.config.model_name, run.config.pretrained), []).append((run, per_run[run.name]))
+        for (model_name, pretrained), members in groups.items():
+            probs = [p for _, p in members]
+            rows.append({
+                "subject_id": s.subject_id, "model_name": model_name, "pretrained": pretrained,
+                "configuration": configuration_label(members[0][0].config.config_id),
+                "prob_mutant": float(np.mean(probs)), "prob_std_over_seeds": float(np.std(probs, ddof=1)) if len(probs) > 1 else math.nan,
+                "seeds": len(probs), "prediction": "IDH mutant" if np.mean(probs) >= 0.5 else "IDH wild-type",
+                "slice_index": s.z, "tumor_z_range": f"{s.z_min}-{s.z_max}",
+                **{f"prob_seed{r.config.seed}": p for r, p in members},
+            })
+    return pd.DataFrame(rows), slices, errors
+
+
+def gradcam(run: TrainedRun, subject: SubjectSlice) -> np.ndarray:
+    """Grad-CAM (pytorch-grad-cam) for the mutant class on the last convolution, in [0, 1], at
+    the composed input's resolution."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    x, _ = prepare_inputs({"images": subject.image[None], "masks": subject.mask[None], "labels": np.zeros(1)}, np.array([0]), run.config)
+    last_conv = [m for m in run.model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with GradCAM(model=run.model, target_layers=[last_conv]) as cam:
+        heat = cam(input_tensor=x, targets=[ClassifierOutputTarget(1)])[0]
+    return heat
+
+
+def save_pictures(subject: SubjectSlice, runs: Sequence[TrainedRun], table: pd.DataFrame, out: Path) -> list[Path]:
+    """Per subject: the composite the model saw and the Grad-CAM of the first run of each group."""
+    import matplotlib.pyplot as plt
+
+    from idh_pseudocolor.pseudocolor import compose
+
+    out.mkdir(parents=True, exist_ok=True)
+    first = {}
+    for run in runs:
+        first.setdefault((run.config.model_name, run.config.pretrained), run)
+    written = []
+    for (model_name, pretrained), run in first.items():
+        seen = compose(subject.image[None], subject.mask[None], run.config.config_id, run.config.image_size,
+                       mask_tumor_only=run.config.mask_non_tumor)[0].numpy()  # what the model saw, before ImageNet scaling
+        rgb = np.clip(np.moveaxis(seen[:3], 0, -1), 0, 1)
+        heat = gradcam(run, subject)
+        row = table[(table["subject_id"] == subject.subject_id) & (table["model_name"] == model_name) & (table["pretrained"] == pretrained)].iloc[0]
+        fig, axes = plt.subplots(1, 2, figsize=(8, 4.4), constrained_layout=True)
+        axes[0].imshow(rgb)
+        axes[0].set_title(f"composite {configuration_label(run.config.config_id)}")
+        axes[1].imshow(rgb)
+        axes[1].imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        axes[1].set_title("Grad-CAM, IDH-mutant class")
+        for ax in axes:
+            ax.axis("off")
+        spread = "" if math.isnan(row["prob_std_over_seeds"]) else f" ± {row['prob_std_over_seeds']:.2f} (std over {row['seeds']} seeds)"
+        fig.suptitle(f"{subject.subject_id}, slice z={subject.z}: P(IDH mutant) = {row['prob_mutant']:.2f}{spread}\n"
+                     f"{model_name}, {'pretrained' if pretrained else 'from scratch'}")
+        path = out / f"{subject.subject_id}__{model_name}__{'pretrained' if pretrained else 'scratch'}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
