@@ -46,16 +46,26 @@ def qc_summary(manifest: pd.DataFrame, by_split: dict[str, dict[str, int]]) -> d
     }
 
 
-def qc_montage(slice_arrays: dict[str, np.ndarray], n_subjects: int = 6) -> plt.Figure:
-    """One row per subject: the four normalized sequences with the tumor outline."""
+def qc_montage(slice_arrays: dict[str, np.ndarray], n_subjects: int = 6, composite_id: int = 15) -> plt.Figure:
+    """One row per subject: the four normalized sequences with the tumor outline, and the
+    pseudo-color composite of ``composite_id`` (the paper's winner) as the model will see it."""
+    from idh_pseudocolor.configurations import configuration_label
+    from idh_pseudocolor.pseudocolor import composite_rgb
+
     images, masks = slice_arrays["images"], slice_arrays["masks"]
     ids, labels = slice_arrays["subject_ids"], slice_arrays["labels"]
     sequences = [str(s) for s in slice_arrays["sequences"]]
     # show both classes: alternate mutant and wild-type subjects where possible
     order = [i for pair in zip(np.flatnonzero(labels == 1), np.flatnonzero(labels == 0), strict=False) for i in pair]
     rows = (order or list(range(len(ids))))[:n_subjects]
-    fig, axes = plt.subplots(len(rows), len(sequences), figsize=(2.2 * len(sequences), 2.4 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), len(sequences) + 1, figsize=(2.2 * (len(sequences) + 1), 2.4 * len(rows)), squeeze=False)
     for r, i in enumerate(rows):
+        ax = axes[r, -1]
+        ax.imshow(composite_rgb(images[i], composite_id))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if r == 0:
+            ax.set_title(f"composite {configuration_label(composite_id)}", fontsize=9)
         for c, name in enumerate(sequences):
             ax = axes[r, c]
             ax.imshow(images[i, c], cmap="gray", vmin=0, vmax=1)

@@ -54,14 +54,14 @@ GROUP_COLORS = {"T1": "#1b9e77", "T1ce": "#d95f02", "T2": "#7570b3", "FLAIR": "#
 def figure_composition(image: np.ndarray, mask: np.ndarray, config_id: int, subject_id: str) -> Figure:
     """Figure 1: one patient's four sequences and the pseudo-color composite of ``config_id``."""
     channels = configuration(config_id)
-    fig, axes = plt.subplots(1, 5, figsize=(15, 3.6), constrained_layout=True)
+    fig, axes = plt.subplots(1, 5, figsize=(13, 3.6), constrained_layout=True)
     for ax, (seq, plane) in zip(axes[:4], zip(SEQUENCES, image, strict=True), strict=True):
-        ax.imshow(np.flipud(plane.T), cmap="gray")
-        ax.contour(np.flipud(mask.T), levels=[0.5], colors="yellow", linewidths=0.6)
+        ax.imshow(plane, cmap="gray", vmin=0, vmax=1)  # slices are stored in display orientation
+        ax.contour(mask, levels=[0.5], colors="yellow", linewidths=0.6)
         role = [c for c, s in zip("RGB", channels, strict=False) if s == seq]
         ax.set_title(f"{seq}" + (f" → {'+'.join(role)}" if role else " (unused)"))
         ax.axis("off")
-    axes[4].imshow(np.flipud(np.transpose(composite_rgb(image, config_id), (1, 0, 2))))
+    axes[4].imshow(composite_rgb(image, config_id))
     axes[4].set_title(f"composite {configuration_label(config_id)}")
     axes[4].axis("off")
     fig.suptitle(f"Figure 1. From four sequences to one pseudo-color image ({subject_id}, tumor outlined)")

@@ -66,3 +66,21 @@ def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort,
     assert "phantom cohort" in printed and "winner:" in printed and "gray T1 ranks" in printed
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(images) >= 2  # the composites and Figure 2
+
+    # kedro-viz previews on the real outputs: the slice montage as an image, tables as tables
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}
+    done = subprocess.run([sys.executable, "-m", "kedro", "viz", "build", "--include-previews"], cwd=kedro_project, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    previews = {}
+    for path in (kedro_project / "build/api/nodes").iterdir():
+        node = json.loads(path.read_text())
+        if node.get("preview"):
+            previews[str(node.get("filepath", "")).rsplit("/", 1)[-1]] = node["preview_type"]
+    assert previews.get("qc_montage.png") == "ImagePreview"
+    assert previews.get("study_results.csv") == "TablePreview" and previews.get("search_history.json") == "PlotlyPreview"

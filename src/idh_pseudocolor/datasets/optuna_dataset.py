@@ -26,7 +26,7 @@ class OptunaStorageDataset(AbstractDataset[None, StudyLocation]):
           type: idh_pseudocolor.datasets.OptunaStorageDataset
           filepath: data/06_models/search.db      # SQLite, relative to the project
           study_name: idh_search
-        # PostgreSQL, URL from conf/local/credentials.yml (optuna_db: {con: postgresql://...})
+        # PostgreSQL, URL from conf/local/credentials.yml (optuna_db: {con: postgresql+psycopg://...})
         # or from the environment (con: ${oc.env:OPTUNA_STORAGE}):
         #   credentials: optuna_db
         # journal file (NFS-friendly): storage: journal, filepath: /shared/search.log
