@@ -108,16 +108,16 @@ def predict_subjects(
     return pd.DataFrame(rows), slices, errors
 
 
-def gradcam(run: TrainedRun, subject: SubjectSlice) -> np.ndarray:
-    """Grad-CAM (pytorch-grad-cam) for the mutant class on the last convolution, in [0, 1], at
-    the composed input's resolution."""
+def gradcam(run: TrainedRun, subject: SubjectSlice, target_class: int = 1) -> np.ndarray:
+    """Grad-CAM (pytorch-grad-cam) for ``target_class`` (1 = IDH mutant) on the last convolution,
+    in [0, 1], at the composed input's resolution."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     x, _ = prepare_inputs({"images": subject.image[None], "masks": subject.mask[None], "labels": np.zeros(1)}, np.array([0]), run.config)
     last_conv = [m for m in run.model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
     with GradCAM(model=run.model, target_layers=[last_conv]) as cam:
-        heat = cam(input_tensor=x, targets=[ClassifierOutputTarget(1)])[0]
+        heat = cam(input_tensor=x, targets=[ClassifierOutputTarget(target_class)])[0]
     return heat
 
 
@@ -136,14 +136,15 @@ def save_pictures(subject: SubjectSlice, runs: Sequence[TrainedRun], table: pd.D
         seen = compose(subject.image[None], subject.mask[None], run.config.config_id, run.config.image_size,
                        mask_tumor_only=run.config.mask_non_tumor)[0].numpy()  # what the model saw, before ImageNet scaling
         rgb = np.clip(np.moveaxis(seen[:3], 0, -1), 0, 1)
-        heat = gradcam(run, subject)
         row = table[(table["subject_id"] == subject.subject_id) & (table["model_name"] == model_name) & (table["pretrained"] == pretrained)].iloc[0]
+        predicted = int(row["prob_mutant"] >= 0.5)  # explain the class the ensemble chose
+        heat = gradcam(run, subject, target_class=predicted)
         fig, axes = plt.subplots(1, 2, figsize=(8, 4.4), constrained_layout=True)
         axes[0].imshow(rgb)
         axes[0].set_title(f"composite {configuration_label(run.config.config_id)}")
         axes[1].imshow(rgb)
         axes[1].imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        axes[1].set_title("Grad-CAM, IDH-mutant class")
+        axes[1].set_title(f"Grad-CAM, predicted class: {'IDH mutant' if predicted else 'IDH wild-type'}", fontsize=10)
         for ax in axes:
             ax.axis("off")
         spread = "" if math.isnan(row["prob_std_over_seeds"]) else f" ± {row['prob_std_over_seeds']:.2f} (std over {row['seeds']} seeds)"

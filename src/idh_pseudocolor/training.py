@@ -7,6 +7,7 @@ memory as tensors (a cohort is a few hundred slices), so an epoch does no file I
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Sequence
@@ -26,6 +27,9 @@ from idh_pseudocolor.models import WeightsInfo, create_model
 from idh_pseudocolor.pseudocolor import compose, normalization_stats
 
 # Lightning's advice to add dataloader workers does not apply to in-memory tensors.
+# A sweep is hundreds of runs: Lightning's per-run banner (GPU/TPU available, tips, "fit stopped")
+# would bury the log; its warnings and errors still show.
+logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=r".*The number of training batches.*")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # Lightning vs. newer torch
