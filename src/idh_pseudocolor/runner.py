@@ -73,7 +73,17 @@ class _RemoteTask:
             raise NodeFailedOnWorker(
                 f"node {self.node.name} failed on {socket.gethostname()}:{os.getpid()}:\n{traceback.format_exc()}"
             ) from exc
+        finally:
+            _stop_joblib_workers()
         return self.node
+
+
+def _stop_joblib_workers() -> None:
+    """joblib's reusable process pool (slice extraction) would outlive a closing Dask worker and
+    hold its output streams open; a node's pool is not reused by the next node anyway."""
+    from joblib.externals.loky import get_reusable_executor
+
+    get_reusable_executor().shutdown(wait=True)
 
 
 class _DaskExecutor(cf.Executor):

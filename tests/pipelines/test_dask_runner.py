@@ -80,3 +80,39 @@ def test_a_node_failing_on_a_worker_reports_its_traceback(tmp_path):
     failing = pipeline([node(_refuse, "a", "b", name="refuse")])
     with pytest.raises(Exception, match=r"(?s)node refuse failed on .*:\d+.*PHANTOM-0007 has no tumour voxels"):
         DaskRunner(n_workers=1).run(failing, catalog)
+
+
+def test_kedro_cli_with_dask_runner_writes_under_a_shared_data_root(kedro_project, tiny_cohort, tmp_path):
+    """What a cluster user types: `kedro run --runner ...DaskRunner`, data under `data_root` from conf."""
+    import subprocess
+    import sys
+
+    shared = tmp_path / "shared" / "data"
+    (kedro_project / "conf/local/globals.yml").write_text(yaml.safe_dump({"data_root": str(shared)}))
+    (kedro_project / "conf/local/parameters.yml").write_text(yaml.safe_dump({"data_engineering": {"progress": False}}))
+    done = subprocess.run(
+        [sys.executable, "-m", "kedro", "run", "--pipelines", "data_engineering", "--params", f"cohort_path={tiny_cohort}",
+         "--runner", "idh_pseudocolor.runner.DaskRunner", "--runner-params", "n_workers=2"],
+        cwd=kedro_project, env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(pd.read_csv(shared / "02_intermediate/subject_manifest.csv")) == 24
+    assert (shared / "03_primary/slice_arrays.npz").is_file() and (shared / "08_reporting/qc_montage.png").is_file()
+    assert not (kedro_project / "data/02_intermediate/subject_manifest.csv").exists()  # nothing went to the default
+
+
+def test_an_existing_scheduler_is_used_and_left_running(tmp_path):
+    """The cluster path: the runner connects to a scheduler it did not start and does not stop it."""
+    from dask.distributed import Client, LocalCluster
+    from kedro_datasets.json import JSONDataset
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        catalog = DataCatalog({"a": MemoryDataset(3), "b": JSONDataset(filepath=str(tmp_path / "b.json")),
+                               "c": JSONDataset(filepath=str(tmp_path / "c.json"))})
+        two_steps = pipeline([node(_double, "a", "b", name="first"), node(_double, "b", "c", name="second")])
+        runner = DaskRunner(scheduler=cluster.scheduler_address)
+        runner.run(two_steps, catalog)
+        assert (tmp_path / "c.json").read_text() == "12"
+        with Client(cluster.scheduler_address) as client:  # still serving
+            assert client.submit(_double, 5).result() == 10
+        assert len(runner.worker_pids) == 1 and runner.worker_pids[0] != os.getpid()  # the cluster's one worker
