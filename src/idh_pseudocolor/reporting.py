@@ -150,37 +150,34 @@ def figure_calibration(predictions: pd.DataFrame, n_bins: int = 5) -> Figure:
 # -- Table 2 ----------------------------------------------------------------------------------
 def _stratified_bootstrap(labels: np.ndarray, statistic, n_resamples: int, seed: int, confidence: float = 0.95):
     """scipy's percentile bootstrap over patients, mutants and wild-types resampled separately
-    (as pROC does), so every resample has both classes and AUROC is always defined."""
+    (as pROC does), so every resample has both classes and AUROC is always defined.
+
+    Returns (low, high), or None when a class has fewer than two patients: nothing to resample,
+    so no interval rather than a made-up one.
+    """
     y = np.asarray(labels).astype(int)
     groups = (np.flatnonzero(y == 1), np.flatnonzero(y == 0))
-    if min(len(g) for g in groups) < 2:  # nothing to resample: say so rather than invent a width
-        return _NoInterval()
+    if min(len(g) for g in groups) < 2:
+        return None
     with warnings.catch_warnings():  # a metric constant over resamples (F1 = 0) has a valid zero-width CI
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        return stats.bootstrap(groups, lambda pos, neg: statistic(np.concatenate([pos, neg])), paired=False, vectorized=False,
-                               n_resamples=n_resamples, confidence_level=confidence, method="percentile",
-                               random_state=np.random.default_rng(seed)).confidence_interval
-
-
-class _NoInterval:
-    """What a bootstrap returns when a class has fewer than two patients: NaN bounds."""
-
-    low = high = np.nan
-
-    def __iter__(self):
-        return iter((np.full(len(METRICS), np.nan), np.full(len(METRICS), np.nan)))
+        ci = stats.bootstrap(groups, lambda pos, neg: statistic(np.concatenate([pos, neg])), paired=False, vectorized=False,
+                             n_resamples=n_resamples, confidence_level=confidence, method="percentile",
+                             random_state=np.random.default_rng(seed)).confidence_interval
+    return ci.low, ci.high
 
 
 def bootstrap_ci(labels: np.ndarray, prob: np.ndarray, n_resamples: int = 2000, seed: int = 0,
                  confidence: float = 0.95) -> dict[str, tuple[float, float]]:
-    """Patient-level (stratified) percentile bootstrap CI of every metric."""
+    """Patient-level (stratified) percentile bootstrap CI of every metric (NaN when not estimable)."""
     y, p = np.asarray(labels).astype(int), np.asarray(prob, dtype=float)
 
     def statistic(index: np.ndarray) -> np.ndarray:
         m = binary_metrics(y[index], p[index])
         return np.array([m[k] for k in METRICS])
 
-    low, high = _stratified_bootstrap(y, statistic, n_resamples, seed, confidence)
+    ci = _stratified_bootstrap(y, statistic, n_resamples, seed, confidence)
+    low, high = ci if ci is not None else (np.full(len(METRICS), np.nan), np.full(len(METRICS), np.nan))
     return {k: (float(lo), float(hi)) for k, lo, hi in zip(METRICS, low, high, strict=True)}
 
 
@@ -194,7 +191,8 @@ def paired_auroc_test(labels: np.ndarray, prob_a: np.ndarray, prob_b: np.ndarray
     test = stats.permutation_test((pa, pb), lambda a, b: _auc_diff(y, a, b), permutation_type="samples", vectorized=False,
                                   n_resamples=n_resamples, random_state=np.random.default_rng(seed))
     ci = _stratified_bootstrap(y, lambda i: _auc_diff(y[i], pa[i], pb[i]), n_resamples, seed)
-    return {"auroc_difference": float(observed), "ci_low": float(ci.low), "ci_high": float(ci.high), "p_value": float(test.pvalue)}
+    low, high = ci if ci is not None else (np.nan, np.nan)
+    return {"auroc_difference": float(observed), "ci_low": float(low), "ci_high": float(high), "p_value": float(test.pvalue)}
 
 
 def _auc_diff(y: np.ndarray, pa: np.ndarray, pb: np.ndarray) -> float:
