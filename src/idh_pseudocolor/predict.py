@@ -33,6 +33,12 @@ class TrainedRun:
     normalization: Normalization
 
 
+def _inputs(run: TrainedRun, subject: SubjectSlice) -> torch.Tensor:
+    """The model input for one subject, composed exactly as in training."""
+    arrays = {"images": subject.image[None], "masks": subject.mask[None], "labels": np.zeros(1)}
+    return prepare_inputs(arrays, np.array([0]), run.config)[0]
+
+
 def load_runs(bundle: dict[str, dict[str, Any]], model_name: str | None = None, pretrained: bool | None = None) -> list[TrainedRun]:
     """Rebuild the bundle's runs (weights strictly loaded into fresh timm models), optionally
     only one model and/or only pretrained or from-scratch runs."""
@@ -89,12 +95,10 @@ def predict_subjects(
         (errors if isinstance(result, SubjectError) else slices).append(result)
     rows = []
     for s in slices:
-        arrays = {"images": s.image[None], "masks": s.mask[None]}
-        per_run = {run.name: float(predict_proba(run.model, prepare_inputs({**arrays, "labels": np.zeros(1)}, np.array([0]), run.config)[0])[0])
-                   for run in runs}
         groups: dict[tuple[str, bool], list[tuple[TrainedRun, float]]] = {}
         for run in runs:
-            groups.setdefault((run.config.model_name, run.config.pretrained), []).append((run, per_run[run.name]))
+            prob = float(predict_proba(run.model, _inputs(run, s))[0])
+            groups.setdefault((run.config.model_name, run.config.pretrained), []).append((run, prob))
         for (model_name, pretrained), members in groups.items():
             probs = [p for _, p in members]
             rows.append({
@@ -114,7 +118,7 @@ def gradcam(run: TrainedRun, subject: SubjectSlice, target_class: int = 1) -> np
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    x, _ = prepare_inputs({"images": subject.image[None], "masks": subject.mask[None], "labels": np.zeros(1)}, np.array([0]), run.config)
+    x = _inputs(run, subject)
     last_conv = [m for m in run.model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
     with GradCAM(model=run.model, target_layers=[last_conv]) as cam:
         heat = cam(input_tensor=x, targets=[ClassifierOutputTarget(target_class)])[0]

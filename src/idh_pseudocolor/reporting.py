@@ -18,14 +18,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt  # no backend forced: notebooks keep theirs, headless runs get Agg
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from scipy import stats  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
-from sklearn.metrics import brier_score_loss, roc_auc_score  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from scipy import stats
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from idh_pseudocolor.configurations import (  # noqa: E402
+from idh_pseudocolor.configurations import (
     CONFIGURATIONS,
     FOUR_CHANNEL_ID,
     SEQUENCES,
@@ -33,9 +33,9 @@ from idh_pseudocolor.configurations import (  # noqa: E402
     configuration_label,
     is_gray,
 )
-from idh_pseudocolor.metrics import METRICS, binary_metrics, invariant_violations  # noqa: E402
-from idh_pseudocolor.pseudocolor import composite_rgb  # noqa: E402
-from idh_pseudocolor.study import seed_ensemble  # noqa: E402
+from idh_pseudocolor.metrics import METRICS, binary_metrics, invariant_violations
+from idh_pseudocolor.pseudocolor import composite_rgb
+from idh_pseudocolor.study import final_metrics_table, seed_ensemble
 
 #: SPEC §1, the paper's Table 2: its four rows (EGD test) and two literature rows (other data).
 PUBLISHED_ROWS: list[dict[str, Any]] = [
@@ -133,7 +133,7 @@ def figure_calibration(predictions: pd.DataFrame, n_bins: int = 5) -> Figure:
     fig, (ax, hist) = plt.subplots(2, 1, figsize=(6.5, 7), height_ratios=[3, 1], sharex=True, constrained_layout=True)
     ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=0.8, label="perfectly calibrated")
     for (model, pretrained), part in predictions.groupby(["model_name", "pretrained"], sort=False):
-        ens = seed_ensemble(part[["subject_id", "label", "seed", "prob_mutant"]])
+        ens = _patient_ensemble(part)
         y, p = ens["label"].to_numpy(), ens["prob_mutant"].to_numpy()
         observed, predicted = calibration_curve(y, p, n_bins=n_bins, strategy="quantile")
         name = f"{model} ({'pretrained' if pretrained else 'scratch'}), Brier {brier_score_loss(y, p):.3f}"
@@ -206,26 +206,23 @@ def table_2(predictions: pd.DataFrame, n_resamples: int = 2000, seed: int = 0) -
     its bootstrap CI ``<m>_ci_low``/``<m>_ci_high``. ``invariants`` lists violated checks.
     """
     rows = []
+    summary = final_metrics_table(predictions)  # mean/std over seeds, ensemble metrics, invariants
     for (model, pretrained), part in predictions.groupby(["model_name", "pretrained"], sort=False):
-        per_seed = pd.DataFrame([binary_metrics(s["label"].to_numpy(), s["prob_mutant"].to_numpy()) for _, s in part.groupby("seed")])
-        ens = seed_ensemble(part[["subject_id", "label", "seed", "prob_mutant"]])
-        y, p = ens["label"].to_numpy(), ens["prob_mutant"].to_numpy()
-        ensemble, ci = binary_metrics(y, p), bootstrap_ci(y, p, n_resamples, seed)
+        base = summary[(summary["model_name"] == model) & (summary["pretrained"] == bool(pretrained))].iloc[0]
+        method = f"{model}, {'finetuned' if pretrained else 'no pretraining'}"
+        if base["invariant_violations"]:  # computed from one confusion matrix, ours cannot fail: if they do, stop
+            raise AssertionError(f"Table 2 row {method} violates metric invariants: {base['invariant_violations']}")
+        ens = _patient_ensemble(part)
+        ci = bootstrap_ci(ens["label"].to_numpy(), ens["prob_mutant"].to_numpy(), n_resamples, seed)
         row: dict[str, Any] = {
-            "method": f"{model}, {'finetuned' if pretrained else 'no pretraining'}", "ours": True,
+            "method": method, "ours": True,
             "data": f"{'phantom' if _is_phantom(part) else 'cohort'} test split, {len(ens)} patients",
-            "model_name": model, "pretrained": bool(pretrained), "seeds": int(part["seed"].nunique()),
-            "pretrained_loaded": bool(part["pretrained_loaded"].all()) if "pretrained_loaded" in part else None,
+            "model_name": model, "pretrained": bool(pretrained), "seeds": int(base["seeds"]),
+            "pretrained_loaded": base["pretrained_loaded"],
         }
         for m in METRICS:
-            row[f"{m}_mean"] = float(per_seed[m].mean())
-            row[f"{m}_std"] = float(per_seed[m].std(ddof=1)) if len(per_seed) > 1 else math.nan
-            row[f"{m}_ensemble"] = float(ensemble[m])
+            row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_ensemble"] = base[f"{m}_mean"], base[f"{m}_std"], base[f"ensemble_{m}"]
             row[f"{m}_ci_low"], row[f"{m}_ci_high"] = ci[m]
-        problems = [f"seed {s}: {v}" for s, (_, r) in zip(sorted(part["seed"].unique()), per_seed.iterrows(), strict=True) for v in invariant_violations(r.to_dict())]
-        problems += [f"ensemble: {v}" for v in invariant_violations(ensemble)]
-        if problems:  # computed from one confusion matrix, ours cannot fail: if they do, stop
-            raise AssertionError(f"Table 2 row {row['method']} violates metric invariants: {problems}")
         row["invariants"] = "ok"
         rows.append(row)
     for published in PUBLISHED_ROWS:
@@ -247,7 +244,7 @@ def pretrained_comparison(predictions: pd.DataFrame, n_resamples: int = 2000, se
                          "note": "needs final_evaluation.pretrained: [true, false] (this run had only "
                                  + ("pretrained" if True in flags else "from-scratch") + " runs)"})
             continue
-        ens = {flag: seed_ensemble(part[part["pretrained"].astype(bool) == flag][["subject_id", "label", "seed", "prob_mutant"]]).set_index("subject_id")
+        ens = {flag: _patient_ensemble(part[part["pretrained"].astype(bool) == flag]).set_index("subject_id")
                for flag in (True, False)}
         common = ens[True].index.intersection(ens[False].index)
         y = ens[True].loc[common, "label"].to_numpy()
@@ -256,6 +253,11 @@ def pretrained_comparison(predictions: pd.DataFrame, n_resamples: int = 2000, se
         rows.append({"model_name": model, "available": True, "patients": len(common), **result,
                      "note": "AUROC finetuned - scratch; paired permutation test and paired bootstrap CI"})
     return pd.DataFrame(rows)
+
+
+def _patient_ensemble(part: pd.DataFrame) -> pd.DataFrame:
+    """One row per patient: label and the mean P(mutant) over seeds."""
+    return seed_ensemble(part[["subject_id", "label", "seed", "prob_mutant"]])
 
 
 def _is_phantom(part: pd.DataFrame) -> bool:

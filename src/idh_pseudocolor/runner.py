@@ -165,8 +165,7 @@ class DaskRunner(AbstractRunner):
         return max(1, len(pipeline.nodes))
 
     def _get_executor(self, max_workers: int) -> cf.Executor:
-        info = self._client.scheduler_info()
-        workers = info.get("workers", {})
+        workers = self._client.scheduler_info().get("workers", {})
         self.worker_pids = sorted(self._client.run(os.getpid).values())
         gpu_resources = any("GPU" in w.get("resources", {}) for w in workers.values())
         return _DaskExecutor(self._client, gpu_resources, self._package_name)
@@ -180,11 +179,7 @@ class DaskRunner(AbstractRunner):
     ) -> None:
         # Workers share no memory: every dataset passed between nodes or kept must be persisted.
         in_memory = sorted(
-            name for name in pipeline.datasets() - pipeline.inputs() - pipeline.outputs()
-            if isinstance(catalog.get(name, fallback_to_runtime_pattern=True), MemoryDataset)
-        )
-        in_memory += sorted(
-            name for name in pipeline.outputs()
+            name for name in pipeline.datasets() - pipeline.inputs()  # everything some node writes
             if isinstance(catalog.get(name, fallback_to_runtime_pattern=True), MemoryDataset)
         )
         if in_memory:
