@@ -95,3 +95,31 @@ def write_subject(
     meta = metadata or {"Genetic_and_Histological_labels": {"IDH": 1, "1p19q": 0, "Grade": 2}}
     (folder / "metadata.json").write_text(json.dumps(meta))
     return folder
+
+
+def project_parameters(project: Path, env: str | None = None, runtime_params: dict | None = None) -> dict:
+    """The parameters a `kedro run --env ENV` in ``project`` resolves to (the project's own loader)."""
+    from idh_pseudocolor.config_loader import LayeredConfigLoader
+    from idh_pseudocolor.settings import CONFIG_LOADER_ARGS
+
+    loader = LayeredConfigLoader(str(project / "conf"), env=env, runtime_params=runtime_params, **CONFIG_LOADER_ARGS)
+    return loader["parameters"]
+
+
+def write_best_params(project: Path, hyperparameters: dict, env: str | None = None, outputs: str = "data") -> dict:
+    """A best_params file as this environment's finished search writes it (provenance included)."""
+    import yaml
+
+    from idh_pseudocolor.search import SearchSettings
+
+    settings = SearchSettings.from_params(project_parameters(project, env)["hyperparameter_search"])
+    best = {
+        "hyperparameters": dict(hyperparameters),
+        "provenance": {"study_name": "written by a test", "search_fingerprint": settings.fingerprint_id(),
+                       "completed_trials": settings.n_trials, "n_trials": settings.n_trials,
+                       "model_name": settings.model_name, "config_id": settings.config_id},
+    }
+    path = project / outputs / "06_models/best_params.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(best))
+    return best

@@ -60,7 +60,7 @@ PAPER_OPTIMUM = {
 #: RunConfig fields that choose hardware or speed, not the experiment
 HARDWARE_SETTINGS = frozenset({
     "accelerator", "precision", "device_resident", "fused_optimizer", "channels_last", "compile", "deterministic",
-    "progress", "weights_file",
+    "progress", "weights_file", "torch_threads",
 })
 HYPERPARAMETERS = ("learning_rate", "pretrained", "superconvergence", "peak_fraction", "lr_interval", "max_epochs", "mask_non_tumor")
 
@@ -79,11 +79,27 @@ class SearchSettings:
     pruner: dict[str, Any] = field(default_factory=dict)
     worker: int = 0  # distinct per worker sharing the study (offsets the sampler seed)
 
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> SearchSettings:
+        """From the ``hyperparameter_search`` parameters (the sweep uses it to check best_params)."""
+        return cls(
+            model_name=params["model_name"], config_id=int(params["config_id"]), n_trials=int(params["n_trials"]),
+            search_space=dict(params["search_space"]), fixed=dict(params.get("fixed", {})),
+            sampler=dict(params.get("sampler", {})), pruning=bool(params.get("pruning", False)),
+            pruner=dict(params.get("pruner", {}) or {}), worker=int(params.get("worker", 0) or 0),
+        )
+
     def fingerprint(self) -> dict[str, Any]:
         """What must not change when a study is resumed: not the hardware or speed settings, so
         an A4000 box and an L4 cluster can add trials to one study."""
         fixed = {k: v for k, v in self.fixed.items() if k not in HARDWARE_SETTINGS}
         return {"model_name": self.model_name, "config_id": self.config_id, "search_space": self.search_space, "fixed": fixed}
+
+    def fingerprint_id(self) -> str:
+        """The fingerprint as a short hash: what best_params carries to the sweep, which checks it."""
+        from idh_pseudocolor.paper import digest
+
+        return digest(_jsonable(self.fingerprint()))
 
 
 def suggest(trial: optuna.Trial, space: dict[str, list]) -> dict[str, Any]:
@@ -257,9 +273,11 @@ def best_params(study: optuna.Study, settings: SearchSettings) -> dict[str, Any]
         "hyperparameters": hp,
         "provenance": {
             "study_name": study.study_name,
+            "search_fingerprint": settings.fingerprint_id(),
             "trial": best.number,
             "validation_f1": float(best.value),
             "completed_trials": _count(study, TrialState.COMPLETE),
+            "n_trials": settings.n_trials,
             "model_name": settings.model_name,
             "config_id": settings.config_id,
             "pretrained_loaded": best.user_attrs.get("pretrained_loaded"),

@@ -2,11 +2,11 @@
 from the Kedro defaults. For further information, including these default values, see
 https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration"""
 
-# Instantiated project hooks.
-# For example, after creating a hooks.py and defining a ProjectHooks class there, do
-# from idh_pseudocolor.hooks import ProjectHooks
-# Hooks are executed in a Last-In-First-Out (LIFO) order.
-# HOOKS = (ProjectHooks(),)
+# Hooks, before any node: a paper run whose settings are not the paper's, or an environment that
+# asks for a GPU on a machine without one, stops with an error that says what to do.
+from idh_pseudocolor.hooks import HardwareCheck, PaperSettingsCheck  # noqa: E402
+
+HOOKS = (HardwareCheck(), PaperSettingsCheck())  # LIFO: the settings are checked first
 
 # Installed plugins for which to disable hook auto-registration.
 # DISABLE_HOOKS_FOR_PLUGINS = ("kedro-viz",)
@@ -26,17 +26,18 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 # Directory that holds configuration.
 # CONF_SOURCE = "conf"
 
-# Class that manages how configuration is loaded.
-# from kedro.config import OmegaConfigLoader
+# Configuration in layers: base -> paper (a4000, l4) -> <env> -> rehearsal (<env>+rehearsal) -> local.
+# conf/local (credentials, data_root) applies under every --env; see idh_pseudocolor.config_loader.
+from idh_pseudocolor.config_loader import LayeredConfigLoader  # noqa: E402
 
-# CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_CLASS = LayeredConfigLoader
 
 # Keyword arguments to pass to the `CONFIG_LOADER_CLASS` constructor.
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
-    # Environments (conf/a4000, conf/l4, conf/local) hold only deltas: nested keys merge into base.
-    "merge_strategy": {"parameters": "soft", "catalog": "soft"},
+    # Layers hold only deltas: nested keys merge into the layers below.
+    "merge_strategy": {"parameters": "soft", "catalog": "soft", "credentials": "soft"},
     # "config_patterns": {
     #     "spark" : ["spark*/"],
     #     "parameters": ["parameters*", "parameters*/**", "**/parameters*"],

@@ -53,7 +53,7 @@ class RunConfig:
     mask_non_tumor: bool = False
     batch_size: int = 16
     image_size: int = 224
-    weights_file: str | None = None
+    weights_file: str | dict[str, str] | None = None  # one file, or {model_name: file} for several models
     weight_decay: float = 0.01
     early_stopping: bool = True
     early_stopping_patience: int = 10
@@ -61,6 +61,7 @@ class RunConfig:
     accelerator: str = "cpu"
     deterministic: bool = True
     progress: bool = False
+    torch_threads: int | None = None  # CPU threads torch uses inside the run (None: torch's default, machine-dependent)
     # GPU efficiency (no effect on results, only on speed): batches sliced from tensors that
     # already live on the device, fused AdamW on CUDA, optional channels_last and torch.compile.
     device_resident: bool = True
@@ -121,6 +122,31 @@ class DeviceBatches:
             else:
                 index = order[i * self.batch_size : (i + 1) * self.batch_size]
                 yield self.x[index], self.y[index]
+
+
+class HardwareUnavailable(RuntimeError):
+    """The run asks for an accelerator this machine does not have."""
+
+
+def require_accelerator(accelerator: str) -> None:
+    """Fail with a plain sentence, before any work, when ``accelerator`` is not here."""
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only"
+        raise HardwareUnavailable(f"torch {torch.__version__} ({build} build) sees no CUDA GPU on this machine")
+
+
+def weights_file_for(weights_file: str | dict[str, str] | None, model_name: str) -> str | None:
+    """The local weights file for ``model_name``: one file for every model, or a per-model mapping."""
+    if isinstance(weights_file, dict):
+        return weights_file.get(model_name)
+    return weights_file
+
+
+def software_versions() -> dict[str, str]:
+    """What a run's numbers depend on besides its settings and seed; recorded with every run."""
+    import timm
+
+    return {"torch_version": torch.__version__, "timm_version": timm.__version__, "lightning_version": pl.__version__}
 
 
 def training_device(accelerator: str) -> torch.device:
@@ -221,9 +247,24 @@ def train_run(
     ``evaluate_ids`` (the final evaluation's test subjects) are scored once, after training,
     by the model of the best epoch; they play no part in training or model selection.
     """
+    require_accelerator(cfg.accelerator)
+    threads = torch.get_num_threads()
+    if cfg.torch_threads:  # the same thread count in any process gives the same reductions, so the same numbers
+        torch.set_num_threads(int(cfg.torch_threads))
+    try:
+        return _train_run(arrays, train_ids, val_ids, cfg, callbacks, keep_state, evaluate_ids)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_run(
+    arrays: dict[str, np.ndarray], train_ids: Sequence[str], val_ids: Sequence[str], cfg: RunConfig,
+    callbacks: Sequence[Callback], keep_state: bool, evaluate_ids: Sequence[str],
+) -> RunResult:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model, weights = create_model(
-        cfg.model_name, cfg.pretrained, cfg.weights_file, in_chans=len(configuration(cfg.config_id))
+        cfg.model_name, cfg.pretrained, weights_file_for(cfg.weights_file, cfg.model_name),
+        in_chans=len(configuration(cfg.config_id)),
     )
     x_train, y_train = prepare_inputs(arrays, split_index(arrays, train_ids), cfg)
     x_val, y_val = prepare_inputs(arrays, split_index(arrays, val_ids), cfg)

@@ -13,13 +13,12 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from kedro.config import OmegaConfigLoader
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 from idh_pseudocolor.datasets import OptunaStorageDataset
 from idh_pseudocolor.search import TABLE_1, SearchSettings, open_study
-from tests.conftest import REPO
+from tests.conftest import REPO, project_parameters
 
 FAST_SEARCH = {
     "hyperparameter_search": {
@@ -118,8 +117,7 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
 
 def test_a4000_environment_is_table_1_and_holds_only_deltas():
     def params(env):
-        loader = OmegaConfigLoader(str(REPO / "conf"), base_env="base", default_run_env=env, merge_strategy={"parameters": "soft"})
-        return loader["parameters"]["hyperparameter_search"]
+        return project_parameters(REPO, env)["hyperparameter_search"]
 
     paper, demo = params("a4000"), params("local")
     assert paper["search_space"] == TABLE_1
@@ -131,11 +129,11 @@ def test_a4000_environment_is_table_1_and_holds_only_deltas():
     a4000_text = (REPO / "conf/a4000/parameters_hyperparameter_search.yml").read_text()
     assert "sampler" not in a4000_text and "learning_rate" not in a4000_text
     # the A4000 box and the L4 cluster differ in hardware settings only, so they can share one study
-    from idh_pseudocolor.pipelines.hyperparameter_search.nodes import _settings
+    from idh_pseudocolor.search import SearchSettings
 
     l4 = params("l4")
     assert l4["fixed"]["precision"] != paper["fixed"]["precision"]
-    assert _settings(l4).fingerprint() == _settings(paper).fingerprint()
+    assert SearchSettings.from_params(l4).fingerprint() == SearchSettings.from_params(paper).fingerprint()
 
 
 def test_two_workers_share_one_postgresql_study_exactly(kedro_project, tiny_cohort, postgres_url):

@@ -10,6 +10,8 @@ import yaml
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
+from tests.conftest import project_parameters, write_best_params
+
 TINY = {
     "data_engineering": {"progress": False},
     "permutation_study": {
@@ -25,8 +27,7 @@ BEST = {"hyperparameters": {"learning_rate": 1e-3, "pretrained": False, "superco
 
 def prepare(project, cohort) -> None:
     (project / "conf/local/parameters.yml").write_text(yaml.safe_dump(TINY))
-    (project / "data/06_models").mkdir(parents=True, exist_ok=True)
-    (project / "data/06_models/best_params.yml").write_text(yaml.safe_dump(BEST))  # as the search writes it
+    write_best_params(project, BEST["hyperparameters"])  # as this environment's search writes it
     bootstrap_project(project)
     with KedroSession.create(project_path=project, runtime_params={"cohort_path": str(cohort)}) as session:
         session.run(pipeline_names=["data_engineering"])
@@ -85,9 +86,12 @@ def test_all_28_configurations_then_the_winner(kedro_project, tiny_cohort):
 
 def test_four_channel_switch_trains_configuration_28_and_ranks_it(kedro_project, tiny_cohort):
     prepare(kedro_project, tiny_cohort)
+    from idh_pseudocolor.paper import best_params_id
+
+    best = yaml.safe_load((kedro_project / "data/06_models/best_params.yml").read_text())
     runs = pd.DataFrame([  # a finished study of the 28 (as aggregate_study writes it)
         {"config_id": c, "model_name": "resnet10t", "seed": 42, "auroc": 0.6 + c / 100, "accuracy": 0.5, "f1": 0.5,
-         "precision": 0.5, "recall": 0.5, "specificity": 0.5} for c in range(28)
+         "precision": 0.5, "recall": 0.5, "specificity": 0.5, "best_params_id": best_params_id(best)} for c in range(28)
     ])
     (kedro_project / "data/07_model_output").mkdir(parents=True, exist_ok=True)
     runs.to_csv(kedro_project / "data/07_model_output/study_runs.csv", index=False)
@@ -127,13 +131,10 @@ def test_only_the_final_evaluation_reads_the_test_split():
 
 
 def test_l4_environment_is_the_papers_sweep_as_deltas():
-    from kedro.config import OmegaConfigLoader
-
     from idh_pseudocolor.pipelines.permutation_study.nodes import hyperparameters
     from tests.conftest import REPO
 
-    loader = OmegaConfigLoader(str(REPO / "conf"), base_env="base", default_run_env="l4", merge_strategy={"parameters": "soft"})
-    params = loader["parameters"]["permutation_study"]
+    params = project_parameters(REPO, "l4")["permutation_study"]
     assert params["models"] == ["vgg16.tv_in1k", "resnext101_32x16d.fb_swsl_ig1b_ft_in1k"]
     assert params["seeds"] == [42, 43, 44] and params["final_evaluation"]["pretrained"] == [True, False]
     assert params["fixed"]["image_size"] == 224 and params["fixed"]["batch_size"] == 16

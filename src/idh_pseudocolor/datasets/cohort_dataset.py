@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
+from kedro.io.core import get_protocol_and_path
 
 from idh_pseudocolor.cohort import discover_cohort
 
@@ -38,6 +39,12 @@ class CohortDataset(AbstractDataset[None, pd.DataFrame]):
         files: dict[str, str] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
+        protocol = get_protocol_and_path(str(path))[0]
+        if protocol != "file":
+            raise DatasetError(
+                f"The cohort at {path} is on {protocol}://, but NIfTI volumes are read with nibabel from a local or "
+                "mounted folder: copy or mount the cohort and give its path (kedro run --params cohort_path=/data/EGD/SUBJECTS)."
+            )
         self._path = Path(path)
         self._layout = layout
         # a relative labels path is taken relative to the cohort folder

@@ -13,6 +13,7 @@ from typing import Any
 
 import optuna
 from kedro.io import AbstractDataset, DatasetError
+from kedro.io.core import get_protocol_and_path
 
 from idh_pseudocolor.search import StudyLocation
 
@@ -53,6 +54,15 @@ class OptunaStorageDataset(AbstractDataset[None, StudyLocation]):
         self.metadata = metadata
         if not (self._filepath or self._storage):
             raise DatasetError("OptunaStorageDataset needs 'filepath' (SQLite / journal) or a storage URL")
+        protocol = get_protocol_and_path(self._filepath)[0] if self._filepath and self._storage in (None, "journal") else "file"
+        if protocol != "file":
+            kind = "A journal file" if self._storage == "journal" else "An SQLite study"
+            raise DatasetError(
+                f"{kind} cannot live at {self._filepath}: Optuna opens it as a local file, and {protocol}:// is not one. "
+                "With a data_root on object storage, share the study through PostgreSQL instead "
+                "(search_study: credentials: optuna_db, and optuna_db: {con: postgresql+psycopg://...} in "
+                "conf/local/credentials.yml; docs/scaling.md), or set search_study.filepath to a local or NFS path."
+            )
 
     def _url(self) -> str:
         if self._storage and self._storage != "journal":

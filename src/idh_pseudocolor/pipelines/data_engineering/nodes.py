@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from idh_pseudocolor.cohort import FILE_KEYS, LabelError, parse_idh
+from idh_pseudocolor.paper import check_cohort
 from idh_pseudocolor.qc import qc_montage, qc_summary, split_counts
 from idh_pseudocolor.slices import Normalization, SubjectError, extract_many, stack_slices
 from idh_pseudocolor.splits import split_subjects
@@ -19,11 +20,16 @@ logger = logging.getLogger(__name__)
 MANIFEST_COLUMNS = ["subject_id", "status", "reason", "label", "z_min", "z_max", "slice_index", "volume_shape"]
 
 
-def extract_slices(cohort: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+def extract_slices(
+    cohort: pd.DataFrame, params: dict[str, Any], environment: dict[str, Any] | None = None
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Validate every subject and extract its mid-tumor slice; exclude bad ones with a reason.
 
     Fails only when no subject is usable, so that one broken file never costs a cohort run.
+    The slices carry a ``phantom`` flag, so a paper run can refuse synthetic data later too.
     """
+    phantom = bool(cohort["phantom"].any()) if "phantom" in cohort else False
+    check_cohort({"phantom": phantom}, environment)
     normalization = Normalization(**params.get("normalization", {}))
     records = cohort.to_dict("records")
     status: dict[str, dict[str, Any]] = {}
@@ -66,7 +72,7 @@ def extract_slices(cohort: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.Dat
     if not slices:
         reasons = "; ".join(f"{r.subject_id}: {r.reason}" for r in excluded.head(5).itertuples())
         raise ValueError(f"No usable subject in the cohort ({len(manifest)} found, all excluded). First reasons: {reasons}")
-    return manifest, stack_slices(slices, labels)
+    return manifest, {**stack_slices(slices, labels), "phantom": np.array(phantom)}
 
 
 def split_cohort(manifest: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:

@@ -14,7 +14,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 extract_slices,
-                inputs=["cohort", "params:data_engineering"],
+                inputs=["cohort", "params:data_engineering", "params:environment"],
                 outputs=["subject_manifest", "slice_arrays"],
                 name="extract_slices",
             ),

@@ -8,6 +8,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from idh_pseudocolor.paper import check_cohort
 from idh_pseudocolor.search import (
     SearchSettings,
     StudyLocation,
@@ -18,29 +19,17 @@ from idh_pseudocolor.search import (
 )
 
 
-def _settings(params: dict[str, Any]) -> SearchSettings:
-    return SearchSettings(
-        model_name=params["model_name"],
-        config_id=int(params["config_id"]),
-        n_trials=int(params["n_trials"]),
-        search_space=dict(params["search_space"]),
-        fixed=dict(params.get("fixed", {})),
-        sampler=dict(params.get("sampler", {})),
-        pruning=bool(params.get("pruning", False)),
-        pruner=dict(params.get("pruner", {}) or {}),
-        worker=int(params.get("worker", 0) or 0),
-    )
-
-
 def search_hyperparameters(
-    slice_arrays: dict[str, np.ndarray], development_split: pd.DataFrame, search_study: StudyLocation, params: dict[str, Any]
+    slice_arrays: dict[str, np.ndarray], development_split: pd.DataFrame, search_study: StudyLocation, params: dict[str, Any],
+    environment: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any], Any, Any]:
     """Run (or resume) the search on train/validation; the test split is never read here.
 
     Returns the trials table, ``best_params`` and Optuna's optimization-history and
     parameter-importance figures.
     """
-    settings = _settings(params)
+    check_cohort(slice_arrays, environment)
+    settings = SearchSettings.from_params(params)
     study = open_study(search_study, settings)
     splits = development_split
     train_ids = splits.loc[splits["split"] == "train", "subject_id"].tolist()

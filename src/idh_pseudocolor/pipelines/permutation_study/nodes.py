@@ -12,18 +12,44 @@ import numpy as np
 import pandas as pd
 import torch
 
+from idh_pseudocolor.paper import (
+    PaperPathError,
+    best_params_id,
+    check_best_params,
+    check_cohort,
+    check_one_source,
+)
+from idh_pseudocolor.search import SearchSettings
 from idh_pseudocolor.study import final_metrics_table, summarize, winner
-from idh_pseudocolor.training import RunConfig, RunResult, train_run, training_device
+from idh_pseudocolor.training import (
+    RunConfig,
+    RunResult,
+    software_versions,
+    train_run,
+    training_device,
+)
 
 #: columns that say where and when a run ran; they differ between identical runs
 PROVENANCE_COLUMNS = ("worker", "device", "started_at", "finished_at")
 
 
 def where_and_when(cfg: RunConfig, started_at: float) -> dict[str, Any]:
-    """Which process, machine and device ran a run, and when: the sweep's audit trail."""
+    """Which process, machine and device ran a run, when, with which threads and library versions:
+    the sweep's audit trail and what its numbers depend on besides settings and seed."""
     device = training_device(cfg.accelerator)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return {"worker": f"{socket.gethostname()}:{os.getpid()}", "device": name, "started_at": started_at, "finished_at": time.time()}
+    return {"worker": f"{socket.gethostname()}:{os.getpid()}", "device": name, "torch_threads": cfg.torch_threads,
+            **software_versions(), "started_at": started_at, "finished_at": time.time()}
+
+
+def checked_best_params(
+    best_params: dict[str, Any], params: dict[str, Any], search_params: dict[str, Any], consumer: str
+) -> dict[str, Any]:
+    """best_params' identity for the runs' rows, after checking it came from this environment's search."""
+    settings = SearchSettings.from_params(search_params)
+    accepted = check_best_params(best_params, settings.fingerprint_id(), settings.n_trials,
+                                 params.get("accept_best_params"), consumer=consumer)
+    return {"best_params_id": best_params_id(best_params), "best_params_accepted_by_override": accepted}
 
 
 def run_name(cfg: RunConfig) -> str:
@@ -46,15 +72,17 @@ def hyperparameters(best_params: dict[str, Any], params: dict[str, Any]) -> dict
 
 def train_configuration(
     slice_arrays: dict[str, np.ndarray], development_split: pd.DataFrame, best_params: dict[str, Any], params: dict[str, Any],
-    data_params: dict[str, Any] | None = None, *, config_id: int,
+    data_params: dict[str, Any], search_params: dict[str, Any], environment: dict[str, Any], *, config_id: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """All runs (models x seeds) of one configuration; validation metrics, predictions and
     (with ``keep_checkpoints``) each run's best-epoch weights.
 
-    Hyperparameters come from the search's ``best_params``, overridable by
-    ``permutation_study.overrides``; the test split is not read.
+    Hyperparameters come from the search's ``best_params`` (refused if this environment's search
+    did not produce it), overridable by ``permutation_study.overrides``; the test split is not read.
     """
-    keep = bool(params.get("keep_checkpoints", False))
+    check_cohort(slice_arrays, environment)
+    source = checked_best_params(best_params, params, search_params, f"configuration {config_id}")
+    keep = bool(params["keep_checkpoints"])
     checkpoints: dict[str, Any] = {}
     hp = hyperparameters(best_params, params)
     train_ids = development_split.loc[development_split["split"] == "train", "subject_id"].tolist()
@@ -66,13 +94,13 @@ def train_configuration(
             started = time.time()
             result = train_run(slice_arrays, train_ids, val["subject_id"].tolist(), cfg, keep_state=keep)
             if keep:
-                checkpoints[run_name(cfg)] = checkpoint(result, (data_params or {}).get("normalization"))
+                checkpoints[run_name(cfg)] = checkpoint(result, data_params.get("normalization"))
             runs.append({
                 "config_id": config_id, "model_name": model_name, "seed": int(seed), "pretrained": cfg.pretrained,
                 **result.metrics,
                 "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                 "pretrained_loaded": result.weights.pretrained_loaded, "weights_source": result.weights.source,
-                **where_and_when(cfg, started),
+                **source, **where_and_when(cfg, started),
             })
             predictions.append(pd.DataFrame({
                 "config_id": config_id, "model_name": model_name, "seed": int(seed),
@@ -84,8 +112,10 @@ def train_configuration(
 def aggregate_study(params: dict[str, Any], *validation_runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """All runs in one table, mean/std per configuration and model, and the winner (paper's rule)."""
     runs = pd.concat(validation_runs, ignore_index=True)
+    sources = runs["best_params_id"] if "best_params_id" in runs else pd.Series(["unrecorded"] * len(runs))
+    check_one_source(sources.fillna("unrecorded"))
     summary = summarize(runs)
-    return runs, summary, winner(summary, models=list(params["models"]))
+    return runs, summary, {**winner(summary, models=list(params["models"])), "best_params_id": str(sources.iloc[0])}
 
 
 def compare_four_channel(study_runs: pd.DataFrame, four_channel_runs: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
@@ -93,9 +123,10 @@ def compare_four_channel(study_runs: pd.DataFrame, four_channel_runs: pd.DataFra
 
     It is an extension: it never enters the paper's winner; this table only says where it lands.
     """
-    from idh_pseudocolor.study import summarize as _summarize
-
-    summary = _summarize(pd.concat([study_runs, four_channel_runs], ignore_index=True))
+    both = pd.concat([study_runs, four_channel_runs], ignore_index=True)
+    if "best_params_id" in both:
+        check_one_source(both["best_params_id"].fillna("unrecorded"))
+    summary = summarize(both)
     ranking = winner(summary, models=list(params["models"]))["ranking"]
     summary["rank_by_sum_mean_auroc"] = summary["config_id"].map({c: i + 1 for i, c in enumerate(ranking)})
     return summary.sort_values(["rank_by_sum_mean_auroc", "model_name"]).reset_index(drop=True)
@@ -108,7 +139,9 @@ def evaluate_winner(
     best_params: dict[str, Any],
     study_winner: dict[str, Any],
     params: dict[str, Any],
-    data_params: dict[str, Any] | None = None,
+    data_params: dict[str, Any],
+    search_params: dict[str, Any],
+    environment: dict[str, Any],
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """The only use of the test split: the winning configuration, each model, pretrained and from
     scratch, every seed; trained on train, best epoch chosen on validation, scored on test.
@@ -117,6 +150,13 @@ def evaluate_winner(
     seeds of each metric and the seed-ensemble's metrics) and the runs' weights, which
     ``predict`` applies to new patients.
     """
+    check_cohort(slice_arrays, environment)
+    source = checked_best_params(best_params, params, search_params, "the final evaluation")
+    if study_winner.get("best_params_id") not in (None, source["best_params_id"]):
+        raise PaperPathError(
+            f"The winner was chosen by a sweep trained with best_params {study_winner['best_params_id']}, but "
+            f"best_params is now {source['best_params_id']}: rerun the sweep with this best_params first."
+        )
     config_id = int(study_winner["config_id"])
     hp = hyperparameters(best_params, params)
     train_ids = development_split.loc[development_split["split"] == "train", "subject_id"].tolist()
@@ -131,10 +171,11 @@ def evaluate_winner(
                     **{**params.get("fixed", {}), **hp, "pretrained": bool(pretrained)},
                 )
                 result = train_run(slice_arrays, train_ids, val_ids, cfg, evaluate_ids=test_ids, keep_state=True)
-                models[run_name(cfg)] = checkpoint(result, (data_params or {}).get("normalization"))
+                models[run_name(cfg)] = checkpoint(result, data_params.get("normalization"))
                 predictions.append(pd.DataFrame({
                     "config_id": config_id, "model_name": model_name, "pretrained": bool(pretrained),
                     "pretrained_loaded": result.weights.pretrained_loaded, "seed": int(seed),
+                    "best_params_id": source["best_params_id"],
                     "subject_id": test_ids, "label": test_labels, "prob_mutant": result.eval_prob_mutant,
                 }))
     predictions_table = pd.concat(predictions, ignore_index=True)

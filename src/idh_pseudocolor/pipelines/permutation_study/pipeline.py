@@ -14,17 +14,20 @@ from idh_pseudocolor.pipelines.permutation_study.nodes import (
 from idh_pseudocolor.runner import GPU_TAG
 
 SHARED_INPUTS = {"slice_arrays", "development_split", "best_params"}
+#: the sweep's own settings, the slice normalization (kept with the weights), the search's
+#: settings (best_params must match them) and the environment (paper runs refuse the phantom)
+CHECKED_PARAMETERS = ("params:permutation_study", "params:data_engineering", "params:hyperparameter_search", "params:environment")
 
 
 def configuration_pipeline(config_id: int) -> Pipeline:
     func = update_wrapper(partial(train_configuration, config_id=config_id), train_configuration)
     return pipeline(
-        [node(func, inputs=["slice_arrays", "development_split", "best_params", "params:permutation_study", "params:data_engineering"],
+        [node(func, inputs=["slice_arrays", "development_split", "best_params", *CHECKED_PARAMETERS],
               outputs=["validation_runs", "validation_predictions", "checkpoints"], name="train_configuration",
               tags=[GPU_TAG])],
         namespace=f"configuration_{config_id}",
         inputs=SHARED_INPUTS,
-        parameters={"params:permutation_study", "params:data_engineering"},
+        parameters=set(CHECKED_PARAMETERS),
         tags=["extension"] if config_id == FOUR_CHANNEL_ID else None,
     )
 
@@ -39,8 +42,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     )
     final = node(
         evaluate_winner,
-        inputs=["slice_arrays", "development_split", "test_split", "best_params", "study_winner", "params:permutation_study",
-                "params:data_engineering"],
+        inputs=["slice_arrays", "development_split", "test_split", "best_params", "study_winner", *CHECKED_PARAMETERS],
         outputs=["test_predictions", "test_metrics", "winner_models"],
         name="evaluate_winner_on_test",
         tags=[GPU_TAG],

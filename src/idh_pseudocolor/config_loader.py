@@ -1,0 +1,95 @@
+"""Configuration layers: base, the paper's settings, the environment, the machine.
+
+Kedro's ``OmegaConfigLoader`` merges exactly two folders, ``conf/base`` and one environment.
+The paper path needs more: ``--env a4000`` and ``--env l4`` share every setting of the paper
+(``conf/paper``) and differ only in hardware, and per-machine settings in ``conf/local``
+(credentials, ``data_root``) must apply under every environment, not only when no ``--env``
+is given. This loader merges, in order (later wins, nested keys merged)::
+
+    conf/base  ->  conf/paper (a4000, l4)  ->  conf/<env>  ->  conf/rehearsal (env+rehearsal)  ->  conf/local
+
+``--env l4+rehearsal`` adds the rehearsal layer, which may change only the scale of a run
+(trials, epochs, image size, models, accelerator; see :mod:`idh_pseudocolor.paper`). Each
+layer is resolved on its own, as Kedro does, except ``globals``, which are merged first and
+resolved once so that ``outputs: ${data_root}/paper`` follows a ``data_root`` set in
+``conf/local``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kedro.config import MissingConfigException, OmegaConfigLoader
+from omegaconf import OmegaConf
+
+#: environments that are the paper's study: they sit on the ``paper`` layer
+PAPER_ENVIRONMENTS = ("a4000", "l4")
+PAPER_LAYER = "paper"
+REHEARSAL_LAYER = "rehearsal"
+MACHINE_LAYER = "local"
+
+
+def layers_for(env: str | None, base_env: str = "base", machine_env: str = MACHINE_LAYER) -> list[str]:
+    """The conf folders merged for ``--env``, first to last."""
+    parts = [p for p in (env or machine_env).split("+") if p]
+    if not parts:
+        raise ValueError(f"Empty --env {env!r}")
+    main, extras = parts[0], parts[1:]
+    unknown = [p for p in extras if p != REHEARSAL_LAYER]
+    if unknown or main in (PAPER_LAYER, REHEARSAL_LAYER):
+        raise ValueError(
+            f"--env {env!r}: use one environment (a4000, l4, local or your own), optionally followed by "
+            f"'+{REHEARSAL_LAYER}' (e.g. --env l4+{REHEARSAL_LAYER}); '{PAPER_LAYER}' and '{REHEARSAL_LAYER}' are layers, not environments"
+        )
+    layers = [base_env]
+    if main in PAPER_ENVIRONMENTS:
+        layers.append(PAPER_LAYER)
+    layers.append(main)
+    layers.extend(extras)
+    layers.append(machine_env)
+    out: list[str] = []
+    for layer in layers:
+        if layer not in out:
+            out.append(layer)
+    return out
+
+
+class LayeredConfigLoader(OmegaConfigLoader):
+    """``OmegaConfigLoader`` over several layers (see the module docstring)."""
+
+    def layers(self) -> list[str]:
+        return layers_for(self.env, self.base_env or "base", self.default_run_env or MACHINE_LAYER)
+
+    def __getitem__(self, key: str) -> dict[str, Any]:
+        self._register_runtime_params_resolver()
+        if key in self:
+            return dict.__getitem__(self, key)  # set explicitly on the loader
+        if key not in self.config_patterns:
+            raise KeyError(f"No config patterns were found for '{key}' in your config loader")
+        patterns = [*self.config_patterns[key]]
+        read_env = key == "credentials"
+        processed: set[Path] = set()
+        per_layer = []
+        for i, layer in enumerate(self.layers()):
+            path = self._get_conf_env_path(layer)
+            if i > 0 and layer in (MACHINE_LAYER, self.default_run_env) and not self._fs.isdir(Path(path).as_posix()):
+                continue  # a machine without conf/local: nothing to add
+            per_layer.append(self._read_dir_configs(path, patterns, key, processed, read_env))
+        if not processed and key != "globals":
+            raise MissingConfigException(
+                f"No files of YAML or JSON format found in the layers {self.layers()} of {self.conf_source} "
+                f"matching the glob pattern(s): {patterns}"
+            )
+        if key == "globals":  # merged first, resolved once (no runtime_params in globals, as in Kedro)
+            OmegaConf.clear_resolver("runtime_params")
+            configs = [c for layer in per_layer for c in layer.values()]
+            if not configs:
+                return {}
+            merged = OmegaConf.to_container(OmegaConf.unsafe_merge(*configs), resolve=True)
+            return {k: v for k, v in merged.items() if not str(k).startswith("_")}
+        result: dict[str, Any] = {}
+        for configs in per_layer:
+            resolved = self._merge_and_resolve(key, configs)
+            result = self._soft_merge(result, resolved) if result else resolved
+        return result
