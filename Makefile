@@ -10,13 +10,14 @@ PHANTOM_SUBJECTS ?= 200
 PHANTOM_SEED ?= 0
 COHORT ?= data/01_raw/cohort
 
-.PHONY: run test install browser phantom benchmarks clean-data
+.PHONY: run test install browser phantom benchmarks clean-data wheelhouse
 
-# torch/torchvision are pinned (also in pyproject.toml): timm needs a torchvision built for the same torch.
-$(BIN)/.installed: pyproject.toml
+# The demo's torch/torchvision are pinned in constraints-cpu.txt (pyproject.toml only gives ranges):
+# timm needs a torchvision built for the same torch, so both come first, together.
+$(BIN)/.installed: pyproject.toml constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints-cpu.txt torch torchvision
+	$(BIN)/python -m pip install --quiet -c constraints-cpu.txt -e ".[dev,viz,explain]"
 	touch $@
 
 install: $(BIN)/.installed
@@ -42,6 +43,18 @@ test: install browser
 benchmarks: install
 	$(BIN)/python benchmarks/data_engineering.py
 	$(BIN)/python benchmarks/training_overhead.py
+
+## make wheelhouse: wheels for an offline box that has its own torch (docs/reproducing.md), e.g.
+##   make wheelhouse WHEEL_PYTHON=3.12 WHEEL_PLATFORM=manylinux2014_x86_64 WHEEL_SKIP="numpy pandas"
+WHEELHOUSE ?= dist/wheelhouse
+WHEEL_PYTHON ?=
+WHEEL_PLATFORM ?=
+WHEEL_SKIP ?=
+WHEEL_EXTRAS ?=
+wheelhouse: install
+	$(BIN)/python -m idh_pseudocolor.wheelhouse --out $(WHEELHOUSE) \
+	  $(if $(WHEEL_PYTHON),--python-version $(WHEEL_PYTHON)) $(if $(WHEEL_PLATFORM),--platform $(WHEEL_PLATFORM)) \
+	  $(if $(strip $(WHEEL_SKIP)),--skip $(WHEEL_SKIP)) $(if $(strip $(WHEEL_EXTRAS)),--extras $(WHEEL_EXTRAS))
 
 clean-data:
 	find data -mindepth 2 -type f ! -name .gitkeep -delete

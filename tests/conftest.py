@@ -123,3 +123,18 @@ def write_best_params(project: Path, hyperparameters: dict, env: str | None = No
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(best))
     return best
+
+
+def write_weights(folder: Path, models: list[str]) -> dict[str, str]:
+    """Local 'pretrained' weights files, as a user without internet provides them."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    files = {}
+    for i, name in enumerate(models):
+        torch.manual_seed(100 + i)
+        net = timm.create_model(name, pretrained=False)
+        files[name] = str(folder / f"{name}.safetensors")
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, files[name])
+    return files

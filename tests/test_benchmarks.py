@@ -25,3 +25,20 @@ def test_gpu_study_tiny_mode_reports_throughput_baseline_and_floor(tmp_path):
         assert run["forward_gflops_per_image"] > 0
         assert 0 < run["floor_over_actual"] < 1  # nothing beats the arithmetic floor
     assert "floor/actual" in done.stdout and "baseline" in done.stdout
+
+
+def test_gpu_check_tiny_runs_the_paper_path_stages_into_one_folder(tmp_path):
+    out = tmp_path / "gpu_check"
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks/gpu_check.py"), "--out", str(out), "--tiny"],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["stages"]) == ["phantom", "data_engineering", "configuration_15", "gpu_study"]
+    assert all(s["exit_code"] == 0 and s["seconds"] > 0 for s in summary["stages"].values())
+    assert summary["versions"]["torch"] and summary["versions"]["kedro"] != "not installed"
+    runs = summary["configuration_15"]
+    assert sorted({(r["model_name"], r["seed"]) for r in runs}) == [
+        (m, s) for m in ("test_byobnet", "test_resnet") for s in (42, 43, 44)]
+    assert all(r["epochs_run"] == 3 and 0 <= r["auroc"] <= 1 for r in runs)
+    assert summary["gpu_study"]["runs"] and (out / "conf/local/parameters.yml").is_file()
+    assert not (REPO / "data/rehearsal").exists() or not any((REPO / "data/rehearsal").rglob("configuration_15/*"))

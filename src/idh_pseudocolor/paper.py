@@ -98,6 +98,7 @@ SCALE_KEYS: tuple[str, ...] = (
     "hyperparameter_search.search_space.max_epochs_constant",
     "permutation_study.models", "permutation_study.seeds", "permutation_study.overrides.max_epochs",
     "permutation_study.fixed.image_size",
+    "*.fixed.early_stopping_patience",  # in step with the epochs
     *MACHINE_KEYS,
 )
 

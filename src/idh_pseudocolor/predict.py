@@ -114,9 +114,14 @@ def predict_subjects(
 
 def gradcam(run: TrainedRun, subject: SubjectSlice, target_class: int = 1) -> np.ndarray:
     """Grad-CAM (pytorch-grad-cam) for ``target_class`` (1 = IDH mutant) on the last convolution,
-    in [0, 1], at the composed input's resolution."""
-    from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    in [0, 1], at the composed input's resolution. grad-cam is an optional extra (it pulls in
+    OpenCV, which GPU images may lack), hence the import here."""
+    try:
+        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    except ImportError as err:
+        raise ImportError(f"Grad-CAM pictures need grad-cam ({err}): pip install 'idh_pseudocolor[explain]', "
+                          "or pass --no-pictures to `idh-pseudocolor predict` for the CSV alone") from err
 
     x = _inputs(run, subject)
     last_conv = [m for m in run.model.modules() if isinstance(m, torch.nn.Conv2d)][-1]

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 
 import pandas as pd
 import pytest
-import torch
 import yaml
 from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import node, pipeline
 
 from idh_pseudocolor.pipelines.permutation_study.nodes import PROVENANCE_COLUMNS
 from idh_pseudocolor.runner import DaskRunner
-from tests.pipelines.test_permutation_study import prepare
+from tests.conftest import write_best_params
+from tests.pipelines.test_permutation_study import BEST, prepare
 
 CONFIGURATIONS = ["configuration_15", "configuration_21"]
 
@@ -44,13 +46,8 @@ def test_runs_go_to_separate_workers_concurrently_and_equal_a_sequential_run(ked
     assert dask_runs["started_at"].max() < dask_runs["finished_at"].min()  # and at the same time
 
     shutil.rmtree(kedro_project / "data/07_model_output/permutation_study")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in a Dask worker (OMP_NUM_THREADS=1): same arithmetic order
-    try:
-        with KedroSession.create(project_path=kedro_project) as session:
-            session.run(pipeline_names=["permutation_study"], namespaces=CONFIGURATIONS)
-    finally:
-        torch.set_num_threads(threads)
+    with KedroSession.create(project_path=kedro_project) as session:  # this process's own thread count:
+        session.run(pipeline_names=["permutation_study"], namespaces=CONFIGURATIONS)  # fixed.torch_threads rules
     seq_runs, seq_predictions = outputs(kedro_project)
     assert set(seq_runs["worker"].str.rsplit(":", n=1).str[1].astype(int)) == {os.getpid()}
     results = [c for c in dask_runs.columns if c not in PROVENANCE_COLUMNS]
@@ -116,3 +113,38 @@ def test_an_existing_scheduler_is_used_and_left_running(tmp_path):
         with Client(cluster.scheduler_address) as client:  # still serving
             assert client.submit(_double, 5).result() == 10
         assert len(runner.worker_pids) == 1 and runner.worker_pids[0] != os.getpid()  # the cluster's one worker
+
+
+def test_the_whole_sweep_under_env_gives_the_same_numbers_on_both_runners(kedro_project, tiny_cohort):
+    """All 28 configurations, demo-like scale, under `--env l4+rehearsal`: the DaskRunner's worker
+    processes and the sequential runner give identical runs (torch threads are a run setting)."""
+    env = "l4+rehearsal"
+    local = {"data_engineering": {"progress": False},
+             "permutation_study": {"seeds": [42], "overrides": {"max_epochs": 3}, "fixed": {"image_size": 48}}}
+    (kedro_project / "conf/local/parameters.yml").write_text(yaml.safe_dump(local))
+    bootstrap_project(kedro_project)
+    with KedroSession.create(project_path=kedro_project, env=env, runtime_params={"cohort_path": str(tiny_cohort)}) as session:
+        session.run(pipeline_names=["data_engineering"])
+    write_best_params(kedro_project, {**BEST["hyperparameters"], "learning_rate": 6e-4}, env=env, outputs="data/rehearsal")
+    study = kedro_project / "data/rehearsal/07_model_output"
+
+    def sweep(runner=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        shutil.rmtree(study, ignore_errors=True)
+        with KedroSession.create(project_path=kedro_project, env=env) as session:
+            session.run(pipeline_names=["permutation_study"], node_names=None, runner=runner,
+                        to_outputs=["study_runs"])
+        runs = pd.read_csv(study / "study_runs.csv")
+        predictions = pd.concat([pd.read_csv(p) for p in sorted(study.glob("permutation_study/*/validation_predictions.csv"))])
+        return runs, predictions.reset_index(drop=True)
+
+    dask_runner = DaskRunner(n_workers=2)
+    dask_runs, dask_predictions = sweep(dask_runner)
+    seq_runs, seq_predictions = sweep()
+    assert len(dask_runs) == 28 * 2 and len(set(dask_runs["worker"])) == 2  # both worker processes trained
+    assert set(seq_runs["worker"]) == {f"{socket.gethostname()}:{os.getpid()}"}
+    assert (dask_runs["torch_threads"] == 2).all() and (dask_runs["epochs_run"] >= 1).all()
+    results = [c for c in dask_runs.columns if c not in PROVENANCE_COLUMNS]
+    key = ["config_id", "model_name", "seed"]
+    pd.testing.assert_frame_equal(dask_runs[results].sort_values(key).reset_index(drop=True),
+                                  seq_runs[results].sort_values(key).reset_index(drop=True))
+    pd.testing.assert_frame_equal(dask_predictions, seq_predictions)

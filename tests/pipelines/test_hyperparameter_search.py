@@ -18,7 +18,7 @@ from kedro.framework.startup import bootstrap_project
 
 from idh_pseudocolor.datasets import OptunaStorageDataset
 from idh_pseudocolor.search import TABLE_1, SearchSettings, open_study
-from tests.conftest import REPO, project_parameters
+from tests.conftest import REPO, project_parameters, write_weights
 
 FAST_SEARCH = {
     "hyperparameter_search": {
@@ -31,7 +31,7 @@ FAST_SEARCH = {
 }
 
 
-def prepare(project: Path, cohort: Path, n_trials: int = 3, grace: int = 2) -> None:
+def prepare(project: Path, cohort: Path, n_trials: int = 3, grace: int = 2, env: str | None = None) -> None:
     """Data for the search, and conf/local deltas: a fast search and a short heartbeat."""
     params = {**FAST_SEARCH, "hyperparameter_search": {**FAST_SEARCH["hyperparameter_search"], "n_trials": n_trials}}
     (project / "conf/local/parameters.yml").write_text(yaml.safe_dump(params))
@@ -39,7 +39,7 @@ def prepare(project: Path, cohort: Path, n_trials: int = 3, grace: int = 2) -> N
         yaml.safe_dump({"search_study": {"heartbeat_interval": 1, "grace_period": grace}})
     )
     bootstrap_project(project)
-    with KedroSession.create(project_path=project, runtime_params={"cohort_path": str(cohort)}) as session:
+    with KedroSession.create(project_path=project, env=env, runtime_params={"cohort_path": str(cohort)}) as session:
         session.run(pipeline_names=["data_engineering"])
 
 
@@ -137,25 +137,34 @@ def test_a4000_environment_is_table_1_and_holds_only_deltas():
 
 
 def test_two_workers_share_one_postgresql_study_exactly(kedro_project, tiny_cohort, postgres_url):
-    """Two `kedro run` processes on one study in a real PostgreSQL server: exactly n trials, no repeats."""
+    """The A4000 box and an L4 machine (`kedro run --env a4000` / `--env l4`, rehearsed on CPU) add trials
+    to one study in a real PostgreSQL server, named in conf/local as docs/scaling.md says: exactly n
+    trials, no repeats."""
+    import uuid
+
     n_trials = 8
-    prepare(kedro_project, tiny_cohort, n_trials=n_trials)
+    prepare(kedro_project, tiny_cohort, n_trials=n_trials, env="a4000+rehearsal")
+    local = yaml.safe_load((kedro_project / "conf/local/parameters.yml").read_text())  # Table 1 has pretrained trials:
+    local["hyperparameter_search"]["fixed"]["weights_file"] = write_weights(kedro_project, ["test_resnet"])  # offline weights
+    (kedro_project / "conf/local/parameters.yml").write_text(yaml.safe_dump(local))
+    study_name = f"two_workers_{uuid.uuid4().hex[:8]}"  # a kept server (IDH_TEST_POSTGRES_URL) never holds it already
     (kedro_project / "conf/local/credentials.yml").write_text(yaml.safe_dump({"optuna_db": {"con": postgres_url}}))
     (kedro_project / "conf/local/catalog.yml").write_text(yaml.safe_dump({"search_study": {
-        "credentials": "optuna_db", "study_name": "two_workers", "heartbeat_interval": 1, "grace_period": 30}}))
+        "credentials": "optuna_db", "study_name": study_name, "heartbeat_interval": 1, "grace_period": 30}}))
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "kedro", "run", "--pipelines", "hyperparameter_search", "--params", f"hyperparameter_search.worker={k}"],
+            [sys.executable, "-m", "kedro", "run", "--env", box, "--pipelines", "hyperparameter_search",
+             "--params", f"hyperparameter_search.worker={k}"],
             cwd=kedro_project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )
-        for k in (0, 1)
+        for k, box in enumerate(("a4000+rehearsal", "l4+rehearsal"))
     ]
     for proc in workers:
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, err[-3000:]
 
-    study = optuna.load_study(study_name="two_workers", storage=postgres_url)
+    study = optuna.load_study(study_name=study_name, storage=postgres_url)
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(complete) == n_trials  # exactly the target, although two workers raced for it
     assert {t.user_attrs["worker"] for t in complete} == {0, 1}  # both did real work
@@ -163,5 +172,6 @@ def test_two_workers_share_one_postgresql_study_exactly(kedro_project, tiny_coho
     assert len(set(points)) == n_trials  # no point evaluated twice (per-worker sampler seeds)
     others = [t for t in study.trials if t.state.name != "COMPLETE"]
     assert all(t.state.name == "FAIL" and t.user_attrs.get("surplus") for t in others)  # only given-up surplus claims
-    best = yaml.safe_load((kedro_project / "data/06_models/best_params.yml").read_text())
+    assert not (kedro_project / "data/06_models").exists()  # nothing went to the demo's SQLite study
+    best = yaml.safe_load((kedro_project / "data/rehearsal/06_models/best_params.yml").read_text())
     assert best["provenance"]["trial"] == study.best_trial.number and best["provenance"]["completed_trials"] == n_trials
