@@ -315,6 +315,14 @@ def comparison_html(comparison: pd.DataFrame) -> str:
             f"<th>patients</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
+def study_kind(environment: dict[str, Any]) -> str:
+    """Which study a report belongs to, in words (the paper's, a rehearsal of it, or the CPU demo)."""
+    if environment.get("kind") == "paper":
+        return ("a rehearsal of the paper path at toy scale (--env …+rehearsal): not the paper's settings"
+                if environment.get("rehearsal") else "the paper's study (--env a4000 / l4, conf/paper)")
+    return "the CPU demo (conf/base): stand-in models and settings, not the paper's"
+
+
 def render_report(
     *, figures: dict[str, Any], table: pd.DataFrame, comparison: pd.DataFrame, winner: dict[str, Any],
     study_results: pd.DataFrame, best_params: dict[str, Any], qc_summary: dict[str, Any], test_metrics: pd.DataFrame,
@@ -345,6 +353,7 @@ def render_report(
     template = env.get_template("report.html.j2")
     return template.render(
         title=f"winner {winner['configuration']}", generated=generated, version=__version__,
+        study_kind=study_kind(parameters.get("environment") or {}), best_params_source=winner.get("best_params_id", "–"),
         phantom=bool(qc_summary.get("synthetic_phantom_cohort")), pretrained_everywhere=not weights_note, weights_note=weights_note,
         winner=winner, gray_t1_rank=gray_rank, n_configurations=n_conf,
         figure_1=png_data_uri(figures["figure_1"]), figure_2=png_data_uri(figures["figure_2"]),
