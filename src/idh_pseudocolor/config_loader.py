@@ -37,22 +37,19 @@ def layers_for(env: str | None, base_env: str = "base", machine_env: str = MACHI
         raise ValueError(f"Empty --env {env!r}")
     main, extras = parts[0], parts[1:]
     unknown = [p for p in extras if p != REHEARSAL_LAYER]
-    if unknown or main in (PAPER_LAYER, REHEARSAL_LAYER):
+    if unknown or main in (PAPER_LAYER, REHEARSAL_LAYER) or (extras and main not in PAPER_ENVIRONMENTS):
         raise ValueError(
-            f"--env {env!r}: use one environment (a4000, l4, local or your own), optionally followed by "
-            f"'+{REHEARSAL_LAYER}' (e.g. --env l4+{REHEARSAL_LAYER}); '{PAPER_LAYER}' and '{REHEARSAL_LAYER}' are layers, not environments"
+            f"--env {env!r}: use one environment (a4000, l4, local or your own); the paper's environments "
+            f"({', '.join(PAPER_ENVIRONMENTS)}) may be followed by '+{REHEARSAL_LAYER}' (e.g. --env l4+{REHEARSAL_LAYER}); "
+            f"'{PAPER_LAYER}' and '{REHEARSAL_LAYER}' are layers, not environments"
         )
     layers = [base_env]
     if main in PAPER_ENVIRONMENTS:
         layers.append(PAPER_LAYER)
     layers.append(main)
     layers.extend(extras)
-    layers.append(machine_env)
-    out: list[str] = []
-    for layer in layers:
-        if layer not in out:
-            out.append(layer)
-    return out
+    out = [layer for i, layer in enumerate(layers) if layer not in layers[:i] and layer != machine_env]
+    return [*out, machine_env]  # the machine's settings always last
 
 
 class LayeredConfigLoader(OmegaConfigLoader):
@@ -93,3 +90,10 @@ class LayeredConfigLoader(OmegaConfigLoader):
             resolved = self._merge_and_resolve(key, configs)
             result = self._soft_merge(result, resolved) if result else resolved
         return result
+
+
+def expected_environment(env: str | None) -> dict[str, bool]:
+    """What ``--env`` makes a run: a paper run (on the paper layer) and/or a rehearsal. Parameters
+    cannot change this: the checks compare ``environment`` with it."""
+    layers = layers_for(env)
+    return {"paper": PAPER_LAYER in layers, "rehearsal": REHEARSAL_LAYER in layers}

@@ -7,8 +7,8 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+from idh_pseudocolor.config_loader import expected_environment
 from idh_pseudocolor.paper import check_parameters
-from idh_pseudocolor.training import HardwareUnavailable, require_accelerator
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +21,9 @@ class PaperSettingsCheck:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
-        check_parameters(catalog.load("parameters"), run_params.get("env"))
+        env = run_params.get("env")
+        expected = expected_environment(env)
+        check_parameters(catalog.load("parameters"), env, paper=expected["paper"], rehearsal=expected["rehearsal"])
 
 
 class HardwareCheck:
@@ -34,16 +36,21 @@ class HardwareCheck:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
+        from idh_pseudocolor.training import (  # torch only when running
+            HardwareUnavailable,
+            require_accelerator,
+        )
+
         runner = str(run_params.get("runner") or "")
         if "DaskRunner" in runner:
             return
         env = run_params.get("env") or "local"
         wanted: dict[str, str] = {}
-        for node in pipeline.nodes:
-            for name in node.inputs:
-                if name in TRAINING_PARAMETERS and name not in wanted:
-                    block = catalog.load(name) or {}
-                    wanted[name] = str((block.get("fixed") or {}).get("accelerator", "cpu"))
+        for node in pipeline.nodes:  # a node trains with the first block it reads (the sweep's before the search's)
+            name = next((p for p in TRAINING_PARAMETERS[::-1] if p in node.inputs), None)
+            if name and name not in wanted:
+                block = catalog.load(name) or {}
+                wanted[name] = str((block.get("fixed") or {}).get("accelerator", "cpu"))
         for name, accelerator in wanted.items():
             try:
                 require_accelerator(accelerator)

@@ -91,7 +91,6 @@ DELIBERATE_KEYS: tuple[str, ...] = ("permutation_study.accept_best_params",)
 
 #: what a rehearsal may change (``conf/rehearsal`` and ``--params`` in a rehearsal): the scale
 SCALE_KEYS: tuple[str, ...] = (
-    "environment.rehearsal",
     "hyperparameter_search.model_name", "hyperparameter_search.n_trials",
     "hyperparameter_search.fixed.image_size",
     "hyperparameter_search.search_space.max_epochs_superconvergence",
@@ -107,17 +106,29 @@ class PaperPathError(RuntimeError):
     """A paper run would use something that is not the paper's (a demo value, the phantom, a foreign best_params)."""
 
 
-def check_parameters(parameters: Mapping[str, Any], env: str | None = None) -> None:
+def check_parameters(
+    parameters: Mapping[str, Any], env: str | None = None, *, paper: bool | None = None, rehearsal: bool | None = None
+) -> None:
     """A paper run takes the paper's settings; a rehearsal may change only the scale (:data:`SCALE_KEYS`).
 
     Runs before any node, so a value from conf/local, ``--params`` or a demo file never reaches
-    a paper run unnoticed. Demo runs (``environment.kind: demo``) are not checked.
+    a paper run unnoticed. ``paper`` and ``rehearsal`` are what ``--env`` says the run is (its
+    layers); ``environment`` in the parameters must agree, so no parameter can turn the checks
+    off. Demo runs are not checked.
     """
     environment = dict(parameters.get("environment") or {})
-    if environment.get("kind") != "paper":
+    kind, flagged = environment.get("kind"), bool(environment.get("rehearsal", False))
+    if paper is not None and (paper and kind != "paper" or flagged != bool(rehearsal)):
+        raise PaperPathError(
+            f"--env {env or '(none)'} makes this {'a paper run' if paper else 'a demo run'}"
+            f"{' rehearsal' if rehearsal else ''}, but the parameters say environment.kind={kind!r}, "
+            f"environment.rehearsal={flagged}: these follow --env (use --env <a4000|l4>+rehearsal to rehearse); "
+            "remove them from conf/local and --params."
+        )
+    if kind != "paper":
         return
-    rehearsal = bool(environment.get("rehearsal", False))
-    allowed = (*MACHINE_KEYS, *DELIBERATE_KEYS, *(SCALE_KEYS if rehearsal else ()))
+    rehearsal = flagged
+    allowed = (*MACHINE_KEYS, *DELIBERATE_KEYS, *((*SCALE_KEYS, "environment.rehearsal") if rehearsal else ()))
     problems = deviations(parameters, allowed)
     if problems:
         what = "rehearsal of the paper, which may change only the scale" if rehearsal else "paper run, which takes the paper's settings"
@@ -187,7 +198,7 @@ def settings_markdown() -> str:
 def check_cohort(slice_arrays: Mapping[str, Any], environment: Mapping[str, Any] | None) -> None:
     """A paper run on the phantom cohort is a mistake unless the run says it is a rehearsal."""
     env = dict(environment or {})
-    phantom = bool(slice_arrays.get("phantom", False))
+    phantom = bool(slice_arrays.get("phantom", False))  # a numpy bool from the slices, or a plain one
     if env.get("kind") == "paper" and phantom and not env.get("rehearsal", False):
         raise PaperPathError(
             "This is a paper environment, but the slices come from the synthetic phantom cohort "

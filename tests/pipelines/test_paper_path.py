@@ -80,8 +80,10 @@ def test_docs_show_the_table_of_paper_settings():
 
 def test_rehearsal_layer_changes_only_the_scale():
     layer = flatten(yaml.safe_load((REPO / "conf/rehearsal/parameters.yml").read_text()))
+    assert layer.pop("environment.rehearsal") is True  # the layer's mark, which --env alone sets
     assert layer and all(matches(k, SCALE_KEYS) for k in layer), [k for k in layer if not matches(k, SCALE_KEYS)]
     assert set(yaml.safe_load((REPO / "conf/rehearsal/globals.yml").read_text())) == {"outputs"}  # apart from the paper's
+    assert not matches("environment.rehearsal", SCALE_KEYS)  # only --env makes a rehearsal
 
 
 def test_configuration_layers():
@@ -89,7 +91,7 @@ def test_configuration_layers():
     assert layers_for("l4") == ["base", "paper", "l4", "local"]
     assert layers_for("a4000+rehearsal") == ["base", "paper", "a4000", "rehearsal", "local"]
     assert layers_for("mybox") == ["base", "mybox", "local"]
-    for bad in ("paper", "rehearsal", "l4+a4000"):
+    for bad in ("paper", "rehearsal", "l4+a4000", "local+rehearsal", "mybox+rehearsal"):
         with pytest.raises(ValueError, match="rehearsal"):
             layers_for(bad)
 
@@ -111,6 +113,9 @@ def test_machine_settings_in_conf_local_reach_the_paper_environments(kedro_proje
         assert catalog["search_study"]["credentials"] == "optuna_db"
         assert catalog["search_study"]["study_name"] == "idh_search_paper"  # one study for both boxes
         assert loader["credentials"]["optuna_db"]["con"].startswith("postgresql+psycopg://")
+        rehearsal = LayeredConfigLoader(str(kedro_project / "conf"), env=f"{env}+rehearsal", **CONFIG_LOADER_ARGS)["catalog"]
+        assert rehearsal["search_study"]["credentials"] == "optuna_db"  # same server, never the paper's study
+        assert rehearsal["search_study"]["study_name"] == "idh_search_rehearsal"
     demo = LayeredConfigLoader(str(kedro_project / "conf"), env=None, **CONFIG_LOADER_ARGS)["catalog"]
     assert demo["best_params"]["filepath"] == "/shared/idh/06_models/best_params.yml"  # the demo's, apart
 
@@ -177,10 +182,14 @@ def prepare_demo(project: Path, cohort: Path) -> dict[str, int]:
     return files_under(project / "data")
 
 
-def test_paper_environments_never_run_on_demo_settings_or_outputs(kedro_project, tiny_cohort):
+def test_paper_environments_never_run_on_demo_settings_or_outputs(kedro_project, tiny_cohort, monkeypatch):
     demo = prepare_demo(kedro_project, tiny_cohort)
     paper = kedro_project / "data/paper"
-    # 1. this machine has no GPU: --env l4 stops before any node, and says how to rehearse
+    # 1. a machine without a GPU (this one, or any, as torch reports it here): --env l4 stops before
+    #    any node, and says how to rehearse
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with KedroSession.create(project_path=kedro_project, env="l4") as session, pytest.raises(HardwareUnavailable, match=r"\+rehearsal"):
         session.run()
     # 2. on the CPU (a machine setting), the paper env reads its own outputs, not the demo's: with no cohort
@@ -191,7 +200,12 @@ def test_paper_environments_never_run_on_demo_settings_or_outputs(kedro_project,
         with KedroSession.create(project_path=kedro_project, env=env, runtime_params=cpu) as session, \
                 pytest.raises(PaperPathError, match="phantom"):
             session.run()
-    # 3. a demo value in conf/local is refused under the paper env, before any node
+    # 3. no parameter can turn the checks off or make a paper run a rehearsal: that is --env's
+    for sneaky, message in (({"environment": {"rehearsal": True}}, "rehearsal=True"), ({"environment": {"kind": "demo"}}, "'demo'")):
+        with KedroSession.create(project_path=kedro_project, env="l4", runtime_params={**cpu, **sneaky}) as session, \
+                pytest.raises(PaperPathError, match=message):
+            session.run()
+    # 4. a demo value in conf/local is refused under the paper env, before any node
     (kedro_project / "conf/local/parameters.yml").write_text(yaml.safe_dump({**QUIET, "permutation_study": {"seeds": [42]}}))
     with KedroSession.create(project_path=kedro_project, env="l4", runtime_params=cpu) as session, \
             pytest.raises(PaperPathError, match=r"permutation_study.seeds = \[42\]"):
@@ -247,7 +261,7 @@ def test_rehearsal_of_the_whole_journey_through_the_documented_commands(kedro_pr
     a4000 = SearchSettings.from_params(project_parameters(project, "a4000+rehearsal")["hyperparameter_search"])
     l4 = SearchSettings.from_params(project_parameters(project, "l4+rehearsal")["hyperparameter_search"])
     assert best["provenance"]["search_fingerprint"] == a4000.fingerprint_id() == l4.fingerprint_id()
-    assert best["provenance"]["study_name"] == "idh_search_paper" and best["provenance"]["completed_trials"] == 2
+    assert best["provenance"]["study_name"] == "idh_search_rehearsal" and best["provenance"]["completed_trials"] == 2
     runs = pd.read_csv(out / "07_model_output/study_runs.csv")
     assert len(runs) == 28 * 2 and set(runs["best_params_id"]) == {best_params_id(best)}  # the sweep used that search
     assert not runs["best_params_accepted_by_override"].any()

@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from idh_pseudocolor import reporting
+from idh_pseudocolor.paper import PaperPathError, best_params_id
 
 
 def plot_composition(slice_arrays: dict[str, np.ndarray], development_split: pd.DataFrame, study_winner: dict[str, Any],
@@ -47,7 +48,15 @@ def build_report(
     study_winner: dict[str, Any], study_results: pd.DataFrame, best_params: dict[str, Any], qc_summary: dict[str, Any],
     test_metrics: pd.DataFrame, search_history_plot, search_importance_plot, parameters: dict[str, Any],
 ) -> tuple[str, str]:
-    """One self-contained HTML page, saved twice: versioned (history) and as report.html (latest)."""
+    """One self-contained HTML page, saved twice: versioned (history) and as report.html (latest).
+
+    Refused when the winner was chosen with another best_params than the one shown (the search
+    was rerun after the sweep): the report would describe two different studies.
+    """
+    used, shown = study_winner.get("best_params_id"), best_params_id(best_params)
+    if used not in (None, shown):
+        raise PaperPathError(f"The sweep behind this winner used best_params {used}, but best_params is now {shown}: "
+                             "rerun the sweep and the final evaluation before the report.")
     html = reporting.render_report(
         figures={"figure_1": figure_1, "figure_2": figure_2, "figure_3": figure_3, "calibration": calibration},
         table=table_2, comparison=pretrained_comparison, winner=study_winner, study_results=study_results,
