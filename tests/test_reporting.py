@@ -38,6 +38,9 @@ def test_table_2_metrics_match_scikit_learn():
     per_seed = [roc_auc_score(g["label"], g["prob_mutant"]) for _, g in predictions.groupby("seed")]
     assert ours["auroc_mean"] == pytest.approx(np.mean(per_seed)) and ours["auroc_std"] == pytest.approx(np.std(per_seed, ddof=1))
     assert ours["invariants"] == "ok" and ours["seeds"] == 3
+    assert ours["brier"] == pytest.approx(np.mean((p - y) ** 2))
+    bins = np.array_split(np.argsort(p, kind="stable"), 5)  # equal-mass bins, as the docstring says
+    assert ours["ece"] == pytest.approx(sum(len(b) * abs(y[b].mean() - p[b].mean()) for b in bins) / len(p))
 
 
 def test_bootstrap_ci_agrees_with_a_hand_rolled_patient_bootstrap():
@@ -104,3 +107,58 @@ def test_report_states_the_phantom_banner_only_for_phantom_data():
     assert 'id="phantom-banner"' not in real
     assert "ranks 4 of 28" in real  # gray T1 (24) by the winner rule: only 25, 26, 27 score higher
     assert "trained from scratch" in real  # no pretrained run: said, not hidden
+
+
+def delong_reference(y, pa, pb):
+    """DeLong's covariance the long way: every (mutant, wild-type) pair, O(n²), no ranks."""
+    y = np.asarray(y)
+    out = []
+    for p in (np.asarray(pa, float), np.asarray(pb, float)):
+        x, w = p[y == 1], p[y == 0]
+        psi = (x[:, None] > w[None, :]) + 0.5 * (x[:, None] == w[None, :])  # Mann-Whitney kernel
+        out.append((psi.mean(axis=1), psi.mean(axis=0), psi.mean()))
+    (v10a, v01a, auc_a), (v10b, v01b, auc_b) = out
+    m, n = len(v10a), len(v01a)
+
+    def cov(u, v):
+        return ((u - u.mean()) * (v - v.mean())).sum() / (len(u) - 1)
+
+    var = (cov(v10a, v10a) + cov(v10b, v10b) - 2 * cov(v10a, v10b)) / m + (cov(v01a, v01a) + cov(v01b, v01b) - 2 * cov(v01a, v01b)) / n
+    return auc_a - auc_b, var
+
+
+def test_delong_matches_the_pairwise_reference_and_known_answers():
+    from scipy import stats
+
+    from idh_pseudocolor.metrics import delong_test
+
+    rng = np.random.default_rng(7)
+    y = np.array([1] * 23 + [0] * 37)
+    a = np.round(rng.normal(y * 1.2, 1.0), 1)  # rounded: ties, which midranks must count as one half
+    b = np.round(0.5 * a + rng.normal(y * 0.3, 1.0), 1)  # correlated with a, on another scale
+    result = delong_test(y, a, b)
+    difference, variance = delong_reference(y, a, b)
+    assert result["difference"] == pytest.approx(difference, abs=1e-12)
+    assert result["se"] ** 2 == pytest.approx(variance, rel=1e-10)
+    assert result["auroc_a"] == pytest.approx(roc_auc_score(y, a)) and result["auroc_b"] == pytest.approx(roc_auc_score(y, b))
+    z = difference / np.sqrt(variance)
+    assert result["p_value"] == pytest.approx(2 * stats.norm.sf(abs(z)), rel=1e-9)
+    assert result["ci_low"] == pytest.approx(difference - 1.959964 * np.sqrt(variance), abs=1e-6)
+    # identical rankings (one a monotone transform of the other): difference 0, p = 1
+    same = delong_test(y, a, np.exp(a))
+    assert same["difference"] == 0 and same["p_value"] == 1.0 and same["ci_low"] == same["ci_high"] == 0
+    # symmetric in the order of the two models
+    assert delong_test(y, b, a)["difference"] == pytest.approx(-difference) and delong_test(y, b, a)["p_value"] == pytest.approx(result["p_value"])
+    with pytest.raises(ValueError, match="two patients of each class"):
+        delong_test([1, 0, 0], [0.2, 0.3, 0.4], [0.1, 0.5, 0.2])
+
+
+def test_expected_calibration_error_on_hand_made_predictions():
+    from idh_pseudocolor.metrics import expected_calibration_error
+
+    y = np.array([0, 0, 1, 0, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.6, 0.8, 0.9])
+    # 3 equal-mass bins: {0.1,0.2} observed 0 vs 0.15; {0.3,0.6} 0.5 vs 0.45; {0.8,0.9} 1 vs 0.85
+    assert expected_calibration_error(y, p, n_bins=3) == pytest.approx((2 * 0.15 + 2 * 0.05 + 2 * 0.15) / 6)
+    assert expected_calibration_error(y, p, n_bins=1) == pytest.approx(abs(0.5 - p.mean()))
+    assert expected_calibration_error([1, 0, 1, 0], [1.0, 0.0, 1.0, 0.0], n_bins=2) == 0.0

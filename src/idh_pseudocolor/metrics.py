@@ -51,3 +51,55 @@ def invariant_violations(m: dict[str, float], tol: float = 1e-6) -> list[str]:
         if abs(expected - f1) > max(tol, 1e-3):  # tol also absorbs rounding in printed tables
             problems.append(f"F1 {f1:.3f} != 2PR/(P+R) = {expected:.3f}")
     return problems
+
+
+def delong_test(labels: np.ndarray, prob_a: np.ndarray, prob_b: np.ndarray, confidence: float = 0.95) -> dict[str, float]:
+    """DeLong's test for two correlated ROC curves on the same patients (as pROC's ``roc.test``).
+
+    AUROC is a two-sample U-statistic; its per-patient structural components (the fraction of
+    the other class each patient outranks, from midranks) give the covariance of the two AUROCs
+    without resampling (DeLong, DeLong & Clarke-Pearson 1988; the midrank form of Sun & Xu 2014).
+    Returns the difference a - b, its standard error, z, the two-sided p-value and a normal CI.
+    Identical rankings have zero variance: difference 0 and p = 1.
+    """
+    from scipy import stats
+
+    y = np.asarray(labels).astype(int)
+    scores = np.vstack([np.asarray(prob_a, float), np.asarray(prob_b, float)])
+    pos, neg = scores[:, y == 1], scores[:, y == 0]
+    m, n = pos.shape[1], neg.shape[1]
+    if m < 2 or n < 2:
+        raise ValueError(f"DeLong's test needs at least two patients of each class (got {m} mutant, {n} wild-type)")
+    v10, v01 = np.empty((2, m)), np.empty((2, n))
+    for k in range(2):
+        combined = stats.rankdata(np.concatenate([pos[k], neg[k]]))  # midranks: ties count one half
+        v10[k] = (combined[:m] - stats.rankdata(pos[k])) / n  # per mutant: fraction of wild-types below it
+        v01[k] = 1.0 - (combined[m:] - stats.rankdata(neg[k])) / m  # per wild-type: fraction of mutants above it
+    auc = v10.mean(axis=1)
+    s = np.cov(v10) / m + np.cov(v01) / n
+    difference = float(auc[0] - auc[1])
+    variance = float(s[0, 0] + s[1, 1] - 2 * s[0, 1])
+    if variance <= 1e-15:
+        same = abs(difference) < 1e-12
+        return {"auroc_a": float(auc[0]), "auroc_b": float(auc[1]), "difference": difference, "se": 0.0,
+                "z": 0.0 if same else math.copysign(math.inf, difference), "p_value": 1.0 if same else 0.0,
+                "ci_low": difference, "ci_high": difference}
+    se = math.sqrt(variance)
+    z = difference / se
+    half = float(stats.norm.ppf(0.5 + confidence / 2)) * se
+    return {"auroc_a": float(auc[0]), "auroc_b": float(auc[1]), "difference": difference, "se": se, "z": z,
+            "p_value": float(2 * stats.norm.sf(abs(z))), "ci_low": difference - half, "ci_high": difference + half}
+
+
+def expected_calibration_error(labels: np.ndarray, prob_mutant: np.ndarray, n_bins: int = 5) -> float:
+    """ECE with equal-mass bins: patients sorted by P(mutant) and cut into ``n_bins`` groups of
+    (nearly) equal size; the size-weighted mean of |observed fraction mutant - mean prediction|.
+    Equal-mass rather than equal-width bins, because a test split of tens of patients leaves
+    equal-width bins nearly empty."""
+    y = np.asarray(labels).astype(float)
+    p = np.asarray(prob_mutant, dtype=float)
+    order = np.argsort(p, kind="stable")
+    total = 0.0
+    for part in np.array_split(order, min(n_bins, len(p))):
+        total += len(part) * abs(y[part].mean() - p[part].mean())
+    return float(total / len(p))

@@ -2,8 +2,10 @@
 
 Table 2 reports each (model, pretrained) row two ways, named in the columns: mean ± std over
 seeds, and the seed ensemble (mean probability per patient) with a patient-level bootstrap
-95% confidence interval (scipy; stratified by IDH status, so AUROC is defined in every resample). Pretrained vs. scratch is compared on the same patients
-with a paired permutation test of the AUROC difference (scipy). The paper's rows and the
+95% confidence interval (scipy; stratified by IDH status, so AUROC is defined in every resample),
+plus calibration (Brier score, ECE with equal-mass bins). Pretrained vs. scratch is compared on
+the same patients as the field does: DeLong's test for correlated ROC curves (p-value and CI of
+the difference), beside a paired, stratified bootstrap CI. The paper's rows and the
 literature rows (SPEC) are shown beside ours and marked as other data.
 """
 
@@ -33,7 +35,13 @@ from idh_pseudocolor.configurations import (
     configuration_label,
     is_gray,
 )
-from idh_pseudocolor.metrics import METRICS, binary_metrics, invariant_violations
+from idh_pseudocolor.metrics import (
+    METRICS,
+    binary_metrics,
+    delong_test,
+    expected_calibration_error,
+    invariant_violations,
+)
 from idh_pseudocolor.pseudocolor import composite_rgb
 from idh_pseudocolor.study import final_metrics_table, seed_ensemble
 
@@ -129,14 +137,16 @@ def figure_model_agreement(results: pd.DataFrame, models: Sequence[str], metric:
 
 
 def figure_calibration(predictions: pd.DataFrame, n_bins: int = 5) -> Figure:
-    """Reliability diagram of the seed ensemble per model x pretrained, with Brier scores."""
+    """Reliability diagram of the seed ensemble per model x pretrained, with Brier scores and ECE
+    (the same ``n_bins`` equal-mass bins as the plotted points)."""
     fig, (ax, hist) = plt.subplots(2, 1, figsize=(6.5, 7), height_ratios=[3, 1], sharex=True, constrained_layout=True)
     ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=0.8, label="perfectly calibrated")
     for (model, pretrained), part in predictions.groupby(["model_name", "pretrained"], sort=False):
         ens = _patient_ensemble(part)
         y, p = ens["label"].to_numpy(), ens["prob_mutant"].to_numpy()
         observed, predicted = calibration_curve(y, p, n_bins=n_bins, strategy="quantile")
-        name = f"{model} ({'pretrained' if pretrained else 'scratch'}), Brier {brier_score_loss(y, p):.3f}"
+        name = (f"{model} ({'pretrained' if pretrained else 'scratch'}), Brier {brier_score_loss(y, p):.3f}, "
+                f"ECE {expected_calibration_error(y, p, n_bins):.3f}")
         ax.plot(predicted, observed, marker="o", label=name)
         hist.hist(p, bins=10, range=(0, 1), histtype="step", lw=1.2)
     ax.set_ylabel("observed fraction IDH mutant")
@@ -183,27 +193,33 @@ def bootstrap_ci(labels: np.ndarray, prob: np.ndarray, n_resamples: int = 2000, 
 
 def paired_auroc_test(labels: np.ndarray, prob_a: np.ndarray, prob_b: np.ndarray, n_resamples: int = 2000,
                       seed: int = 0) -> dict[str, float]:
-    """AUROC(a) - AUROC(b) on the same patients: paired permutation p-value (swapping a and b
-    within patients) and a paired, stratified bootstrap 95% CI of the difference."""
+    """AUROC(a) - AUROC(b) on the same patients: DeLong's test (p-value, normal CI of the
+    difference) and a paired, stratified bootstrap 95% CI of the difference.
+
+    Not a permutation test swapping a's and b's probabilities within patients: two models'
+    scores live on different scales, so swapping them does not give the null distribution of
+    equal AUROCs.
+    """
     y = np.asarray(labels).astype(int)
     pa, pb = np.asarray(prob_a, float), np.asarray(prob_b, float)
-    observed = _auc_diff(y, pa, pb)
-    test = stats.permutation_test((pa, pb), lambda a, b: _auc_diff(y, a, b), permutation_type="samples", vectorized=False,
-                                  n_resamples=n_resamples, random_state=np.random.default_rng(seed))
+    delong = delong_test(y, pa, pb)
     ci = _stratified_bootstrap(y, lambda i: _auc_diff(y[i], pa[i], pb[i]), n_resamples, seed)
     low, high = ci if ci is not None else (np.nan, np.nan)
-    return {"auroc_difference": float(observed), "ci_low": float(low), "ci_high": float(high), "p_value": float(test.pvalue)}
+    return {"auroc_difference": delong["difference"], "ci_low": float(low), "ci_high": float(high),
+            "delong_ci_low": delong["ci_low"], "delong_ci_high": delong["ci_high"], "delong_se": delong["se"],
+            "p_value": delong["p_value"]}
 
 
 def _auc_diff(y: np.ndarray, pa: np.ndarray, pb: np.ndarray) -> float:
     return float(roc_auc_score(y, pa) - roc_auc_score(y, pb))
 
 
-def table_2(predictions: pd.DataFrame, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+def table_2(predictions: pd.DataFrame, n_resamples: int = 2000, seed: int = 0, calibration_bins: int = 5) -> pd.DataFrame:
     """Our rows (model x pretrained on the test patients), then the published rows.
 
     Per metric: ``<m>_mean``/``<m>_std`` over seeds, ``<m>_ensemble`` of the seed ensemble and
-    its bootstrap CI ``<m>_ci_low``/``<m>_ci_high``. ``invariants`` lists violated checks.
+    its bootstrap CI ``<m>_ci_low``/``<m>_ci_high``; the ensemble's ``brier`` and ``ece``
+    (``calibration_bins`` equal-mass bins). ``invariants`` lists violated checks.
     """
     rows = []
     summary = final_metrics_table(predictions)  # mean/std over seeds, ensemble metrics, invariants
@@ -223,6 +239,8 @@ def table_2(predictions: pd.DataFrame, n_resamples: int = 2000, seed: int = 0) -
         for m in METRICS:
             row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_ensemble"] = base[f"{m}_mean"], base[f"{m}_std"], base[f"ensemble_{m}"]
             row[f"{m}_ci_low"], row[f"{m}_ci_high"] = ci[m]
+        y, p = ens["label"].to_numpy(), ens["prob_mutant"].to_numpy()
+        row["brier"], row["ece"] = float(brier_score_loss(y, p)), expected_calibration_error(y, p, calibration_bins)
         row["invariants"] = "ok"
         rows.append(row)
     for published in PUBLISHED_ROWS:
@@ -251,7 +269,7 @@ def pretrained_comparison(predictions: pd.DataFrame, n_resamples: int = 2000, se
         result = paired_auroc_test(y, ens[True].loc[common, "prob_mutant"].to_numpy(), ens[False].loc[common, "prob_mutant"].to_numpy(),
                                    n_resamples, seed)
         rows.append({"model_name": model, "available": True, "patients": len(common), **result,
-                     "note": "AUROC finetuned - scratch; paired permutation test and paired bootstrap CI"})
+                     "note": "AUROC finetuned - scratch; DeLong's test (p, CI) and paired stratified bootstrap CI"})
     return pd.DataFrame(rows)
 
 
@@ -293,12 +311,15 @@ def table_2_html(table: pd.DataFrame) -> str:
                              f"<br><small>{_fmt(r[f'{m}_mean'])} ± {_fmt(r[f'{m}_std'])}</small></td>")
             else:
                 cells.append(f"<td>{_fmt(r[f'{m}_ensemble'])}</td>")
+        for m in ("brier", "ece"):
+            cells.append(f"<td>{_fmt(r.get(m)) if r['ours'] else '–'}</td>")
         cls = "ours" if r["ours"] else "other"
         flag = "" if r["invariants"] == "ok" else f"<br><span class='warn'>⚠ {html.escape(r['invariants'])}</span>"
         body.append(f"<tr class='{cls}'><td>{html.escape(r['method'])}{flag}</td>{''.join(cells)}<td>{html.escape(r['data'])}</td></tr>")
-    return (f"<table class='t2'><thead><tr><th>method</th>{head}<th>data</th></tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (f"<table class='t2'><thead><tr><th>method</th>{head}<th>Brier</th><th>ECE</th><th>data</th></tr></thead><tbody>{''.join(body)}</tbody></table>"
             "<p class='note'>Our rows: <b>seed-ensemble value</b> [patient-level bootstrap 95% CI, stratified by IDH status]; below it mean ± std "
-            "over seeds. Threshold 0.5 on P(mutant); all metrics from one confusion matrix. Gray rows are published "
+            "over seeds. Threshold 0.5 on P(mutant); all metrics from one confusion matrix. Brier and ECE (expected "
+            "calibration error, equal-mass bins) of the seed ensemble. Gray rows are published "
             "numbers on other data or other runs, shown as printed; ⚠ marks a violated invariant (accuracy must lie "
             "between recall and specificity; F1 = 2PR/(P+R)).</p>")
 
@@ -307,11 +328,13 @@ def comparison_html(comparison: pd.DataFrame) -> str:
     rows = []
     for _, r in comparison.iterrows():
         if not r.get("available", False):
-            rows.append(f"<tr><td>{html.escape(str(r['model_name']))}</td><td colspan='4'>not available: {html.escape(str(r['note']))}</td></tr>")
+            rows.append(f"<tr><td>{html.escape(str(r['model_name']))}</td><td colspan='5'>not available: {html.escape(str(r['note']))}</td></tr>")
         else:
             rows.append(f"<tr><td>{html.escape(str(r['model_name']))}</td><td>{_fmt(r['auroc_difference'])}</td>"
+                        f"<td>[{_fmt(r['delong_ci_low'])}, {_fmt(r['delong_ci_high'])}]</td>"
                         f"<td>[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]</td><td>{_fmt(r['p_value'], 4)}</td><td>{int(r['patients'])}</td></tr>")
-    return ("<table><thead><tr><th>model</th><th>ΔAUROC (finetuned − scratch)</th><th>95% CI</th><th>p (paired permutation)</th>"
+    return ("<table><thead><tr><th>model</th><th>ΔAUROC (finetuned − scratch)</th><th>95% CI (DeLong)</th>"
+            "<th>95% CI (paired bootstrap)</th><th>p (DeLong)</th>"
             f"<th>patients</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 

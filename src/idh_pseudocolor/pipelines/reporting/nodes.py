@@ -40,7 +40,8 @@ def plot_calibration(test_predictions: pd.DataFrame, params: dict[str, Any]) -> 
 def make_table_2(test_predictions: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Table 2 (ours with CIs + published rows) and the paired finetuned-vs-scratch comparison."""
     n, seed = int(params["bootstrap_resamples"]), int(params["seed"])
-    return reporting.table_2(test_predictions, n, seed), reporting.pretrained_comparison(test_predictions, n, seed)
+    return (reporting.table_2(test_predictions, n, seed, int(params["calibration_bins"])),
+            reporting.pretrained_comparison(test_predictions, n, seed))
 
 
 def build_report(
