@@ -61,7 +61,7 @@ class LayeredConfigLoader(OmegaConfigLoader):
     def __getitem__(self, key: str) -> dict[str, Any]:
         self._register_runtime_params_resolver()
         if key in self:
-            return dict.__getitem__(self, key)  # set explicitly on the loader
+            return self.data[key]  # set explicitly on the loader (UserDict storage)
         if key not in self.config_patterns:
             raise KeyError(f"No config patterns were found for '{key}' in your config loader")
         patterns = [*self.config_patterns[key]]

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
 from idh_pseudocolor.config_loader import expected_environment
 from idh_pseudocolor.paper import check_parameters
-
-logger = logging.getLogger(__name__)
 
 #: the parameter blocks whose ``fixed.accelerator`` a training node uses
 TRAINING_PARAMETERS = ("params:hyperparameter_search", "params:permutation_study")

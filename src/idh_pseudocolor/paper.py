@@ -255,6 +255,17 @@ def check_best_params(
     )
 
 
+def check_winner_source(study_winner: Mapping[str, Any], best_params: Mapping[str, Any], consumer: str) -> None:
+    """The winner must come from a sweep trained with this very best_params (the search was not
+    rerun after the sweep); otherwise ``consumer`` would mix two studies."""
+    used, current = study_winner.get("best_params_id"), best_params_id(best_params)
+    if used not in (None, current):
+        raise PaperPathError(
+            f"The winner was chosen by a sweep trained with best_params {used}, but best_params is now {current}: "
+            f"rerun the sweep with this best_params before {consumer}."
+        )
+
+
 def check_one_source(ids: Iterable[Any]) -> None:
     """A permutation study is only comparable when every configuration used one best_params."""
     distinct = sorted({str(i) for i in ids})

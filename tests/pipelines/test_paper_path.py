@@ -91,6 +91,11 @@ def test_configuration_layers():
     assert layers_for("l4") == ["base", "paper", "l4", "local"]
     assert layers_for("a4000+rehearsal") == ["base", "paper", "a4000", "rehearsal", "local"]
     assert layers_for("mybox") == ["base", "mybox", "local"]
+    from idh_pseudocolor.config_loader import LayeredConfigLoader
+
+    loader = LayeredConfigLoader(str(REPO / "conf"), env="l4")
+    loader["custom"] = {"set": "by hand"}  # Kedro's loader API: a key set explicitly is read back as is
+    assert loader["custom"] == {"set": "by hand"}
     for bad in ("paper", "rehearsal", "l4+a4000", "local+rehearsal", "mybox+rehearsal"):
         with pytest.raises(ValueError, match="rehearsal"):
             layers_for(bad)

@@ -13,11 +13,11 @@ import pandas as pd
 import torch
 
 from idh_pseudocolor.paper import (
-    PaperPathError,
     best_params_id,
     check_best_params,
     check_cohort,
     check_one_source,
+    check_winner_source,
 )
 from idh_pseudocolor.search import SearchSettings
 from idh_pseudocolor.study import final_metrics_table, summarize, winner
@@ -152,11 +152,7 @@ def evaluate_winner(
     """
     check_cohort(slice_arrays, environment)
     source = checked_best_params(best_params, params, search_params, "the final evaluation")
-    if study_winner.get("best_params_id") not in (None, source["best_params_id"]):
-        raise PaperPathError(
-            f"The winner was chosen by a sweep trained with best_params {study_winner['best_params_id']}, but "
-            f"best_params is now {source['best_params_id']}: rerun the sweep with this best_params first."
-        )
+    check_winner_source(study_winner, best_params, "the final evaluation")
     config_id = int(study_winner["config_id"])
     hp = hyperparameters(best_params, params)
     train_ids = development_split.loc[development_split["split"] == "train", "subject_id"].tolist()

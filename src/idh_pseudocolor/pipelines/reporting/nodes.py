@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from idh_pseudocolor import reporting
-from idh_pseudocolor.paper import PaperPathError, best_params_id
+from idh_pseudocolor.paper import check_winner_source
 
 
 def plot_composition(slice_arrays: dict[str, np.ndarray], development_split: pd.DataFrame, study_winner: dict[str, Any],
@@ -54,10 +54,7 @@ def build_report(
     Refused when the winner was chosen with another best_params than the one shown (the search
     was rerun after the sweep): the report would describe two different studies.
     """
-    used, shown = study_winner.get("best_params_id"), best_params_id(best_params)
-    if used not in (None, shown):
-        raise PaperPathError(f"The sweep behind this winner used best_params {used}, but best_params is now {shown}: "
-                             "rerun the sweep and the final evaluation before the report.")
+    check_winner_source(study_winner, best_params, "the report (and rerun the final evaluation)")
     html = reporting.render_report(
         figures={"figure_1": figure_1, "figure_2": figure_2, "figure_3": figure_3, "calibration": calibration},
         table=table_2, comparison=pretrained_comparison, winner=study_winner, study_results=study_results,
