@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 from click.testing import CliRunner
+from scipy import ndimage, stats
 
 from idh_pseudocolor.cli import cli
 from idh_pseudocolor.cohort import discover_cohort, parse_idh
@@ -72,27 +73,41 @@ def test_tissue_contrast_and_planted_tumor_signal(tmp_path):
         assert m["FLAIR"]["csf"] < min(m["FLAIR"]["gm"], m["FLAIR"]["wm"])  # CSF suppressed
         meta = json.loads((folder / "metadata.json").read_text())
         t = meta["Phantom"]["tumor"]
+        core = ndimage.binary_erosion(tumor, iterations=2) if ndimage.binary_erosion(tumor, iterations=2).any() else tumor
+        # each sequence's solid-tumor signal against its own healthy white matter (scanner scale cancels)
+        t2, flair = vol["T2"][core].mean() / m["T2"]["wm"], vol["FLAIR"][core].mean() / m["FLAIR"]["wm"]
         rows.append(
             {
                 "mutant": t["mutant"],
-                # T2-FLAIR mismatch: FLAIR relative to T2 inside the tumor, each against healthy WM
-                "flair_vs_t2": (vol["FLAIR"][tumor].mean() / m["FLAIR"]["wm"]) / (vol["T2"][tumor].mean() / m["T2"]["wm"]),
+                "t2": t2,
+                "flair": flair,
+                "t2_bright": t2 > 1.7,
+                "flair_bright": flair > 1.2,
                 "enhancement": np.percentile(vol["T1GD"][tumor] / m["T1GD"]["wm"], 95),
                 "volume": tumor.sum(),
             }
         )
     frame = pd.DataFrame(rows)
+    # the images show what the metadata says was drawn: bright or dark core per sequence
+    frame["discordant"] = frame["t2_bright"] != frame["flair_bright"]
     mutant, wildtype = frame[frame.mutant], frame[~frame.mutant]
-    assert mutant["flair_vs_t2"].median() < wildtype["flair_vs_t2"].median()
+    # the planted truth needs both sequences: discordance separates the classes ...
+    assert mutant["discordant"].mean() > 0.75 and wildtype["discordant"].mean() < 0.25
+    # ... while T2 alone and FLAIR alone do not (bright at even odds in both classes)
+    for single in ("t2_bright", "flair_bright"):
+        assert abs(mutant[single].mean() - wildtype[single].mean()) < 0.3, single
+    assert stats.mannwhitneyu(mutant["t2"], wildtype["t2"]).pvalue > 0.01
     assert wildtype["enhancement"].median() > mutant["enhancement"].median()
-    assert wildtype["volume"].median() > mutant["volume"].median()
     # overlapping, not separable by one feature
     assert mutant["volume"].max() > wildtype["volume"].min()
+    marker = json.loads((out / "phantom_cohort.json").read_text())
+    assert marker["generator_version"] == 3 and marker["planted_sequences"] == ["T2", "FLAIR"]
+    relational = [c for c in marker["cues"] if c["kind"] == "relational"]
+    assert [c["sequences"] for c in relational] == [["T2", "FLAIR"]]
+    assert all(c["strength"] == "weak" for c in marker["cues"] if c["kind"] == "single")
 
 
 def ndilate(mask: np.ndarray) -> np.ndarray:
-    from scipy import ndimage
-
     return ndimage.binary_dilation(mask, iterations=6)
 
 

@@ -47,7 +47,8 @@ def test_bootstrap_ci_agrees_with_a_hand_rolled_patient_bootstrap():
     predictions = fixed_predictions(n=60)
     ens = predictions.groupby("subject_id").agg(label=("label", "first"), p=("prob_mutant", "mean"))
     y, p = ens["label"].to_numpy(), ens["p"].to_numpy()
-    low, high = reporting.bootstrap_ci(y, p, n_resamples=2000, seed=0)["auroc"]
+    low, high, undefined = reporting.bootstrap_ci(y, p, n_resamples=2000, seed=0)["auroc"]
+    assert undefined == 0  # stratified: both classes in every resample
     rng = np.random.default_rng(123)
     pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     draws = []
@@ -59,9 +60,93 @@ def test_bootstrap_ci_agrees_with_a_hand_rolled_patient_bootstrap():
     assert low < roc_auc_score(y, p) < high
     # four times the patients, same separation: a narrower interval
     big = reporting.bootstrap_ci(np.tile(y, 4), np.tile(p, 4), n_resamples=1000)["auroc"]
-    assert big[1] - big[0] < (high - low) * 0.7
+    assert big.high - big.low < (high - low) * 0.7
     # one mutant: nothing to resample, so no interval rather than a made-up one
-    assert all(np.isnan(v) for v in reporting.bootstrap_ci([1, 0, 0, 0], [0.9, 0.1, 0.2, 0.3], 100)["auroc"])
+    none = reporting.bootstrap_ci([1, 0, 0, 0], [0.9, 0.1, 0.2, 0.3], 100)["auroc"]
+    assert np.isnan(none.low) and np.isnan(none.high)
+
+
+def test_undefined_resamples_are_counted_and_the_interval_comes_from_the_others():
+    # 10 mutants, 20 wild-types; only mutant 0 (0.8) and wild-type 10 (0.6) are predicted mutant, so a
+    # resample drawing neither has no predicted positive: precision undefined there, P = 0.9**10 * 0.95**20
+    y = np.array([1] * 10 + [0] * 20)
+    p = np.full(30, 0.2)
+    p[0], p[10] = 0.8, 0.6
+    p[:10] += np.linspace(0, 0.25, 10)  # AUROC informative but not perfect
+    n = 2000
+    ci = reporting.bootstrap_ci(y, p, n_resamples=n, seed=1)
+    expected = n * 0.9**10 * 0.95**20  # about 250
+    assert abs(ci["precision"].undefined - expected) < 4 * np.sqrt(expected)
+    assert np.isfinite(ci["precision"].low) and np.isfinite(ci["precision"].high)
+    assert 0 <= ci["precision"].low < ci["precision"].high == 1.0
+    assert ci["auroc"].undefined == ci["recall"].undefined == ci["f1"].undefined == 0  # stratified: always defined
+    # the same interval by hand: precision over the resamples with a predicted positive only
+    rng = np.random.default_rng(5)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    draws = []
+    for _ in range(n):
+        i = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
+        if (p[i] >= 0.5).any():
+            draws.append(precision_score(y[i], p[i] >= 0.5))
+    assert ci["precision"].low == pytest.approx(np.percentile(draws, 2.5), abs=0.05)
+    # Table 2 carries the count and the report says it
+    frame = pd.DataFrame({"config_id": 15, "model_name": "m", "pretrained": False, "pretrained_loaded": False, "seed": 42,
+                          "subject_id": [f"P{i:02d}" for i in range(30)], "label": y, "prob_mutant": p})
+    table = reporting.table_2(frame, n_resamples=400)  # one seed: its chosen-seed row repeats the ensemble
+    ours = table[table["estimate"] == "seed ensemble"].iloc[0]
+    assert 20 < ours["precision_undefined_resamples"] < 90 and ours["auroc_undefined_resamples"] == 0
+    notes = reporting.undefined_resample_notes(table)
+    assert len(notes) == 1 and f"precision undefined in {int(ours['precision_undefined_resamples'])} of 400 resamples" in notes[0]
+
+
+def test_chosen_seed_row_is_the_seed_with_the_best_validation_auroc():
+    predictions = fixed_predictions()
+    # validation picks seed 44, the worst on test: the choice must not look at the test
+    test_auroc = {s: roc_auc_score(g["label"], g["prob_mutant"]) for s, g in predictions.groupby("seed")}
+    assert min(test_auroc, key=test_auroc.get) == 44
+    predictions["val_auroc"] = predictions["seed"].map({42: 0.61, 43: 0.70, 44: 0.77})
+    predictions["best_epoch"] = predictions["seed"].map({42: 2, 43: 5, 44: 4})
+    table = reporting.table_2(predictions, n_resamples=200)
+    ours = table[table["ours"]]
+    assert list(ours["estimate"]) == ["seed ensemble", "seed chosen on validation"]
+    row = ours.iloc[1]
+    assert row["chosen_seed"] == 44 and row["chosen_val_auroc"] == 0.77 and row["chosen_best_epoch"] == 4
+    assert "seed 44" in row["method"] and "chosen on validation AUROC 0.770" in row["method"]
+    run = predictions[predictions["seed"] == 44]
+    assert row["auroc_best_seed"] == pytest.approx(test_auroc[44])
+    assert row["f1_best_seed"] == pytest.approx(f1_score(run["label"], run["prob_mutant"] >= 0.5))
+    assert row["auroc_ci_low"] <= row["auroc_best_seed"] <= row["auroc_ci_high"]
+    assert row["brier"] == pytest.approx(np.mean((run["prob_mutant"] - run["label"]) ** 2))
+    html = reporting.table_2_html(table)
+    assert html.count("<tr class='ours chosen'>") == 1 and "chosen before the test was read" in html
+    assert f"<b>{row['auroc_best_seed']:.3f}</b>" in html
+    # without recorded validation AUROCs the row says so instead of guessing
+    old = reporting.table_2(predictions.drop(columns=["val_auroc", "best_epoch"]), n_resamples=50)
+    assert old[old["estimate"] == "seed chosen on validation"]["method"].str.contains("not recorded").all()
+
+
+def sweep_and_final():
+    """A sweep of the scratch arm and a final evaluation of both arms, seeds 42 and 43."""
+    final = pd.concat([fixed_predictions(seeds=(42, 43)).assign(pretrained=flag) for flag in (False, True)], ignore_index=True)
+    final["val_auroc"] = final["seed"].map({42: 0.800, 43: 0.900})
+    final["best_epoch"] = final["seed"].map({42: 6, 43: 9})
+    sweep = pd.DataFrame({"config_id": [15, 15, 15, 3], "model_name": "m", "seed": [42, 43, 44, 42], "pretrained": False,
+                          "auroc": [0.810, 0.850, 0.7, 0.5], "best_epoch": [6, 7, 3, 1]})
+    return final, sweep
+
+
+def test_retrain_agreement_flags_differences_beyond_the_tolerance():
+    final, sweep = sweep_and_final()
+    table = reporting.retrain_agreement(final, sweep, tolerance=0.02).set_index(["pretrained", "seed"])
+    assert len(table) == 4  # one row per final-evaluation run
+    assert table.loc[(False, 42), "status"] == "agrees" and table.loc[(False, 42), "difference"] == pytest.approx(-0.01)
+    assert table.loc[(False, 43), "status"] == "differs" and table.loc[(False, 43), "difference"] == pytest.approx(0.05)
+    assert table.loc[(False, 43), "sweep_best_epoch"] == 7 and table.loc[(False, 43), "final_best_epoch"] == 9
+    assert (table.loc[True, "status"] == "no sweep run").all()  # the sweep trained only the scratch arm
+    assert reporting.retrain_agreement(final, sweep, tolerance=0.06)["status"].tolist().count("agrees") == 2
+    unrecorded = reporting.retrain_agreement(final.drop(columns=["val_auroc", "best_epoch"]), sweep, 0.02)
+    assert set(unrecorded["status"]) == {"not recorded"}
+
 
 
 def test_paired_comparison_of_pretrained_and_scratch():
@@ -88,14 +173,15 @@ def test_report_states_the_phantom_banner_only_for_phantom_data():
     import matplotlib.pyplot as plt
     import plotly.graph_objects as go
 
-    predictions = fixed_predictions()
+    predictions, sweep = sweep_and_final()
     results = pd.DataFrame([{"config_id": c, "configuration": str(c), "model_name": m, "auroc_mean": 0.6 + c / 100 + k / 50,
                              "auroc_std": 0.02, "f1_mean": 0.5, "f1_std": 0.05, "seeds": 3}
                             for c in range(28) for k, m in enumerate(["a", "b"])])
     fig = plt.figure()
     common = dict(
         figures={"figure_1": fig, "figure_2": fig, "figure_3": fig, "calibration": fig},
-        table=reporting.table_2(predictions, 100), comparison=reporting.pretrained_comparison(predictions),
+        table=reporting.table_2(predictions, 100), comparison=reporting.pretrained_comparison(predictions, 100),
+        agreement=reporting.retrain_agreement(predictions, sweep, 0.02),
         winner={"config_id": 27, "configuration": "27: gray FLAIR", "sum_mean_val_auroc": 1.8, "per_model_mean_val_auroc": {"a": 0.9, "b": 0.9}},
         study_results=results,
         best_params={"hyperparameters": {"learning_rate": 1e-4}, "provenance": {"trial": 3, "completed_trials": 9, "validation_f1": 0.7, "model_name": "a", "config_id": 21}},
@@ -106,7 +192,15 @@ def test_report_states_the_phantom_banner_only_for_phantom_data():
     assert 'id="phantom-banner"' in phantom and "not patient data" in phantom
     assert 'id="phantom-banner"' not in real
     assert "ranks 4 of 28" in real  # gray T1 (24) by the winner rule: only 25, 26, 27 score higher
-    assert "trained from scratch" in real  # no pretrained run: said, not hidden
+    assert "Some runs asked for pretrained weights that were not loaded" in real  # said, not hidden
+    # Table 2: per arm the seed ensemble, then the seed chosen on validation (43: val AUROC 0.900)
+    assert real.count("<tr class='ours'>") == 2 and real.count("<tr class='ours chosen'>") == 2
+    assert "m, no pretraining, seed 43 (chosen on validation AUROC 0.900, best of 2 seeds)" in real
+    # the retrain check: seed 43 of the scratch arm differs from the sweep by 0.05 > 0.02, flagged
+    assert 'id="retrain-flag"' in real and "1 of 4 retrained runs differ" in real
+    assert real.count('<tr class="differs">') == 1 and real.count("<td>no sweep run</td>") == 2 * 2  # sweep and status cells
+    agrees = {**common, "agreement": reporting.retrain_agreement(predictions, sweep, 0.06)}
+    assert 'id="retrain-flag"' not in reporting.render_report(qc_summary={"included": 10}, **agrees)
 
 
 def delong_reference(y, pa, pb):
@@ -162,3 +256,21 @@ def test_expected_calibration_error_on_hand_made_predictions():
     assert expected_calibration_error(y, p, n_bins=3) == pytest.approx((2 * 0.15 + 2 * 0.05 + 2 * 0.15) / 6)
     assert expected_calibration_error(y, p, n_bins=1) == pytest.approx(abs(0.5 - p.mean()))
     assert expected_calibration_error([1, 0, 1, 0], [1.0, 0.0, 1.0, 0.0], n_bins=2) == 0.0
+
+
+def test_vectorized_metrics_equal_the_one_matrix_metrics_on_every_resample():
+    """The bootstrap's vectorized metrics are binary_metrics (scikit-learn) row by row, ties and
+    undefined ratios included."""
+    from idh_pseudocolor.metrics import METRICS, binary_metrics, binary_metrics_many
+
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 2, size=(300, 25))
+    y[0] = 0  # one class only: AUROC undefined
+    p = np.round(rng.random((300, 25)) * 0.8, 1)  # ties
+    p[1:50] *= 0.6  # rows with no predicted positive: precision undefined
+    many = binary_metrics_many(y, p)
+    for row in range(300):
+        one = binary_metrics(y[row], p[row])
+        for metric in METRICS:
+            assert many[metric][row] == pytest.approx(one[metric], nan_ok=True), (row, metric)
+    assert np.isnan(many["auroc"][0]) and np.isnan(many["precision"]).any()

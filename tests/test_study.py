@@ -12,6 +12,7 @@ from idh_pseudocolor.study import (
     seed_ensemble,
     study_runs,
     summarize,
+    validation_choice,
     winner,
 )
 
@@ -82,3 +83,22 @@ def test_final_metrics_table_means_over_seeds_and_ensemble():
     assert table["auroc_mean"] == pytest.approx(sum(per_seed) / 2) and table["seeds"] == 2
     assert table["ensemble_auroc"] == pytest.approx(binary_metrics([1, 1, 0, 0], [0.75, 0.6, 0.25, 0.4])["auroc"])
     assert table["invariant_violations"] == ""
+
+
+def test_validation_choice_takes_the_highest_validation_auroc_and_breaks_ties_by_seed():
+    rows = []
+    # A: seed 43 has the best validation AUROC; B: 42 and 44 tie, so the lower seed; C: not recorded
+    val = {("A", 42): 0.71, ("A", 43): 0.83, ("A", 44): 0.79, ("B", 42): 0.90, ("B", 43): 0.60, ("B", 44): 0.90}
+    for (model, seed), auroc in val.items():
+        for sid in "abc":
+            rows.append({"model_name": model, "pretrained": False, "seed": seed, "subject_id": sid,
+                         "val_auroc": auroc, "best_epoch": seed - 40, "prob_mutant": 0.5})
+    rows += [{"model_name": "C", "pretrained": True, "seed": 42, "subject_id": "a", "val_auroc": math.nan,
+              "best_epoch": 1, "prob_mutant": 0.5}]
+    chosen = validation_choice(pd.DataFrame(rows)).set_index("model_name")
+    assert chosen.loc["A", "seed"] == 43 and chosen.loc["A", "val_auroc"] == 0.83 and chosen.loc["A", "best_epoch"] == 3
+    assert chosen.loc["B", "seed"] == 42 and chosen.loc["B", "seeds_compared"] == 3
+    assert "C" not in chosen.index  # no validation AUROC: nothing to choose by
+    broken = pd.DataFrame(rows).assign(val_auroc=lambda d: d["val_auroc"] + 0.01 * (d["subject_id"] == "b"))
+    with pytest.raises(ValueError, match="differs within one run"):
+        validation_choice(broken)

@@ -197,7 +197,22 @@ def discover_cohort(
         raise ValueError(f"Cohort folder {root} holds no subject folders")
     frame["phantom"] = phantom
     frame["label_raw"] = frame["label_raw"].astype(object)
-    return frame.reset_index(drop=True)
+    frame = frame.reset_index(drop=True)
+    frame.attrs["cohort_record"] = cohort_record(root)
+    return frame
+
+
+def cohort_record(root: str | Path) -> dict[str, Any]:
+    """What the cohort says about itself: the phantom marker's content (generator settings,
+    planted cues), or ``{"synthetic": False}`` for a real cohort."""
+    marker = Path(root) / PHANTOM_MARKER
+    if not marker.is_file():
+        return {"synthetic": False}
+    try:
+        record = json.loads(marker.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{marker}: unreadable phantom marker ({exc}); regenerate the phantom cohort") from None
+    return {**record, "synthetic": True}
 
 
 def _templates(layout: str, files: dict[str, str] | None) -> dict[str, str]:

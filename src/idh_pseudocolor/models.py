@@ -7,8 +7,12 @@ from pathlib import Path
 
 import timm
 import torch
+from safetensors import SafetensorError, safe_open
 
 PAPER_MODELS = ("vgg16.tv_in1k", "resnext101_32x16d.fb_swsl_ig1b_ft_in1k")
+#: the safetensors header entry that marks weights made by the demo's own pretraining
+#: (idh_pseudocolor.pretraining), not ImageNet
+DEMO_MARKER = ("idh_pseudocolor", "demo_pretraining")
 
 
 class PretrainedWeightsUnavailable(RuntimeError):
@@ -22,10 +26,25 @@ class WeightsInfo:
     model_name: str
     pretrained_requested: bool
     pretrained_loaded: bool
-    source: str  # "none", "file:<path>" or "hub"
+    source: str  # "none", "file:<path>", "demo-pretraining:<path>" or "hub"
+    demo_pretraining: bool = False  # the demo's own photograph pretraining, not ImageNet
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def weights_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata in a safetensors file's header; ``{}`` for a file that is not safetensors (a .pth)."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except (SafetensorError, OSError):  # a pickle/zip .pth, or a header safetensors cannot parse
+        return {}
+
+
+def is_demo_weights(path: str | Path) -> bool:
+    """Whether ``path`` holds weights from the demo's photograph pretraining (a paper run refuses them)."""
+    return weights_metadata(Path(path).expanduser()).get(DEMO_MARKER[0]) == DEMO_MARKER[1]
 
 
 def _how_to_provide(model_name: str) -> str:
@@ -45,7 +64,9 @@ def create_model(
 
     With ``pretrained`` the ImageNet weights come from ``weights_file`` if given, else from the
     hub / HF cache; timm replaces the classifier and adapts the first convolution for
-    ``in_chans != 3``. Failure raises :class:`PretrainedWeightsUnavailable` with the ways to
+    ``in_chans != 3``. A file from the demo's photograph pretraining (its header says so) is
+    recorded as ``source="demo-pretraining:<path>"``, ``demo_pretraining=True``, and must be for
+    ``model_name``. Failure raises :class:`PretrainedWeightsUnavailable` with the ways to
     provide weights.
     """
     if not pretrained:
@@ -55,6 +76,13 @@ def create_model(
         path = Path(weights_file).expanduser()
         if not path.is_file():
             raise PretrainedWeightsUnavailable(f"weights_file {path} does not exist.\n" + _how_to_provide(model_name))
+        meta = weights_metadata(path)
+        demo = meta.get(DEMO_MARKER[0]) == DEMO_MARKER[1]
+        if demo and meta.get("model_name") != model_name:
+            raise PretrainedWeightsUnavailable(
+                f"{path} holds demo-pretrained weights for {meta.get('model_name')!r}, not {model_name!r}.\n"
+                + _how_to_provide(model_name)
+            )
         try:
             model = timm.create_model(
                 model_name, pretrained=True, num_classes=num_classes, in_chans=in_chans,
@@ -62,7 +90,8 @@ def create_model(
             )
         except Exception as exc:  # wrong architecture, unreadable file, pickled objects refused ...
             raise PretrainedWeightsUnavailable(f"could not load {path}: {exc}\n" + _how_to_provide(model_name)) from exc
-        return model, WeightsInfo(model_name, True, True, f"file:{path}")
+        source = f"demo-pretraining:{path}" if demo else f"file:{path}"
+        return model, WeightsInfo(model_name, True, True, source, demo_pretraining=demo)
     try:
         model = timm.create_model(model_name, pretrained=True, num_classes=num_classes, in_chans=in_chans)
     except Exception as exc:  # no network, not in cache, unknown tag

@@ -65,6 +65,9 @@ PAPER_SETTINGS: dict[str, tuple[Any, str]] = {
     "permutation_study.overrides.max_epochs": (None, "paper: the search's best_params"),
     "permutation_study.overrides.learning_rate": (None, "paper: the search's best_params"),
     "permutation_study.overrides.mask_non_tumor": (None, "paper: the search's best_params"),
+    "permutation_study.overrides.superconvergence": (None, "paper: the search's best_params"),
+    "permutation_study.overrides.peak_fraction": (None, "paper: the search's best_params"),
+    "permutation_study.overrides.lr_interval": (None, "paper: the search's best_params"),
     "permutation_study.fixed.batch_size": (16, "paper"),
     "permutation_study.fixed.image_size": (224, "paper (the models' input size)"),
     "permutation_study.fixed.early_stopping": (True, "paper"),
@@ -75,6 +78,8 @@ PAPER_SETTINGS: dict[str, tuple[Any, str]] = {
     "reporting.seed": (0, "choice"),
     "reporting.calibration_bins": (5, "choice"),
     "reporting.figure_1_subject": (None, "choice: the first training patient"),
+    "demo_pretraining.enabled": (False, "choice: the paper finetunes ImageNet weights, never the demo's photographs"),
+    "reporting.retrain_tolerance": (0.02, "choice: GPU kernels are not all deterministic; identical on CPU with fixed threads"),
 }
 
 #: keys that are the machine's business (hardware, speed, paths, progress): any value is allowed
@@ -84,6 +89,10 @@ MACHINE_KEYS: tuple[str, ...] = (
     "*.fixed.accelerator", "*.fixed.precision", "*.fixed.channels_last", "*.fixed.deterministic",
     "*.fixed.compile", "*.fixed.device_resident", "*.fixed.fused_optimizer", "*.fixed.torch_threads",
     "*.fixed.weights_file", "*.fixed.weights_file.*", "permutation_study.keep_checkpoints",
+    # the demo's own pretraining settings: inert while demo_pretraining.enabled is false (checked)
+    *(f"demo_pretraining.{k}" for k in ("models", "image_size", "photo_size", "crop_scale", "holdout_fraction", "jitter",
+                                        "steps", "batch_size", "learning_rate", "weight_decay", "heldout_crops", "seed",
+                                        "torch_threads")),
 )
 
 #: deliberate, recorded choices a paper run may make
@@ -205,6 +214,23 @@ def check_cohort(slice_arrays: Mapping[str, Any], environment: Mapping[str, Any]
             "(its manifest says so). Extract your cohort first: "
             "kedro run --env <a4000|l4> --pipelines data_engineering --params cohort_path=/data/EGD/SUBJECTS ; "
             "to rehearse the paper path on the phantom, use --env <a4000|l4>+rehearsal."
+        )
+
+
+def check_weights_files(weights_file: str | Mapping[str, str] | None, environment: Mapping[str, Any] | None) -> None:
+    """A paper run must never finetune the demo's photograph-pretrained weights as if they were ImageNet's."""
+    if dict(environment or {}).get("kind") != "paper" or not weights_file:
+        return
+    from idh_pseudocolor.models import (
+        is_demo_weights,  # torch and timm: only when there is a file to look at
+    )
+
+    paths = list(weights_file.values()) if isinstance(weights_file, Mapping) else [weights_file]
+    demo = [str(p) for p in paths if p and is_demo_weights(p)]
+    if demo:
+        raise PaperPathError(
+            f"weights_file {', '.join(demo)} holds the demo's pretraining on photographs, not ImageNet weights. "
+            "Give the paper's models their ImageNet weights (hub, HF cache or a downloaded file)."
         )
 
 

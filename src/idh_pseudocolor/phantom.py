@@ -6,12 +6,17 @@ depends on IDH status through *overlapping* distributions, and scanner effects (
 smooth bias field, Rician noise). Written in the EGD layout (or BraTS layout, stored LPS with a
 UCSF-style labels CSV, so those readers are exercised too).
 
-The planted signal, per sequence (what a correct study should recover):
-- T1: tumor faintly hypointense, alike for both classes; carries the least IDH signal.
-- T1ce: irregular enhancing rim around a necrotic core, mostly in wild-type.
-- T2: homogeneous, bright tumor in mutants; heterogeneous in wild-type.
-- FLAIR: darker than T2 inside mutant tumors (T2-FLAIR mismatch); wide bright edema in wild-type.
-- Location: mutants favour the frontal lobe; wild-type tumors are larger and less sharp.
+The planted truth (generator v3), recorded in ``phantom_cohort.json`` under ``cues`` so the
+report can check that a study recovered it:
+- Strongest, and relational: **T2-FLAIR discordance** of the solid tumor. Its T2 signal and its
+  FLAIR signal are each bright or dark with the same odds in both classes, so neither sequence
+  alone tells the classes apart; in mutants they mostly disagree (bright on one, dark on the
+  other: the T2-FLAIR mismatch and its converse), in wild-type they mostly agree. Only an input
+  holding both T2 and FLAIR can see it.
+- Weak, single-sequence: enhancing rim on T1ce and necrotic core (more often wild-type), edema
+  width on T2 and FLAIR, size, margin and frontal location on every sequence.
+- T1: the tumor is faint and alike for both classes: the least IDH signal.
+Distributions overlap (a tenth of each class has the other's T2-FLAIR pattern): no perfect scores.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from scipy import ndimage
 
 from idh_pseudocolor.configurations import SEQUENCES
 
-GENERATOR_VERSION = 2  # bump when the cohort's content changes: --if-absent then regenerates
+GENERATOR_VERSION = 3  # bump when the cohort's content changes: --if-absent then regenerates
 TEMPLATE_FILES = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
     "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
@@ -44,6 +49,23 @@ TISSUE = {
     "T2": (1.00, 0.60, 0.42),
     "FLAIR": (0.08, 0.62, 0.45),
 }
+
+#: P(T2 and FLAIR disagree in the solid tumor) per class: the planted, relational cue.
+DISCORDANCE = {"mutant": 0.93, "wild-type": 0.07}
+#: Which sequences carry which IDH cue (written to phantom_cohort.json; read by the report).
+CUES: list[dict[str, Any]] = [
+    {"cue": "T2-FLAIR discordance of the solid tumor", "sequences": ["T2", "FLAIR"], "kind": "relational",
+     "strength": "strong", "mutant": DISCORDANCE["mutant"], "wild-type": DISCORDANCE["wild-type"],
+     "note": "each of T2 and FLAIR is bright or dark with equal odds in both classes; only the pair differs"},
+    {"cue": "enhancing rim", "sequences": ["T1ce"], "kind": "single", "strength": "weak", "mutant": 0.3, "wild-type": 0.6},
+    {"cue": "necrotic core", "sequences": ["T1ce", "T2", "FLAIR"], "kind": "single", "strength": "weak",
+     "mutant": 0.25, "wild-type": 0.45},
+    {"cue": "edema width", "sequences": ["T2", "FLAIR"], "kind": "single", "strength": "weak"},
+    {"cue": "size, margin and frontal location", "sequences": ["T1", "T1ce", "T2", "FLAIR"], "kind": "single",
+     "strength": "weak", "mutant": 0.6, "wild-type": 0.45},
+]
+#: The sequences a configuration must hold to see the strongest cue.
+PLANTED_SEQUENCES: tuple[str, ...] = ("T2", "FLAIR")
 
 
 @dataclass(frozen=True)
@@ -107,43 +129,52 @@ class Tumor:
     edema_width: float
     necrosis: float  # relative radius of the necrotic core, 0 = none
     enhancement: float
-    mismatch: float  # T2-FLAIR mismatch strength
     heterogeneity: float
+    discordant: bool  # T2 and FLAIR disagree in the solid tumor (the planted, relational cue)
+    t2_core: float  # solid tumor signal on T2 (tissue units: WM 0.42, GM 0.60, CSF 1.0)
+    flair_core: float  # solid tumor signal on FLAIR (CSF 0.08, WM 0.45, GM 0.62)
 
 
 def draw_tumor(rng: np.random.Generator, template: Template, mutant: bool) -> Tumor:
-    """Tumor parameters from IDH-dependent, deliberately overlapping distributions."""
-    frontal = rng.random() < (0.7 if mutant else 0.35)
+    """Tumor parameters from IDH-dependent, deliberately overlapping distributions.
+
+    Single-sequence features differ only weakly between the classes; the strong cue is the
+    pairing of the T2 and FLAIR core signals (see the module docstring and :data:`CUES`).
+    """
+    cls = "mutant" if mutant else "wild-type"
+    weak = {c["cue"]: c for c in CUES}
+    frontal = rng.random() < weak["size, margin and frontal location"][cls]
     pool = template.wm_centers[template.wm_frontal == frontal]
     if len(pool) == 0:
         pool = template.wm_centers
     center = tuple(int(v) for v in pool[rng.integers(len(pool))])
-    if mutant:
-        radius = rng.normal(18.0, 5.0)
-        necrosis = rng.uniform(0.1, 0.35) if rng.random() < 0.15 else 0.0
-        enhancement = rng.uniform(0.15, 0.6) if rng.random() < 0.3 else rng.uniform(0.0, 0.08)
-        mismatch = rng.uniform(0.45, 1.0) if rng.random() < 0.7 else rng.uniform(0.0, 0.3)
-        irregularity, softness = rng.uniform(0.03, 0.16), rng.uniform(0.03, 0.09)
-        edema, heterogeneity = rng.uniform(0.05, 0.3), rng.uniform(0.02, 0.08)
-    else:
-        radius = rng.normal(20.0, 5.0)
-        necrosis = rng.uniform(0.3, 0.65) if rng.random() < 0.85 else 0.0
-        enhancement = rng.uniform(0.3, 1.0) if rng.random() < 0.7 else rng.uniform(0.0, 0.2)
-        mismatch = rng.uniform(0.0, 0.35)
-        irregularity, softness = rng.uniform(0.1, 0.3), rng.uniform(0.06, 0.15)
-        edema, heterogeneity = rng.uniform(0.25, 0.7), rng.uniform(0.06, 0.16)
+    radius = rng.normal(22.0 if mutant else 23.5, 4.5)
+    necrosis = rng.uniform(0.2, 0.5) if rng.random() < weak["necrotic core"][cls] else 0.0
+    enhancement = rng.uniform(0.3, 0.9) if rng.random() < weak["enhancing rim"][cls] else rng.uniform(0.0, 0.1)
+    irregularity = rng.uniform(0.04, 0.2) if mutant else rng.uniform(0.07, 0.24)
+    softness = rng.uniform(0.04, 0.12)
+    edema = rng.uniform(0.12, 0.5) if mutant else rng.uniform(0.16, 0.54)
+    heterogeneity = rng.uniform(0.03, 0.1)
+    # the planted truth: T2 bright or dark at even odds in both classes; FLAIR follows or opposes it
+    discordant = bool(rng.random() < DISCORDANCE[cls])
+    t2_bright = bool(rng.random() < 0.5)
+    flair_bright = t2_bright != discordant
+    t2_core = rng.uniform(0.86, 0.98) if t2_bright else rng.uniform(0.50, 0.62)
+    flair_core = rng.uniform(0.76, 0.88) if flair_bright else rng.uniform(0.20, 0.32)
     return Tumor(
         mutant=mutant,
         center=center,  # type: ignore[arg-type]
-        radius_mm=float(np.clip(radius, 8.0, 32.0)),
+        radius_mm=float(np.clip(radius, 12.0, 32.0)),
         axes=tuple(float(a) for a in np.clip(rng.normal(1.0, 0.15, 3), 0.7, 1.3)),  # type: ignore[arg-type]
         irregularity=float(irregularity),
         softness=float(softness),
         edema_width=float(edema),
         necrosis=float(necrosis),
         enhancement=float(enhancement),
-        mismatch=float(mismatch),
         heterogeneity=float(heterogeneity),
+        discordant=discordant,
+        t2_core=float(t2_core),
+        flair_core=float(flair_core),
     )
 
 
@@ -184,16 +215,16 @@ def render_subject(
     necrosis = _sigmoid((tumor.necrosis - d) / 0.05) * core if tumor.necrosis > 0 else np.zeros_like(core)
     solid = core - necrosis
     rim = solid * np.clip(1 + 0.5 * _smooth_noise(rng, box_shape, sigma / 2), 0, 2) * tumor.enhancement
-    inner = 1 - _sigmoid((d - 0.75) / 0.05)  # the centre of the solid tumor, for the mismatch
     het = 1 + tumor.heterogeneity * texture
 
     core_value = {
         "T1": np.full_like(het, 0.68),  # faint and uniform on T1 for both classes: least signal
         "T1ce": 0.68 + 0.9 * rim,
-        "T2": (0.92 if tumor.mutant else 0.80) * het,
-        "FLAIR": (0.82 - 0.45 * tumor.mismatch * inner) * het,
+        "T2": tumor.t2_core * het,
+        "FLAIR": tumor.flair_core * het,
     }
-    necrosis_value = {"T1": 0.66, "T1ce": 0.62, "T2": 0.95, "FLAIR": 0.35}
+    # necrosis agrees on T2 and FLAIR, so it does not mimic the planted discordance
+    necrosis_value = {"T1": 0.66, "T1ce": 0.62, "T2": 0.95, "FLAIR": 0.80}
     edema_value = {"T2": 0.74, "FLAIR": 0.86}
 
     in_brain = template.brain[box]
@@ -365,6 +396,8 @@ def generate_cohort(
         "voxel_size_mm": voxel_size,
         "layout": layout,
         "mutant_fraction": mutant_fraction,
+        "cues": CUES,
+        "planted_sequences": list(PLANTED_SEQUENCES),
     }
     (out / "phantom_cohort.json").write_text(json.dumps(marker, indent=2))
     return rows

@@ -101,6 +101,22 @@ def rank_of(summary: pd.DataFrame, config_id: int) -> tuple[int, int]:
     return ranking.index(config_id) + 1, len(ranking)
 
 
+def validation_choice(predictions: pd.DataFrame) -> pd.DataFrame:
+    """Per model x pretrained, the one run the paper's "best model" can be: the final evaluation's
+    seed with the highest validation AUROC (ties: the lowest seed), chosen without the test.
+
+    ``predictions`` has one row per run and test patient with the run's ``val_auroc`` and
+    ``best_epoch``; returns ``model_name``, ``pretrained``, ``seed``, ``val_auroc``,
+    ``best_epoch`` and ``seeds_compared``. Arms without a recorded validation AUROC are absent.
+    """
+    keys = ["model_name", "pretrained", "seed"]
+    if predictions.groupby(keys)["val_auroc"].nunique(dropna=False).gt(1).any():
+        raise ValueError("val_auroc differs within one run: expected one value per model x pretrained x seed")
+    runs = predictions.drop_duplicates(keys).dropna(subset=["val_auroc"])[[*keys, "val_auroc", "best_epoch"]]
+    runs = runs.assign(seeds_compared=runs.groupby(["model_name", "pretrained"])["seed"].transform("nunique"))
+    ranked = runs.sort_values(["val_auroc", "seed"], ascending=[False, True], kind="stable")
+    return ranked.groupby(["model_name", "pretrained"], sort=False).head(1).reset_index(drop=True)
+
 
 def final_metrics_table(predictions: pd.DataFrame) -> pd.DataFrame:
     """Final-evaluation table: per model x pretrained, mean/std over seeds and the seed ensemble.

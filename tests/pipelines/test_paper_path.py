@@ -69,8 +69,9 @@ def test_a_demo_value_in_a_paper_environment_is_found():
     demo = project_parameters(REPO, None)
     found = {line.split(" ")[0] for line in deviations(demo)}
     # the demo differs from the paper exactly where its files say DEMO (plus its kind and two patience choices)
-    assert {"permutation_study.models", "hyperparameter_search.n_trials", "permutation_study.final_evaluation.pretrained",
-            "hyperparameter_search.search_space.pretrained", "permutation_study.overrides.max_epochs"} <= found
+    assert {"permutation_study.models", "hyperparameter_search.n_trials", "demo_pretraining.enabled",
+            "hyperparameter_search.search_space.pretrained", "permutation_study.overrides.max_epochs",
+            "permutation_study.overrides.superconvergence"} <= found
     assert all(not matches(k, MACHINE_KEYS) for k in found)
 
 

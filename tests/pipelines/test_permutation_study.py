@@ -14,6 +14,7 @@ from tests.conftest import project_parameters, write_best_params
 
 TINY = {
     "data_engineering": {"progress": False},
+    "demo_pretraining": {"enabled": False},  # the final evaluation below has no pretrained arm
     "permutation_study": {
         "models": ["resnet10t"], "seeds": [42],
         "overrides": {"max_epochs": 1},

@@ -28,12 +28,21 @@ def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort,
         assert (version / f"{figure}.png").stat().st_size > 10_000
     (version,) = (reports / "table_2.csv").iterdir()
     table = pd.read_csv(version / "table_2.csv")
-    ours = table[table["ours"]]
+    ours = table[table["estimate"] == "seed ensemble"]
     assert sorted(ours["model_name"]) == ["resnet10t", "test_resnet"]
     assert (ours["auroc_ci_low"] <= ours["auroc_ensemble"]).all() and (ours["auroc_ensemble"] <= ours["auroc_ci_high"]).all()
+    chosen = table[table["estimate"] == "seed chosen on validation"]  # the paper's one number per row: one seed here
+    assert sorted(chosen["model_name"]) == ["resnet10t", "test_resnet"] and (chosen["chosen_seed"] == 42).all()
+    assert (chosen["auroc_ci_low"] <= chosen["auroc_best_seed"]).all() and (chosen["auroc_best_seed"] <= chosen["auroc_ci_high"]).all()
     assert (~table["ours"]).sum() == 6  # the paper's four rows and two literature rows, marked
+    # the retrained runs reproduce the sweep's: same configuration, model, pretrained flag and seed, on CPU
+    (version,) = (reports / "retrain_agreement.csv").iterdir()
+    agreement = pd.read_csv(version / "retrain_agreement.csv")
+    assert sorted(agreement["model_name"]) == ["resnet10t", "test_resnet"] and (agreement["status"] == "agrees").all()
+    assert (agreement["difference"] == 0).all() and (agreement["final_best_epoch"] == agreement["sweep_best_epoch"]).all()
     html = (reports / "report.html").read_text()
     assert html == next((reports / "report_history/report.html").iterdir()).joinpath("report.html").read_text()
+    assert 'id="retrain-table"' in html and 'id="retrain-flag"' not in html and "chosen on validation AUROC" in html
 
     shot = tmp_path / "report.png"
     page = visit((reports / "report.html").as_uri(), shot, evaluate={
@@ -41,12 +50,14 @@ def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort,
         "images": "Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)",
         "plotly": "document.querySelectorAll('.js-plotly-plot').length",
         "table2_rows": "document.querySelectorAll('table.t2 tbody tr').length",
+        "retrain_rows": "document.querySelectorAll('#retrain-table tbody tr').length",
     })
     assert page.errors == [] and page.failed_requests == []
     assert page.checks["banner"] is True  # phantom data: said at the top
     assert len(page.checks["images"]) == 4 and all(page.checks["images"])
     assert page.checks["plotly"] == 2  # the search's history and importance, interactive
-    assert page.checks["table2_rows"] == 8
+    assert page.checks["table2_rows"] == 10  # two models x (seed ensemble, seed chosen on validation) + 6 published
+    assert page.checks["retrain_rows"] == 2
     assert "IDH Pseudocolor report" in page.title and shot.stat().st_size > 50_000
 
     # the walkthrough notebook reads the same catalog through Kedro's Jupyter integration

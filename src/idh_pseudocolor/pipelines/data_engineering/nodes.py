@@ -22,11 +22,12 @@ MANIFEST_COLUMNS = ["subject_id", "status", "reason", "label", "z_min", "z_max",
 
 def extract_slices(
     cohort: pd.DataFrame, params: dict[str, Any], environment: dict[str, Any] | None = None
-) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], dict[str, Any]]:
     """Validate every subject and extract its mid-tumor slice; exclude bad ones with a reason.
 
     Fails only when no subject is usable, so that one broken file never costs a cohort run.
-    The slices carry a ``phantom`` flag, so a paper run can refuse synthetic data later too.
+    The slices carry a ``phantom`` flag, so a paper run can refuse synthetic data later too;
+    the cohort's own record (a phantom's planted cues) goes on to the report.
     """
     phantom = bool(cohort["phantom"].any()) if "phantom" in cohort else False
     check_cohort({"phantom": phantom}, environment)
@@ -72,7 +73,8 @@ def extract_slices(
     if not slices:
         reasons = "; ".join(f"{r.subject_id}: {r.reason}" for r in excluded.head(5).itertuples())
         raise ValueError(f"No usable subject in the cohort ({len(manifest)} found, all excluded). First reasons: {reasons}")
-    return manifest, {**stack_slices(slices, labels), "phantom": np.array(phantom)}
+    record = cohort.attrs.get("cohort_record", {"synthetic": phantom})
+    return manifest, {**stack_slices(slices, labels), "phantom": np.array(phantom)}, record
 
 
 def split_cohort(manifest: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:

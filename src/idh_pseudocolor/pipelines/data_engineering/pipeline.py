@@ -15,7 +15,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             node(
                 extract_slices,
                 inputs=["cohort", "params:data_engineering", "params:environment"],
-                outputs=["subject_manifest", "slice_arrays"],
+                outputs=["subject_manifest", "slice_arrays", "cohort_record"],
                 name="extract_slices",
             ),
             node(

@@ -12,11 +12,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from idh_pseudocolor.models import PretrainedWeightsUnavailable
 from idh_pseudocolor.paper import (
     best_params_id,
     check_best_params,
     check_cohort,
     check_one_source,
+    check_weights_files,
     check_winner_source,
 )
 from idh_pseudocolor.search import SearchSettings
@@ -81,6 +83,7 @@ def train_configuration(
     did not produce it), overridable by ``permutation_study.overrides``; the test split is not read.
     """
     check_cohort(slice_arrays, environment)
+    check_weights_files(params.get("fixed", {}).get("weights_file"), environment)
     source = checked_best_params(best_params, params, search_params, f"configuration {config_id}")
     keep = bool(params["keep_checkpoints"])
     checkpoints: dict[str, Any] = {}
@@ -132,6 +135,24 @@ def compare_four_channel(study_runs: pd.DataFrame, four_channel_runs: pd.DataFra
     return summary.sort_values(["rank_by_sum_mean_auroc", "model_name"]).reset_index(drop=True)
 
 
+def demo_weights_files(demo_pretrained_weights: dict[str, Any] | None, models: list[str]) -> dict[str, str] | None:
+    """The demo's photograph-pretrained weights per model, or None where the demo pretraining is off.
+
+    A model without a file is refused: with network access it would otherwise quietly get
+    ImageNet weights from the hub, and the arm would mix two kinds of pretraining.
+    """
+    demo = demo_pretrained_weights or {}
+    if not demo.get("record", {}).get("enabled"):
+        return None
+    missing = [m for m in models if m not in demo.get("files", {})]
+    if missing:
+        raise PretrainedWeightsUnavailable(
+            f"no demo-pretrained weights for {', '.join(missing)}: add them to demo_pretraining.models "
+            "(conf/base/parameters_demo_pretraining.yml), or set permutation_study.fixed.weights_file"
+        )
+    return {m: demo["files"][m] for m in models}
+
+
 def evaluate_winner(
     slice_arrays: dict[str, np.ndarray],
     development_split: pd.DataFrame,
@@ -142,15 +163,21 @@ def evaluate_winner(
     data_params: dict[str, Any],
     search_params: dict[str, Any],
     environment: dict[str, Any],
+    demo_pretrained_weights: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """The only use of the test split: the winning configuration, each model, pretrained and from
     scratch, every seed; trained on train, best epoch chosen on validation, scored on test.
 
-    Returns per-run test predictions, a metrics table per model x pretrained (mean and std over
-    seeds of each metric and the seed-ensemble's metrics) and the runs' weights, which
-    ``predict`` applies to new patients.
+    Returns per-run test predictions (with each run's validation AUROC and best epoch), a
+    metrics table per model x pretrained (mean and std over seeds of each metric and the
+    seed-ensemble's metrics) and the runs' weights, which ``predict`` applies to new patients.
+    The pretrained arm loads ``fixed.weights_file`` (or the hub / HF cache); where none is set and
+    the demo pretrained its networks (``demo_pretrained_weights``), it loads those files, through
+    the same weights-file path, and every row says so.
     """
     check_cohort(slice_arrays, environment)
+    weights_file = params.get("fixed", {}).get("weights_file") or demo_weights_files(demo_pretrained_weights, params["models"])
+    check_weights_files(weights_file, environment)
     source = checked_best_params(best_params, params, search_params, "the final evaluation")
     check_winner_source(study_winner, best_params, "the final evaluation")
     config_id = int(study_winner["config_id"])
@@ -164,13 +191,17 @@ def evaluate_winner(
             for seed in params["seeds"]:
                 cfg = RunConfig(
                     model_name=model_name, config_id=config_id, seed=int(seed),
-                    **{**params.get("fixed", {}), **hp, "pretrained": bool(pretrained)},
+                    **{**params.get("fixed", {}), **hp, "pretrained": bool(pretrained), "weights_file": weights_file},
                 )
                 result = train_run(slice_arrays, train_ids, val_ids, cfg, evaluate_ids=test_ids, keep_state=True)
                 models[run_name(cfg)] = checkpoint(result, data_params.get("normalization"))
                 predictions.append(pd.DataFrame({
                     "config_id": config_id, "model_name": model_name, "pretrained": bool(pretrained),
                     "pretrained_loaded": result.weights.pretrained_loaded, "seed": int(seed),
+                    "weights_source": result.weights.source, "demo_pretraining": result.weights.demo_pretraining,
+                    # the run's own validation score: picks the paper's single "best model" seed and
+                    # checks the retrained run against the sweep's run of the same configuration
+                    "val_auroc": float(result.metrics["auroc"]), "best_epoch": int(result.best_epoch),
                     "best_params_id": source["best_params_id"],
                     "subject_id": test_ids, "label": test_labels, "prob_mutant": result.eval_prob_mutant,
                 }))

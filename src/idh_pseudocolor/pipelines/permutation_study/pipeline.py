@@ -6,6 +6,7 @@ from functools import partial, update_wrapper
 from kedro.pipeline import Pipeline, node, pipeline
 
 from idh_pseudocolor.configurations import FOUR_CHANNEL_ID, PAPER_CONFIGURATION_IDS
+from idh_pseudocolor.pipelines import demo_pretraining
 from idh_pseudocolor.pipelines.permutation_study.nodes import (
     aggregate_study,
     evaluate_winner,
@@ -42,10 +43,13 @@ def create_pipeline(**kwargs) -> Pipeline:
     )
     final = node(
         evaluate_winner,
-        inputs=["slice_arrays", "development_split", "test_split", "best_params", "study_winner", *CHECKED_PARAMETERS],
+        inputs=["slice_arrays", "development_split", "test_split", "best_params", "study_winner", *CHECKED_PARAMETERS,
+                "demo_pretrained_weights"],
         outputs=["test_predictions", "test_metrics", "winner_models"],
         name="evaluate_winner_on_test",
         tags=[GPU_TAG],
     )
-    return per_configuration + pipeline([aggregate, final])
+    # the final evaluation's pretrained arm needs the demo's weights (an empty record where the
+    # demo pretraining is off, as in the paper's envs), so `--pipelines permutation_study` makes them
+    return per_configuration + pipeline([aggregate, final]) + demo_pretraining.create_pipeline()
 

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from idh_pseudocolor import reporting
 from idh_pseudocolor.paper import check_winner_source
+from idh_pseudocolor.planted import planted_truth_check
 
 
 def plot_composition(slice_arrays: dict[str, np.ndarray], development_split: pd.DataFrame, study_winner: dict[str, Any],
@@ -44,10 +45,21 @@ def make_table_2(test_predictions: pd.DataFrame, params: dict[str, Any]) -> tupl
             reporting.pretrained_comparison(test_predictions, n, seed))
 
 
+def compare_retrained_runs(test_predictions: pd.DataFrame, study_runs: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """The final evaluation's retrained runs against the sweep's runs (validation AUROC)."""
+    return reporting.retrain_agreement(test_predictions, study_runs, float(params["retrain_tolerance"]))
+
+
+def check_planted_truth(study_winner: dict[str, Any], cohort_record: dict[str, Any]) -> dict[str, Any]:
+    """Whether the study's ranking recovered the phantom's planted truth (not applicable to real data)."""
+    return planted_truth_check(study_winner["ranking"], cohort_record)
+
+
 def build_report(
     figure_1, figure_2, figure_3, calibration, table_2: pd.DataFrame, pretrained_comparison: pd.DataFrame,
-    study_winner: dict[str, Any], study_results: pd.DataFrame, best_params: dict[str, Any], qc_summary: dict[str, Any],
-    test_metrics: pd.DataFrame, search_history_plot, search_importance_plot, parameters: dict[str, Any],
+    retrain_agreement: pd.DataFrame, study_winner: dict[str, Any], study_results: pd.DataFrame, best_params: dict[str, Any],
+    qc_summary: dict[str, Any], test_metrics: pd.DataFrame, search_history_plot, search_importance_plot, parameters: dict[str, Any],
+    planted_truth: dict[str, Any] | None = None, demo_pretrained_weights: dict[str, Any] | None = None,
 ) -> tuple[str, str]:
     """One self-contained HTML page, saved twice: versioned (history) and as report.html (latest).
 
@@ -57,9 +69,10 @@ def build_report(
     check_winner_source(study_winner, best_params, "the report (and rerun the final evaluation)")
     html = reporting.render_report(
         figures={"figure_1": figure_1, "figure_2": figure_2, "figure_3": figure_3, "calibration": calibration},
-        table=table_2, comparison=pretrained_comparison, winner=study_winner, study_results=study_results,
+        table=table_2, comparison=pretrained_comparison, agreement=retrain_agreement, winner=study_winner, study_results=study_results,
         best_params=best_params, qc_summary=qc_summary, test_metrics=test_metrics,
         search_plots=[search_history_plot, search_importance_plot], parameters=parameters,
+        planted=planted_truth or {"applicable": False}, demo_pretraining=(demo_pretrained_weights or {}).get("record", {}),
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )
     return html, html

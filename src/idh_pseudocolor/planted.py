@@ -1,0 +1,83 @@
+"""Did the study recover the phantom's planted truth?
+
+The phantom cohort (generator v3) records which sequences its strongest IDH cue needs
+(``planted_sequences`` in ``phantom_cohort.json``). A study that composes channels and numbers
+configurations correctly must then rank the configurations holding all of those sequences
+above those lacking one, put the four grays in the bottom half and gray T1 (the sequence with
+the least signal) in the bottom quarter. A broken channel order or numbering scrambles this,
+which is why the report states the check and a test runs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from scipy import stats
+
+from idh_pseudocolor.configurations import (
+    PAPER_CONFIGURATION_IDS,
+    configuration,
+    configuration_label,
+    is_gray,
+)
+
+GRAY_T1_ID = 24
+ALPHA = 0.05  # one-sided Mann-Whitney U on ranks: holding the planted sequences ranks better
+
+
+def holds(config_id: int, sequences: Sequence[str]) -> bool:
+    """True when the configuration's channels include every one of ``sequences``."""
+    return set(sequences) <= set(configuration(config_id))
+
+
+def planted_truth_check(ranking: Sequence[int], record: Mapping[str, Any]) -> dict[str, Any]:
+    """The check's numbers and verdict for a study's ranking (best first) of configurations 0-27.
+
+    ``record`` is the cohort record (the phantom marker's content; ``{"synthetic": False}`` for
+    real data). Returns ``applicable: False`` with a reason when there is nothing to check.
+    """
+    planted = list(record.get("planted_sequences") or [])
+    if not record.get("synthetic"):
+        return {"applicable": False, "reason": "real cohort: no planted truth to check"}
+    if not planted:
+        version = record.get("generator_version")
+        return {"applicable": False,
+                "reason": f"phantom generator v{version} recorded no planted truth; regenerate the cohort (v3 or later)"}
+    order = [int(c) for c in ranking if int(c) in PAPER_CONFIGURATION_IDS]
+    if sorted(order) != list(PAPER_CONFIGURATION_IDS):
+        return {"applicable": False, "reason": f"the ranking covers {len(order)} of the 28 configurations"}
+    rank = {c: i + 1 for i, c in enumerate(order)}
+    n = len(order)
+    holding = [c for c in order if holds(c, planted)]
+    lacking = [c for c in order if not holds(c, planted)]
+    test = stats.mannwhitneyu([rank[c] for c in holding], [rank[c] for c in lacking], alternative="less")
+    grays = {configuration_label(c): rank[c] for c in order if is_gray(c)}
+    criteria = [
+        (f"the winner ({configuration_label(order[0])}) holds {' and '.join(planted)}", holds(order[0], planted)),
+        (f"configurations holding {' and '.join(planted)} rank above those lacking one "
+         f"(mean rank {_mean(rank, holding):.1f} vs {_mean(rank, lacking):.1f}; one-sided Mann-Whitney p = {test.pvalue:.2g} < {ALPHA})",
+         bool(test.pvalue < ALPHA)),
+        (f"the four grays rank in the bottom half (ranks {', '.join(str(r) for r in sorted(grays.values()))} > {n // 2})",
+         all(r > n // 2 for r in grays.values())),
+        (f"gray T1 ranks in the bottom quarter (rank {rank[GRAY_T1_ID]} > {n - n // 4})", rank[GRAY_T1_ID] > n - n // 4),
+    ]
+    cue = next((c["cue"] for c in record.get("cues", []) if c.get("strength") == "strong"), "the planted cue")
+    return {
+        "applicable": True,
+        "planted_sequences": planted,
+        "cue": cue,
+        "holding": holding,
+        "mean_rank_holding": _mean(rank, holding),
+        "mean_rank_lacking": _mean(rank, lacking),
+        "mannwhitney_u": float(test.statistic),
+        "p_value": float(test.pvalue),
+        "gray_ranks": grays,
+        "gray_t1_rank": rank[GRAY_T1_ID],
+        "criteria": [{"criterion": text, "passed": bool(ok)} for text, ok in criteria],
+        "passed": all(ok for _, ok in criteria),
+    }
+
+
+def _mean(rank: Mapping[int, int], ids: Sequence[int]) -> float:
+    return sum(rank[c] for c in ids) / len(ids)
