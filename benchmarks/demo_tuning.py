@@ -59,7 +59,7 @@ def main() -> None:
     for (epochs, lr), model in itertools.product(grid, args.models):
         cfg = RunConfig(model_name=model, config_id=args.config_id, seed=42, pretrained=False, learning_rate=lr,
                         max_epochs=epochs, superconvergence=True, peak_fraction=0.3, lr_interval="epoch",
-                        image_size=48, batch_size=16, early_stopping=False, torch_threads=1)
+                        image_size=48, batch_size=16, early_stopping=True, early_stopping_patience=5, torch_threads=1)
         start = time.perf_counter()
         result = train_run(arrays, train, val, cfg)
         rows.append({"epochs": epochs, "learning_rate": lr, "model": model, "val_auroc": result.metrics["auroc"],

@@ -16,7 +16,7 @@ report can check that a study recovered it:
 - Weak, single-sequence: enhancing rim on T1ce and necrotic core (more often wild-type), edema
   width on T2 and FLAIR, size, margin and frontal location on every sequence.
 - T1: the tumor is faint and alike for both classes: the least IDH signal.
-Distributions overlap (a tenth of each class has the other's T2-FLAIR pattern): no perfect scores.
+Distributions overlap (7 % of each class has the other's T2-FLAIR pattern): no perfect scores.
 """
 
 from __future__ import annotations

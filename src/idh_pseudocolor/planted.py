@@ -31,13 +31,15 @@ def holds(config_id: int, sequences: Sequence[str]) -> bool:
     return set(sequences) <= set(configuration(config_id))
 
 
-def planted_truth_check(ranking: Sequence[int], record: Mapping[str, Any]) -> dict[str, Any]:
+def planted_truth_check(ranking: Sequence[int], record: Mapping[str, Any], rehearsal: bool = False) -> dict[str, Any]:
     """The check's numbers and verdict for a study's ranking (best first) of configurations 0-27.
 
     ``record`` is the cohort record (the phantom marker's content; ``{"synthetic": False}`` for
-    real data). Returns ``applicable: False`` with a reason when there is nothing to check.
+    real data); a paper-path ``rehearsal`` trains at toy scale, so it is not checked. Returns ``applicable: False`` with a reason when there is nothing to check.
     """
     planted = list(record.get("planted_sequences") or [])
+    if rehearsal:
+        return {"applicable": False, "reason": "a rehearsal trains at toy scale: it is not expected to recover the planted truth"}
     if not record.get("synthetic"):
         return {"applicable": False, "reason": "real cohort: no planted truth to check"}
     if not planted:
@@ -56,11 +58,11 @@ def planted_truth_check(ranking: Sequence[int], record: Mapping[str, Any]) -> di
     criteria = [
         (f"the winner ({configuration_label(order[0])}) holds {' and '.join(planted)}", holds(order[0], planted)),
         (f"configurations holding {' and '.join(planted)} rank above those lacking one "
-         f"(mean rank {_mean(rank, holding):.1f} vs {_mean(rank, lacking):.1f}; one-sided Mann-Whitney p = {test.pvalue:.2g} < {ALPHA})",
+         f"(mean rank {_mean(rank, holding):.1f} vs {_mean(rank, lacking):.1f}; one-sided Mann-Whitney p = {test.pvalue:.2g}, needs < {ALPHA})",
          bool(test.pvalue < ALPHA)),
-        (f"the four grays rank in the bottom half (ranks {', '.join(str(r) for r in sorted(grays.values()))} > {n // 2})",
+        (f"the four grays rank in the bottom half (ranks {', '.join(str(r) for r in sorted(grays.values()))}; needs all > {n // 2})",
          all(r > n // 2 for r in grays.values())),
-        (f"gray T1 ranks in the bottom quarter (rank {rank[GRAY_T1_ID]} > {n - n // 4})", rank[GRAY_T1_ID] > n - n // 4),
+        (f"gray T1 ranks in the bottom quarter (rank {rank[GRAY_T1_ID]}; needs > {n - n // 4})", rank[GRAY_T1_ID] > n - n // 4),
     ]
     cue = next((c["cue"] for c in record.get("cues", []) if c.get("strength") == "strong"), "the planted cue")
     return {

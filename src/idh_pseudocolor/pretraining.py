@@ -163,7 +163,7 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def pretrain(model_name: str, photos: torch.Tensor, s: PretrainSettings) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Pretrain ``model_name`` from scratch on the pretext task; its state dict and what it learned.
 
-    Deterministic on CPU for a given seed and thread count (the global RNG is restored afterwards).
+    Deterministic on CPU for a given seed and thread count (model initialisation runs in a forked RNG, so it leaves torch's global RNG as it was).
     """
     threads = torch.get_num_threads()
     if s.torch_threads:

@@ -148,7 +148,9 @@ def figure_calibration(predictions: pd.DataFrame, n_bins: int = 5) -> Figure:
         ens = _patient_ensemble(part)
         y, p = ens["label"].to_numpy(), ens["prob_mutant"].to_numpy()
         observed, predicted = calibration_curve(y, p, n_bins=n_bins, strategy="quantile")
-        name = (f"{model} ({'pretrained' if pretrained else 'scratch'}), Brier {brier_score_loss(y, p):.3f}, "
+        demo = bool(pretrained) and "demo_pretraining" in part and bool(part["demo_pretraining"].astype(bool).all())
+        arm = "demo-pretrained, not ImageNet" if demo else "pretrained" if pretrained else "scratch"
+        name = (f"{model} ({arm}), Brier {brier_score_loss(y, p):.3f}, "
                 f"ECE {expected_calibration_error(y, p, n_bins):.3f}")
         ax.plot(predicted, observed, marker="o", label=name)
         hist.hist(p, bins=10, range=(0, 1), histtype="step", lw=1.2)
@@ -510,5 +512,6 @@ def render_report(
         qc_table=qc.to_html(), split_table=splits.to_html(), test_metrics=test_metrics.to_html(index=False, float_format="%.3f", na_rep="–"),
         parameters=yaml.safe_dump(parameters, sort_keys=False),
         planted=planted or {"applicable": False},
-        demo_pretraining=demo_pretraining if (demo_pretraining or {}).get("enabled") and requested.any() else None,
+        # from the runs themselves: a user's own weights_file replaces the demo's, and then no banner
+        demo_pretraining=demo_pretraining if ours["method"].str.contains("demo pretraining", regex=False).any() else None,
     )

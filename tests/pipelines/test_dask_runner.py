@@ -54,6 +54,17 @@ def test_runs_go_to_separate_workers_concurrently_and_equal_a_sequential_run(ked
     pd.testing.assert_frame_equal(dask_runs[results], seq_runs[results])
     pd.testing.assert_frame_equal(dask_predictions, seq_predictions)
 
+    # Kedro's ParallelRunner (what `make run` uses): other processes, the same numbers
+    from kedro.runner import ParallelRunner
+
+    shutil.rmtree(kedro_project / "data/07_model_output/permutation_study")
+    with KedroSession.create(project_path=kedro_project) as session:
+        session.run(pipeline_names=["permutation_study"], namespaces=CONFIGURATIONS, runner=ParallelRunner(max_workers=2))
+    par_runs, par_predictions = outputs(kedro_project)
+    assert os.getpid() not in set(par_runs["worker"].str.rsplit(":", n=1).str[1].astype(int))
+    pd.testing.assert_frame_equal(par_runs[results], seq_runs[results])
+    pd.testing.assert_frame_equal(par_predictions, seq_predictions)
+
 
 def _double(x):
     return 2 * x

@@ -16,7 +16,11 @@ from tests.pipelines.test_permutation_study import TINY
 def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort, tmp_path):
     params = {**TINY, "hyperparameter_search": {**FAST_SEARCH["hyperparameter_search"], "n_trials": 2},
               "reporting": {"bootstrap_resamples": 200}}
-    params["permutation_study"] = {**TINY["permutation_study"], "models": ["resnet10t", "test_resnet"]}
+    # the demo's pretrained arm, end to end: photograph pretraining (a few steps) -> weights files -> finetuned rows
+    params["permutation_study"] = {**TINY["permutation_study"], "models": ["resnet10t", "test_resnet"],
+                                   "final_evaluation": {"pretrained": [True, False]}}
+    params["demo_pretraining"] = {"enabled": True, "models": ["resnet10t", "test_resnet"], "steps": 3, "batch_size": 8,
+                                  "heldout_crops": 16}
     (kedro_project / "conf/local/parameters.yml").write_text(yaml.safe_dump(params))
     bootstrap_project(kedro_project)
     with KedroSession.create(project_path=kedro_project, runtime_params={"cohort_path": str(report_cohort)}) as session:
@@ -29,20 +33,31 @@ def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort,
     (version,) = (reports / "table_2.csv").iterdir()
     table = pd.read_csv(version / "table_2.csv")
     ours = table[table["estimate"] == "seed ensemble"]
-    assert sorted(ours["model_name"]) == ["resnet10t", "test_resnet"]
+    assert sorted(ours["model_name"]) == ["resnet10t", "resnet10t", "test_resnet", "test_resnet"]
+    demo_rows = ours[ours["pretrained"].astype(bool)]
+    assert len(demo_rows) == 2 and demo_rows["method"].str.contains("demo pretraining (photographs, not ImageNet)", regex=False).all()
+    assert demo_rows["pretrained_loaded"].astype(bool).all()
+    (version,) = (reports / "pretrained_comparison.csv").iterdir()
+    comparison = pd.read_csv(version / "pretrained_comparison.csv")
+    assert comparison["available"].all() and comparison["p_value"].between(0, 1).all()  # filled in the demo
     assert (ours["auroc_ci_low"] <= ours["auroc_ensemble"]).all() and (ours["auroc_ensemble"] <= ours["auroc_ci_high"]).all()
     chosen = table[table["estimate"] == "seed chosen on validation"]  # the paper's one number per row: one seed here
-    assert sorted(chosen["model_name"]) == ["resnet10t", "test_resnet"] and (chosen["chosen_seed"] == 42).all()
+    assert sorted(chosen["model_name"]) == ["resnet10t", "resnet10t", "test_resnet", "test_resnet"]
+    assert (chosen["chosen_seed"] == 42).all()
     assert (chosen["auroc_ci_low"] <= chosen["auroc_best_seed"]).all() and (chosen["auroc_best_seed"] <= chosen["auroc_ci_high"]).all()
     assert (~table["ours"]).sum() == 6  # the paper's four rows and two literature rows, marked
     # the retrained runs reproduce the sweep's: same configuration, model, pretrained flag and seed, on CPU
     (version,) = (reports / "retrain_agreement.csv").iterdir()
     agreement = pd.read_csv(version / "retrain_agreement.csv")
-    assert sorted(agreement["model_name"]) == ["resnet10t", "test_resnet"] and (agreement["status"] == "agrees").all()
-    assert (agreement["difference"] == 0).all() and (agreement["final_best_epoch"] == agreement["sweep_best_epoch"]).all()
+    scratch = agreement[~agreement["pretrained"].astype(bool)]
+    assert sorted(scratch["model_name"]) == ["resnet10t", "test_resnet"] and (scratch["status"] == "agrees").all()
+    assert (scratch["difference"] == 0).all() and (scratch["final_best_epoch"] == scratch["sweep_best_epoch"]).all()
+    assert (agreement.loc[agreement["pretrained"].astype(bool), "status"] == "no sweep run").all()  # the sweep trained scratch only
     html = (reports / "report.html").read_text()
     assert html == next((reports / "report_history/report.html").iterdir()).joinpath("report.html").read_text()
     assert 'id="retrain-table"' in html and 'id="retrain-flag"' not in html and "chosen on validation AUROC" in html
+    assert 'id="demo-pretraining"' in html and "15 photographs, not ImageNet" in html  # the demo arm, named plainly
+    assert 'id="planted-criteria"' in html  # the phantom's planted-truth check is stated (tiny training: pass or not)
 
     shot = tmp_path / "report.png"
     page = visit((reports / "report.html").as_uri(), shot, evaluate={
@@ -56,8 +71,8 @@ def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort,
     assert page.checks["banner"] is True  # phantom data: said at the top
     assert len(page.checks["images"]) == 4 and all(page.checks["images"])
     assert page.checks["plotly"] == 2  # the search's history and importance, interactive
-    assert page.checks["table2_rows"] == 10  # two models x (seed ensemble, seed chosen on validation) + 6 published
-    assert page.checks["retrain_rows"] == 2
+    assert page.checks["table2_rows"] == 14  # two models x two arms x (seed ensemble, seed chosen on validation) + 6 published
+    assert page.checks["retrain_rows"] == 4
     assert "IDH Pseudocolor report" in page.title and shot.stat().st_size > 50_000
 
     # the walkthrough notebook reads the same catalog through Kedro's Jupyter integration

@@ -8,7 +8,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from idh_pseudocolor.paper import check_cohort
+from idh_pseudocolor.paper import check_cohort, check_weights_files
 from idh_pseudocolor.search import (
     SearchSettings,
     StudyLocation,
@@ -29,6 +29,7 @@ def search_hyperparameters(
     parameter-importance figures.
     """
     check_cohort(slice_arrays, environment)
+    check_weights_files(params.get("fixed", {}).get("weights_file"), environment)
     settings = SearchSettings.from_params(params)
     study = open_study(search_study, settings)
     splits = development_split

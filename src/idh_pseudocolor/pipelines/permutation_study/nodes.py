@@ -176,7 +176,9 @@ def evaluate_winner(
     the same weights-file path, and every row says so.
     """
     check_cohort(slice_arrays, environment)
-    weights_file = params.get("fixed", {}).get("weights_file") or demo_weights_files(demo_pretrained_weights, params["models"])
+    weights_file = params.get("fixed", {}).get("weights_file")
+    if not weights_file and True in params["final_evaluation"]["pretrained"]:
+        weights_file = demo_weights_files(demo_pretrained_weights, params["models"])
     check_weights_files(weights_file, environment)
     source = checked_best_params(best_params, params, search_params, "the final evaluation")
     check_winner_source(study_winner, best_params, "the final evaluation")

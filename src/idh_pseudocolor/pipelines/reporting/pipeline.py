@@ -28,7 +28,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         node(make_table_2, ["test_predictions", "params:reporting"], ["table_2", "pretrained_comparison"], name="make_table_2"),
         node(compare_retrained_runs, ["test_predictions", "study_runs", "params:reporting"], "retrain_agreement",
              name="compare_retrained_runs"),
-        node(check_planted_truth, ["study_winner", "cohort_record"], "planted_truth", name="check_planted_truth"),
+        node(check_planted_truth, ["study_winner", "cohort_record", "params:environment"], "planted_truth", name="check_planted_truth"),
         node(
             build_report,
             ["figure_1@image", "figure_2@image", "figure_3@image", "calibration_plot@image", "table_2", "pretrained_comparison",
