@@ -135,3 +135,17 @@ def test_cli_generates_once(tmp_path):
     assert cohort_is_complete(out, 3, 0, 4.0, "egd") and not cohort_is_complete(out, 4, 0, 4.0, "egd")
     second = CliRunner().invoke(cli, args)
     assert "already complete" in second.output
+
+
+def test_if_absent_regenerates_for_other_settings_and_drops_stale_subjects(tmp_path):
+    out = tmp_path / "again"
+    base = ["phantom", "--voxel-size", "4", "--out", str(out), "--workers", "1", "--if-absent"]
+    assert CliRunner().invoke(cli, [*base, "--subjects", "4"]).exit_code == 0
+    assert cohort_is_complete(out, 4, 0, 4.0, "egd", 0.35) and not cohort_is_complete(out, 4, 0, 4.0, "egd", 0.5)
+    again = CliRunner().invoke(cli, [*base, "--subjects", "4", "--mutant-fraction", "0.5"])
+    assert "Wrote 4 phantom subjects (2 IDH-mutant)" in again.output  # another fraction: regenerated, not kept
+    (out / "notes").mkdir()  # a folder the phantom did not write is left alone
+    smaller = CliRunner().invoke(cli, [*base, "--subjects", "2"])
+    assert smaller.exit_code == 0, smaller.output
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["PHANTOM-0001", "PHANTOM-0002", "notes"]
+    assert len(discover_cohort(out)) == 3 and cohort_is_complete(out, 2, 0, 4.0, "egd")

@@ -1,5 +1,6 @@
-"""idh-pseudocolor file for ensuring the package is executable
-as `idh-pseudocolor` and `python -m idh_pseudocolor`
+"""``python -m idh_pseudocolor``: this project's Kedro commands (``run``, ``viz`` ...), as
+``kedro`` gives them inside the project. The ``idh-pseudocolor`` command (phantom, predict) is
+:func:`idh_pseudocolor.cli.main`.
 """
 import sys
 from pathlib import Path

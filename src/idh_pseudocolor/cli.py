@@ -32,7 +32,7 @@ def phantom(
     """Generate the synthetic (phantom) glioma cohort: not patient data."""
     from idh_pseudocolor.phantom import cohort_is_complete, generate_cohort
 
-    if if_absent and cohort_is_complete(out, n_subjects, seed, voxel_size, layout):
+    if if_absent and cohort_is_complete(out, n_subjects, seed, voxel_size, layout, mutant_fraction):
         click.echo(f"Phantom cohort already complete in {out}; nothing to do.")
         return
     start = time.perf_counter()

@@ -368,6 +368,7 @@ def generate_cohort(
         raise ValueError("n_subjects must be positive")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _forget_earlier_phantom(out, n_subjects, layout)
     n_mutant = int(round(mutant_fraction * n_subjects))
     labels = np.random.default_rng(seed).permutation(np.r_[np.ones(n_mutant, bool), np.zeros(n_subjects - n_mutant, bool)])
     indices = range(1, n_subjects + 1)
@@ -403,8 +404,28 @@ def generate_cohort(
     return rows
 
 
-def cohort_is_complete(out: str | Path, n_subjects: int, seed: int, voxel_size: float, layout: str) -> bool:
-    """True when ``out`` already holds a finished phantom cohort made with these settings."""
+def _forget_earlier_phantom(out: Path, n_subjects: int, layout: str) -> None:
+    """Regenerating over an earlier phantom: drop its marker first (an interrupted run is then
+    incomplete) and the subject folders the new cohort will not write (a smaller cohort would
+    otherwise keep them). Only in a folder a phantom marked, and only phantom-named folders."""
+    import shutil
+
+    marker = out / "phantom_cohort.json"
+    if not marker.is_file():
+        return
+    marker.unlink()
+    keep = {subject_id_for(i, layout) for i in range(1, n_subjects + 1)}
+    for folder in out.iterdir():
+        phantom_named = folder.name.startswith(("PHANTOM-", "BraTS2021_"))
+        if folder.is_dir() and phantom_named and folder.name not in keep:
+            shutil.rmtree(folder)
+
+
+def cohort_is_complete(
+    out: str | Path, n_subjects: int, seed: int, voxel_size: float, layout: str, mutant_fraction: float = 0.35
+) -> bool:
+    """True when ``out`` already holds a finished phantom cohort made with these settings (and this
+    generator version): anything else is regenerated."""
     marker = Path(out) / "phantom_cohort.json"
     if not marker.is_file():
         return False
@@ -412,5 +433,6 @@ def cohort_is_complete(out: str | Path, n_subjects: int, seed: int, voxel_size: 
         info = json.loads(marker.read_text())
     except json.JSONDecodeError:
         return False
-    wanted = {"n_subjects": n_subjects, "seed": seed, "voxel_size_mm": voxel_size, "layout": layout, "generator_version": GENERATOR_VERSION}
+    wanted = {"n_subjects": n_subjects, "seed": seed, "voxel_size_mm": voxel_size, "layout": layout,
+              "mutant_fraction": mutant_fraction, "generator_version": GENERATOR_VERSION}
     return all(info.get(k) == v for k, v in wanted.items())

@@ -140,3 +140,18 @@ def test_l4_environment_is_the_papers_sweep_as_deltas():
     assert params["seeds"] == [42, 43, 44] and params["final_evaluation"]["pretrained"] == [True, False]
     assert params["fixed"]["image_size"] == 224 and params["fixed"]["batch_size"] == 16
     assert hyperparameters(BEST, params) == BEST["hyperparameters"]  # the demo's pins are cleared
+
+
+def test_each_finished_run_logs_one_progress_line(caplog):
+    import logging
+
+    from idh_pseudocolor.models import WeightsInfo
+    from idh_pseudocolor.pipelines.permutation_study.nodes import log_run
+    from idh_pseudocolor.training import RunConfig, RunResult
+
+    cfg = RunConfig(model_name="test_resnet", config_id=15, seed=43, pretrained=False)
+    result = RunResult(config=cfg, weights=WeightsInfo("test_resnet", False, False, "none"), best_epoch=4, epochs_run=7,
+                       metrics={"auroc": 0.9125})
+    with caplog.at_level(logging.INFO, logger="idh_pseudocolor.pipelines.permutation_study.nodes"):
+        log_run(cfg, result, 2.34, 5, 6)
+    assert caplog.messages == ["15: T2-T1ce-FLAIR: test_resnet scratch seed 43: 7 epochs, best val AUROC 0.912 (epoch 4), 2.3 s [5/6]"]

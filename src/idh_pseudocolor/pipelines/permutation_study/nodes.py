@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -12,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from idh_pseudocolor.configurations import configuration_label
 from idh_pseudocolor.models import PretrainedWeightsUnavailable
 from idh_pseudocolor.paper import (
     best_params_id,
@@ -33,6 +35,16 @@ from idh_pseudocolor.training import (
 
 #: columns that say where and when a run ran; they differ between identical runs
 PROVENANCE_COLUMNS = ("worker", "device", "started_at", "finished_at")
+
+logger = logging.getLogger(__name__)
+
+
+def log_run(cfg: RunConfig, result: RunResult, seconds: float, done: int, total: int) -> None:
+    """One line per finished run, so a long node shows progress in a terminal and in log files."""
+    arm = "pretrained" if cfg.pretrained else "scratch"
+    logger.info("%s: %s %s seed %d: %d epochs, best val AUROC %.3f (epoch %d), %.1f s [%d/%d]",
+                configuration_label(cfg.config_id), cfg.model_name, arm, cfg.seed, result.epochs_run,
+                result.metrics["auroc"], result.best_epoch, seconds, done, total)
 
 
 def where_and_when(cfg: RunConfig, started_at: float) -> dict[str, Any]:
@@ -96,6 +108,7 @@ def train_configuration(
             cfg = RunConfig(model_name=model_name, config_id=config_id, seed=int(seed), **{**params.get("fixed", {}), **hp})
             started = time.time()
             result = train_run(slice_arrays, train_ids, val["subject_id"].tolist(), cfg, keep_state=keep)
+            log_run(cfg, result, time.time() - started, len(runs) + 1, len(params["models"]) * len(params["seeds"]))
             if keep:
                 checkpoints[run_name(cfg)] = checkpoint(result, data_params.get("normalization"))
             runs.append({
@@ -195,7 +208,10 @@ def evaluate_winner(
                     model_name=model_name, config_id=config_id, seed=int(seed),
                     **{**params.get("fixed", {}), **hp, "pretrained": bool(pretrained), "weights_file": weights_file},
                 )
+                started = time.time()
                 result = train_run(slice_arrays, train_ids, val_ids, cfg, evaluate_ids=test_ids, keep_state=True)
+                total = len(params["models"]) * len(params["final_evaluation"]["pretrained"]) * len(params["seeds"])
+                log_run(cfg, result, time.time() - started, len(predictions) + 1, total)
                 models[run_name(cfg)] = checkpoint(result, data_params.get("normalization"))
                 predictions.append(pd.DataFrame({
                     "config_id": config_id, "model_name": model_name, "pretrained": bool(pretrained),
