@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from idh_pseudocolor.splits import split_sizes, split_subjects
@@ -35,6 +36,10 @@ def test_splits_are_reproducible_and_seed_dependent():
     assert a.equals(split_subjects(ids, labels, seed=7))
     assert not a["split"].equals(c["split"])
     assert set(b.columns) == {"subject_id", "label", "split"}
+    # the same patients listed in another order land in the same splits (ids are sorted first)
+    pd.testing.assert_frame_equal(a, b)
+    shuffled = np.random.default_rng(0).permutation(len(ids))
+    pd.testing.assert_frame_equal(a, split_subjects([ids[i] for i in shuffled], [labels[i] for i in shuffled], seed=7))
 
 
 def test_too_small_or_unbalanced_cohorts_fail_clearly():

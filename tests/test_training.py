@@ -105,7 +105,7 @@ def test_requested_but_unavailable_weights_fail_fast_with_instructions(tmp_path)
         create_model("resnet18", pretrained=True, weights_file=str(garbage))
     # the hub path, offline: no silent fallback to random weights
     code = "from idh_pseudocolor.models import create_model; create_model('resnet18', pretrained=True)"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}  # an empty cache, whatever this machine holds
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "PretrainedWeightsUnavailable" in proc.stderr and "HF cache" in proc.stderr
@@ -186,3 +186,55 @@ def test_pruning_callback_stops_a_hopeless_trial():
     with pytest.raises(optuna.TrialPruned, match="pruned at epoch 0"):
         train_run(arrays, ids[:16], ids[16:], tiny_run(max_epochs=3), callbacks=[PruningCallback(trial)])
     assert study.trials[0].intermediate_values.keys() == {0}  # reported once, then stopped
+
+
+def test_the_best_epoch_is_the_lowest_validation_loss_and_its_weights_score_the_test_patients():
+    """Table 2 and winner_models rest on this: metrics, probabilities and the kept weights are those of
+    the epoch with the lowest validation loss, not the last epoch's, and the weights are reloaded
+    before the held-out patients are scored."""
+    arrays = synthetic_arrays(32, seed=3)
+    arrays["labels"][20:] = 1 - arrays["labels"][20:]  # validation labels against the signal: the more it learns, the worse
+    ids = arrays["subject_ids"].tolist()
+    cfg = tiny_run(model_name="test_resnet", learning_rate=0.01, superconvergence=False, max_epochs=8, early_stopping=False)
+    result = train_run(arrays, ids[:20], ids[20:], cfg, evaluate_ids=ids[20:], keep_state=True)
+    losses = [row["val_loss"] for row in result.history]
+    assert result.epochs_run == 8 and len(losses) == 8
+    best = int(np.argmin(losses))
+    assert best != 7, "precondition: the loss must not be lowest at the last epoch, or this test proves nothing"
+    assert result.best_epoch == best
+    assert result.metrics == {k: result.history[best][k] for k in result.metrics}
+    # the held-out patients (here the validation ones again) are scored by the best epoch's weights:
+    # the same probabilities the validation saw at that epoch, and those of the kept state dict
+    np.testing.assert_allclose(result.eval_prob_mutant, result.val_prob_mutant, atol=1e-6)
+    model, _ = create_model("test_resnet", pretrained=False, in_chans=3)
+    model.load_state_dict(result.state_dict)
+    from idh_pseudocolor.training import predict_proba, prepare_inputs, split_index
+
+    x, _ = prepare_inputs(arrays, split_index(arrays, ids[20:]), cfg)
+    np.testing.assert_allclose(predict_proba(model, x), result.eval_prob_mutant, atol=1e-6)
+
+
+def test_onecycle_peaks_at_peak_fraction_per_step_or_per_epoch_and_constant_stays_constant():
+    """Table 1's schedule: OneCycle over all steps (or all epochs) with its peak at peak_fraction,
+    starting at max_lr / 25 (torch's default); without superconvergence, one constant rate."""
+    from idh_pseudocolor.training import PseudocolorClassifier
+
+    net = timm.create_model("test_resnet", num_classes=2)
+    for interval, expected_steps in (("step", 10 * 12), ("epoch", 10)):
+        cfg = RunConfig(model_name="test_resnet", config_id=15, learning_rate=1e-3, superconvergence=True,
+                        peak_fraction=0.3, lr_interval=interval, max_epochs=10)
+        setup = PseudocolorClassifier(net, cfg, steps_per_epoch=12).configure_optimizers()
+        assert setup["lr_scheduler"]["interval"] == interval
+        scheduler = setup["lr_scheduler"]["scheduler"]
+        rates = []
+        for _ in range(expected_steps):
+            rates.append(setup["optimizer"].param_groups[0]["lr"])
+            setup["optimizer"].step()
+            scheduler.step()
+        assert rates[0] == pytest.approx(1e-3 / 25)
+        assert max(rates) == pytest.approx(1e-3, rel=1e-3)
+        assert abs(int(np.argmax(rates)) - 0.3 * expected_steps) <= 1  # the peak where peak_fraction puts it
+        assert rates[-1] < rates[0]  # annealed below the start by the end of training
+    constant = PseudocolorClassifier(net, tiny_run(superconvergence=False, learning_rate=2e-4), steps_per_epoch=12)
+    optimizer = constant.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.param_groups[0]["lr"] == 2e-4

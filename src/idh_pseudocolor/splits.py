@@ -34,6 +34,8 @@ def split_subjects(
         raise ValueError(f"split fractions must sum to 1, got train={train}, val={val}, test={test}")
     ids = np.asarray(subject_ids, dtype=str)
     y = np.asarray(labels, dtype=int)
+    order = np.argsort(ids, kind="stable")  # the split depends on the patients, not on the order they are listed in
+    ids, y = ids[order], y[order]
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate subject ids: a patient may appear only once")
     counts = {int(c): int((y == c).sum()) for c in (0, 1)}

@@ -126,6 +126,34 @@ def test_an_existing_scheduler_is_used_and_left_running(tmp_path):
         assert len(runner.worker_pids) == 1 and runner.worker_pids[0] != os.getpid()  # the cluster's one worker
 
 
+def _pid(_):
+    return os.getpid()
+
+
+def test_gpu_tagged_nodes_go_to_the_worker_with_a_gpu_found_through_the_environment(tmp_path, monkeypatch):
+    """A cluster of one worker advertising GPU=1 and one without (CPU processes standing in): every
+    node tagged ``gpu`` runs on the first, found through $IDH_DASK_SCHEDULER; untagged nodes may go
+    to either."""
+    from dask.distributed import Client, Nanny, Scheduler, SpecCluster
+    from kedro_datasets.json import JSONDataset
+
+    workers = {"with_gpu": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"GPU": 1}}},
+               "without": {"cls": Nanny, "options": {"nthreads": 1}}}
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
+    with SpecCluster(workers=workers, scheduler=scheduler) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2)
+        gpu_pid = next(pid for address, pid in client.run(os.getpid).items()
+                       if client.scheduler_info()["workers"][address].get("resources", {}).get("GPU"))
+        names = [f"gpu_{i}" for i in range(6)] + [f"cpu_{i}" for i in range(6)]
+        catalog = DataCatalog({"a": MemoryDataset(0), **{n: JSONDataset(filepath=str(tmp_path / f"{n}.json")) for n in names}})
+        nodes = [node(_pid, "a", n, name=n, tags=["gpu"] if n.startswith("gpu") else None) for n in names]
+        monkeypatch.setenv("IDH_DASK_SCHEDULER", cluster.scheduler_address)
+        DaskRunner().run(pipeline(nodes), catalog)
+        ran_on = {n: int((tmp_path / f"{n}.json").read_text()) for n in names}
+    assert {ran_on[n] for n in names if n.startswith("gpu")} == {gpu_pid}
+    assert os.getpid() not in ran_on.values()
+
+
 def test_the_whole_sweep_under_env_gives_the_same_numbers_on_both_runners(kedro_project, tiny_cohort):
     """All 28 configurations, demo-like scale, under `--env l4+rehearsal`: the DaskRunner's worker
     processes and the sequential runner give identical runs (torch threads are a run setting)."""
