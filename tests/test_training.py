@@ -238,3 +238,30 @@ def test_onecycle_peaks_at_peak_fraction_per_step_or_per_epoch_and_constant_stay
     constant = PseudocolorClassifier(net, tiny_run(superconvergence=False, learning_rate=2e-4), steps_per_epoch=12)
     optimizer = constant.configure_optimizers()
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.param_groups[0]["lr"] == 2e-4
+
+
+def test_importing_the_training_module_changes_no_logging_or_warnings_state():
+    """Levels live in conf/logging.yml and warning filters inside a run: an import has no side effects."""
+    code = (
+        # the libraries' own imports may add filters: what counts is what our module adds
+        "import logging, warnings, numpy, torch, timm, pytorch_lightning, torch.utils.data; "
+        "import idh_pseudocolor.models, idh_pseudocolor.pseudocolor, idh_pseudocolor.metrics; "
+        "before = list(warnings.filters); import idh_pseudocolor.training; "
+        "assert warnings.filters == before, 'warning filters changed'; "
+        "assert logging.getLogger('pytorch_lightning.utilities.rank_zero').level == logging.NOTSET, 'logger level set'"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_project_logging_config_quiets_lightning_and_keeps_run_lines():
+    import logging.config
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    config = yaml.safe_load((REPO / "conf/logging.yml").read_text())
+    assert config["loggers"]["idh_pseudocolor"]["level"] == "INFO"
+    assert config["loggers"]["pytorch_lightning.utilities.rank_zero"]["level"] == "WARNING"
+    logging.config.dictConfig({**config, "handlers": {}, "root": {"handlers": []}})  # valid for logging itself

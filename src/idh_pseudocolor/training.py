@@ -7,7 +7,6 @@ memory as tensors (a cohort is a few hundred slices), so an epoch does no file I
 
 from __future__ import annotations
 
-import logging
 import math
 import warnings
 from collections.abc import Sequence
@@ -26,15 +25,15 @@ from idh_pseudocolor.metrics import METRICS, binary_metrics
 from idh_pseudocolor.models import WeightsInfo, create_model
 from idh_pseudocolor.pseudocolor import compose, normalization_stats
 
-# Lightning's advice to add dataloader workers does not apply to in-memory tensors.
-# A sweep is hundreds of runs: Lightning's per-run banner (GPU/TPU available, tips, "fit stopped")
-# would bury the log; its warnings and errors still show.
-logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
-warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-warnings.filterwarnings("ignore", message=r".*The number of training batches.*")
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")  # Lightning vs. newer torch
-# The paper steps OneCycle per epoch on purpose (Table 1's "LR update interval").
-warnings.filterwarnings("ignore", message=r".*OneCycleLR. scheduler is using 'interval': 'epoch'.*")
+#: Lightning warnings that do not apply here, silenced inside a run only (never at import): no
+#: dataloader workers for in-memory tensors, few batches on small cohorts, a Lightning/torch
+#: deprecation, and OneCycle stepped per epoch, which the paper does on purpose (Table 1).
+QUIET_WARNINGS = (
+    r".*does not have many workers.*",
+    r".*The number of training batches.*",
+    r".*isinstance\(treespec, LeafSpec\).*",
+    r".*OneCycleLR. scheduler is using 'interval': 'epoch'.*",
+)
 
 
 @dataclass
@@ -252,7 +251,10 @@ def train_run(
     if cfg.torch_threads:  # the same thread count in any process gives the same reductions, so the same numbers
         torch.set_num_threads(int(cfg.torch_threads))
     try:
-        return _train_run(arrays, train_ids, val_ids, cfg, callbacks, keep_state, evaluate_ids)
+        with warnings.catch_warnings():
+            for pattern in QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", message=pattern)
+            return _train_run(arrays, train_ids, val_ids, cfg, callbacks, keep_state, evaluate_ids)
     finally:
         torch.set_num_threads(threads)
 

@@ -57,6 +57,7 @@ def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort,
     assert html == next((reports / "report_history/report.html").iterdir()).joinpath("report.html").read_text()
     assert 'id="retrain-table"' in html and 'id="retrain-flag"' not in html and "chosen on validation AUROC" in html
     assert 'id="demo-pretraining"' in html and "15 photographs, not ImageNet" in html  # the demo arm, named plainly
+    assert "not available" not in html.split("Finetuned vs. from scratch")[1].split("</table>")[0]  # the filled branch
     assert 'id="planted-criteria"' in html  # the phantom's planted-truth check is stated (tiny training: pass or not)
 
     shot = tmp_path / "report.png"
