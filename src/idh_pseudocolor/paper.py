@@ -23,6 +23,10 @@ from typing import Any
 PAPER_SEARCH_MODEL = "resnext101_32x16d.fb_swsl_ig1b_ft_in1k"
 PAPER_SWEEP_MODELS = ["vgg16.tv_in1k", PAPER_SEARCH_MODEL]
 
+#: the demo pretraining's settings (conf/base/parameters_demo_pretraining.yml): all off in a paper run
+DEMO_PRETRAINING_SETTINGS = ("image_size", "photo_size", "crop_scale", "holdout_fraction", "jitter", "steps", "batch_size",
+                             "learning_rate", "weight_decay", "heldout_crops", "seed", "torch_threads")
+
 #: resolved parameter key -> (value, source). "paper" = stated in the paper (SPEC section 1);
 #: "choice: ..." = the paper is silent, this is the project's documented choice.
 PAPER_SETTINGS: dict[str, tuple[Any, str]] = {
@@ -79,6 +83,8 @@ PAPER_SETTINGS: dict[str, tuple[Any, str]] = {
     "reporting.calibration_bins": (5, "choice"),
     "reporting.figure_1_subject": (None, "choice: the first training patient"),
     "demo_pretraining.enabled": (False, "choice: the paper finetunes ImageNet weights, never the demo's photographs"),
+    "demo_pretraining.models": ([], "choice: no demo pretraining"),
+    **{f"demo_pretraining.{k}": (None, "choice: no demo pretraining") for k in DEMO_PRETRAINING_SETTINGS},
     "reporting.retrain_tolerance": (0.02, "choice: GPU kernels are not all deterministic; identical on CPU with fixed threads"),
 }
 
@@ -89,10 +95,6 @@ MACHINE_KEYS: tuple[str, ...] = (
     "*.fixed.accelerator", "*.fixed.precision", "*.fixed.channels_last", "*.fixed.deterministic",
     "*.fixed.compile", "*.fixed.device_resident", "*.fixed.fused_optimizer", "*.fixed.torch_threads",
     "*.fixed.weights_file", "*.fixed.weights_file.*", "permutation_study.keep_checkpoints",
-    # the demo's own pretraining settings: inert while demo_pretraining.enabled is false (checked)
-    *(f"demo_pretraining.{k}" for k in ("models", "image_size", "photo_size", "crop_scale", "holdout_fraction", "jitter",
-                                        "steps", "batch_size", "learning_rate", "weight_decay", "heldout_crops", "seed",
-                                        "torch_threads")),
 )
 
 #: deliberate, recorded choices a paper run may make

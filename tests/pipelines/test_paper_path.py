@@ -63,6 +63,11 @@ def test_paper_environment_resolves_to_the_papers_settings_key_by_key(env):
     assert PAPER_SETTINGS["permutation_study.models"][0] == list(PAPER_MODELS)
     assert params["hyperparameter_search"]["fixed"]["accelerator"] == "gpu"
     assert params["permutation_study"]["fixed"]["accelerator"] == "gpu"
+    # no demo value anywhere, machine keys included: no demo model named, the demo pretraining off
+    demo_models = set(project_parameters(REPO, None)["permutation_study"]["models"])
+    named = {v for v in flat.values() if isinstance(v, str)} | {m for v in flat.values() if isinstance(v, list) for m in v}
+    assert not named & demo_models, named & demo_models
+    assert params["demo_pretraining"]["enabled"] is False and params["demo_pretraining"]["models"] == []
 
 
 def test_a_demo_value_in_a_paper_environment_is_found():
