@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 import timm
 import torch
 from safetensors.torch import load_file, save_file
 
+from idh_pseudocolor.datasets import WeightsFolderDataset
 from idh_pseudocolor.models import PretrainedWeightsUnavailable, create_model
 from idh_pseudocolor.pretraining import (
     PHOTOGRAPHS,
@@ -18,7 +20,6 @@ from idh_pseudocolor.pretraining import (
     photo_tensor,
     pretrain,
     pretrain_models,
-    save_weights,
     weights_metadata,
 )
 
@@ -39,9 +40,9 @@ def no_network(monkeypatch):
 def demo_file(tmp_path_factory):
     """test_resnet pretrained for three steps and saved as the pipeline saves it."""
     weights, record = pretrain_models(["test_resnet"], TINY)
-    path = tmp_path_factory.mktemp("weights") / "test_resnet.safetensors"
-    save_weights(weights["test_resnet"]["state_dict"], path, weights["test_resnet"]["metadata"])
-    return path, record
+    folder = WeightsFolderDataset(path=str(tmp_path_factory.mktemp("weights")))
+    folder.save({"models": weights, "record": record})
+    return Path(folder.load()["files"]["test_resnet"]), record
 
 
 def test_bundled_photographs_load_without_network(no_network):

@@ -42,9 +42,13 @@ def weights_metadata(path: str | Path) -> dict[str, str]:
         return {}
 
 
+def _marks_demo(metadata: dict[str, str]) -> bool:
+    return metadata.get(DEMO_MARKER[0]) == DEMO_MARKER[1]
+
+
 def is_demo_weights(path: str | Path) -> bool:
     """Whether ``path`` holds weights from the demo's photograph pretraining (a paper run refuses them)."""
-    return weights_metadata(Path(path).expanduser()).get(DEMO_MARKER[0]) == DEMO_MARKER[1]
+    return _marks_demo(weights_metadata(Path(path).expanduser()))
 
 
 def _how_to_provide(model_name: str) -> str:
@@ -77,7 +81,7 @@ def create_model(
         if not path.is_file():
             raise PretrainedWeightsUnavailable(f"weights_file {path} does not exist.\n" + _how_to_provide(model_name))
         meta = weights_metadata(path)
-        demo = meta.get(DEMO_MARKER[0]) == DEMO_MARKER[1]
+        demo = _marks_demo(meta)
         if demo and meta.get("model_name") != model_name:
             raise PretrainedWeightsUnavailable(
                 f"{path} holds demo-pretrained weights for {meta.get('model_name')!r}, not {model_name!r}.\n"

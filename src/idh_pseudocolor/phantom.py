@@ -64,6 +64,7 @@ CUES: list[dict[str, Any]] = [
     {"cue": "size, margin and frontal location", "sequences": ["T1", "T1ce", "T2", "FLAIR"], "kind": "single",
      "strength": "weak", "mutant": 0.6, "wild-type": 0.45},
 ]
+_CUE_BY_NAME = {c["cue"]: c for c in CUES}
 #: The sequences a configuration must hold to see the strongest cue.
 PLANTED_SEQUENCES: tuple[str, ...] = ("T2", "FLAIR")
 
@@ -142,7 +143,7 @@ def draw_tumor(rng: np.random.Generator, template: Template, mutant: bool) -> Tu
     pairing of the T2 and FLAIR core signals (see the module docstring and :data:`CUES`).
     """
     cls = "mutant" if mutant else "wild-type"
-    weak = {c["cue"]: c for c in CUES}
+    weak = _CUE_BY_NAME
     frontal = rng.random() < weak["size, margin and frontal location"][cls]
     pool = template.wm_centers[template.wm_frontal == frontal]
     if len(pool) == 0:

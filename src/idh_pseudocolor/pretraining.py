@@ -22,21 +22,20 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from importlib.resources import files
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 
 from idh_pseudocolor.models import DEMO_MARKER, is_demo_weights, weights_metadata
 from idh_pseudocolor.pseudocolor import IMAGENET_MEAN, IMAGENET_STD
+from idh_pseudocolor.training import torch_threads
 
 __all__ = [
     "PHOTOGRAPHS", "PretrainSettings", "describe", "is_demo_weights", "load_photographs", "pretrain",
-    "pretrain_models", "save_weights", "weights_metadata",
+    "pretrain_models", "weights_metadata",
 ]
 
 #: photographs bundled in the scikit-image wheel (skimage/data), read from disk, never fetched.
@@ -165,11 +164,8 @@ def pretrain(model_name: str, photos: torch.Tensor, s: PretrainSettings) -> tupl
 
     Deterministic on CPU for a given seed and thread count (model initialisation runs in a forked RNG, so it leaves torch's global RNG as it was).
     """
-    threads = torch.get_num_threads()
-    if s.torch_threads:
-        torch.set_num_threads(int(s.torch_threads))
     start = time.perf_counter()
-    try:
+    with torch_threads(s.torch_threads):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s.seed)  # the model's initialization
             n_classes = len(photos)
@@ -190,8 +186,6 @@ def pretrain(model_name: str, photos: torch.Tensor, s: PretrainSettings) -> tupl
             schedule.step()
             losses.append(loss.item())
         after = accuracy(model, x_heldout, y_heldout)
-    finally:
-        torch.set_num_threads(threads)
     tail = losses[-max(1, len(losses) // 10):]
     record = {
         "heldout_accuracy": round(after, 4), "chance": round(1 / n_classes, 4), "heldout_accuracy_before": round(before, 4),
@@ -233,7 +227,3 @@ def pretrain_models(models: Sequence[str], s: PretrainSettings) -> tuple[dict[st
     }
     return weights, record
 
-
-def save_weights(state_dict: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str]) -> None:
-    """A safetensors file with ``metadata`` (strings) in its header."""
-    save_file({k: v.contiguous() for k, v in state_dict.items()}, str(path), metadata={k: str(v) for k, v in metadata.items()})

@@ -148,8 +148,7 @@ def figure_calibration(predictions: pd.DataFrame, n_bins: int = 5) -> Figure:
         ens = _patient_ensemble(part)
         y, p = ens["label"].to_numpy(), ens["prob_mutant"].to_numpy()
         observed, predicted = calibration_curve(y, p, n_bins=n_bins, strategy="quantile")
-        demo = bool(pretrained) and "demo_pretraining" in part and bool(part["demo_pretraining"].astype(bool).all())
-        arm = "demo-pretrained, not ImageNet" if demo else "pretrained" if pretrained else "scratch"
+        arm = "demo-pretrained, not ImageNet" if _demo_arm(part, pretrained) else "pretrained" if pretrained else "scratch"
         name = (f"{model} ({arm}), Brier {brier_score_loss(y, p):.3f}, "
                 f"ECE {expected_calibration_error(y, p, n_bins):.3f}")
         ax.plot(predicted, observed, marker="o", label=name)
@@ -252,7 +251,7 @@ def table_2(predictions: pd.DataFrame, n_resamples: int = 2000, seed: int = 0, c
     chosen = validation_choice(predictions) if "val_auroc" in predictions else pd.DataFrame(columns=["model_name", "pretrained"])
     for (model, pretrained), part in predictions.groupby(["model_name", "pretrained"], sort=False):
         base = summary[(summary["model_name"] == model) & (summary["pretrained"] == bool(pretrained))].iloc[0]
-        demo = bool(pretrained) and "demo_pretraining" in part and bool(part["demo_pretraining"].astype(bool).all())
+        demo = _demo_arm(part, pretrained)
         arm = "finetuned from demo pretraining (photographs, not ImageNet)" if demo else "finetuned" if pretrained else "no pretraining"
         method = f"{model}, {arm}"
         if base["invariant_violations"]:  # computed from one confusion matrix, ours cannot fail: if they do, stop
@@ -261,7 +260,8 @@ def table_2(predictions: pd.DataFrame, n_resamples: int = 2000, seed: int = 0, c
         common: dict[str, Any] = {
             "ours": True, "data": f"{'phantom' if _is_phantom(part) else 'cohort'} test split, {len(ens)} patients",
             "model_name": model, "pretrained": bool(pretrained), "seeds": int(base["seeds"]),
-            "pretrained_loaded": base["pretrained_loaded"], "bootstrap_resamples": n_resamples, "invariants": "ok",
+            "pretrained_loaded": base["pretrained_loaded"], "demo_pretraining": demo, "bootstrap_resamples": n_resamples,
+            "invariants": "ok",
         }
         row: dict[str, Any] = {"method": method, "estimate": "seed ensemble", **common}
         for m in METRICS:
@@ -352,6 +352,11 @@ def retrain_agreement(test_predictions: pd.DataFrame, study_runs: pd.DataFrame, 
         [table["final_val_auroc"].isna(), table["sweep_val_auroc"].isna(), table["difference"].abs() > tolerance],
         ["not recorded", "no sweep run", "differs"], default="agrees")
     return table.reset_index(drop=True)
+
+
+def _demo_arm(part: pd.DataFrame, pretrained: Any) -> bool:
+    """Whether an arm's runs all started from the demo's photograph pretraining (recorded per run)."""
+    return bool(pretrained) and "demo_pretraining" in part and bool(part["demo_pretraining"].astype(bool).all())
 
 
 def _patient_ensemble(part: pd.DataFrame) -> pd.DataFrame:
@@ -513,5 +518,5 @@ def render_report(
         parameters=yaml.safe_dump(parameters, sort_keys=False),
         planted=planted or {"applicable": False},
         # from the runs themselves: a user's own weights_file replaces the demo's, and then no banner
-        demo_pretraining=demo_pretraining if ours["method"].str.contains("demo pretraining", regex=False).any() else None,
+        demo_pretraining=demo_pretraining if "demo_pretraining" in ours and ours["demo_pretraining"].astype(bool).any() else None,
     )

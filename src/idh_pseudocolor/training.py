@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -247,14 +248,21 @@ def train_run(
     by the model of the best epoch; they play no part in training or model selection.
     """
     require_accelerator(cfg.accelerator)
+    with torch_threads(cfg.torch_threads), warnings.catch_warnings():
+        for pattern in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+        return _train_run(arrays, train_ids, val_ids, cfg, callbacks, keep_state, evaluate_ids)
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch's CPU threads set to ``n`` for the block (None: unchanged), then restored. The same
+    thread count in any process gives the same reductions, so the same numbers on any runner."""
     threads = torch.get_num_threads()
-    if cfg.torch_threads:  # the same thread count in any process gives the same reductions, so the same numbers
-        torch.set_num_threads(int(cfg.torch_threads))
+    if n:
+        torch.set_num_threads(int(n))
     try:
-        with warnings.catch_warnings():
-            for pattern in QUIET_WARNINGS:
-                warnings.filterwarnings("ignore", message=pattern)
-            return _train_run(arrays, train_ids, val_ids, cfg, callbacks, keep_state, evaluate_ids)
+        yield
     finally:
         torch.set_num_threads(threads)
 

@@ -201,6 +201,7 @@ def evaluate_winner(
     val_ids = development_split.loc[development_split["split"] == "val", "subject_id"].tolist()
     test_ids, test_labels = test_split["subject_id"].tolist(), test_split["label"].to_numpy()
     predictions, models = [], {}
+    total = len(params["models"]) * len(params["final_evaluation"]["pretrained"]) * len(params["seeds"])
     for model_name in params["models"]:
         for pretrained in params["final_evaluation"]["pretrained"]:
             for seed in params["seeds"]:
@@ -210,7 +211,6 @@ def evaluate_winner(
                 )
                 started = time.time()
                 result = train_run(slice_arrays, train_ids, val_ids, cfg, evaluate_ids=test_ids, keep_state=True)
-                total = len(params["models"]) * len(params["final_evaluation"]["pretrained"]) * len(params["seeds"])
                 log_run(cfg, result, time.time() - started, len(predictions) + 1, total)
                 models[run_name(cfg)] = checkpoint(result, data_params.get("normalization"))
                 predictions.append(pd.DataFrame({
