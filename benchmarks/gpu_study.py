@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
     parser.add_argument("--models", nargs="+", default=None)
     parser.add_argument("--compile", action="store_true", help="torch.compile the models (efficient path)")
+    parser.add_argument("--cudnn-benchmark", action="store_true", help="cuDNN autotuning on (efficient path)")
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
     args = parser.parse_args()
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
@@ -116,8 +117,10 @@ def main() -> None:
         lr_interval="epoch", batch_size=16, image_size=image_size, early_stopping=False, deterministic=False,
         accelerator="gpu" if cuda else "cpu", precision="bf16-mixed" if cuda else "32-true",
         device_resident=True, fused_optimizer=True, channels_last=cuda, compile=args.compile,
+        cudnn_benchmark=args.cudnn_benchmark,
     )
-    plain = dict(efficient, precision="32-true", device_resident=False, fused_optimizer=False, channels_last=False, compile=False)
+    plain = dict(efficient, precision="32-true", device_resident=False, fused_optimizer=False, channels_last=False, compile=False,
+                 cudnn_benchmark=False)
 
     dtype = torch.bfloat16 if cuda else torch.float32
     throughput = matmul_flops_per_second(device, dtype, 8192 if cuda else 1024, 50 if cuda else 5)
@@ -151,6 +154,7 @@ def main() -> None:
     result = {
         "device": name, "torch": torch.__version__, "matmul_tflops": throughput / 1e12, "dtype": str(dtype),
         "image_size": image_size, "train_images": steps * 16, "val_images": n_val, "compile": args.compile,
+        "cudnn_benchmark": args.cudnn_benchmark,
         "runs": rows, "configuration_seconds": total, "floor_seconds": floor, "floor_over_actual": floor / total,
         "goal_seconds": None if args.tiny else GOAL_SECONDS,
     }

@@ -93,7 +93,7 @@ MACHINE_KEYS: tuple[str, ...] = (
     "data_engineering.n_workers", "data_engineering.progress", "data_engineering.qc_montage_subjects",
     "hyperparameter_search.progress", "hyperparameter_search.worker",
     "*.fixed.accelerator", "*.fixed.precision", "*.fixed.channels_last", "*.fixed.deterministic",
-    "*.fixed.compile", "*.fixed.device_resident", "*.fixed.fused_optimizer", "*.fixed.torch_threads",
+    "*.fixed.compile", "*.fixed.cudnn_benchmark", "*.fixed.device_resident", "*.fixed.fused_optimizer", "*.fixed.torch_threads",
     "*.fixed.weights_file", "*.fixed.weights_file.*", "permutation_study.keep_checkpoints",
 )
 

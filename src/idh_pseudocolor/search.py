@@ -60,6 +60,7 @@ PAPER_OPTIMUM = {
 #: RunConfig fields that choose hardware or speed, not the experiment
 HARDWARE_SETTINGS = frozenset({
     "accelerator", "precision", "device_resident", "fused_optimizer", "channels_last", "compile", "deterministic",
+    "cudnn_benchmark",
     "progress", "weights_file", "torch_threads",
 })
 HYPERPARAMETERS = ("learning_rate", "pretrained", "superconvergence", "peak_fraction", "lr_interval", "max_epochs", "mask_non_tumor")

@@ -68,6 +68,9 @@ class RunConfig:
     fused_optimizer: bool = True
     channels_last: bool = False
     compile: bool = False
+    # cuDNN autotuning (Lightning's ``benchmark``; its default leaves it off): picks the fastest
+    # kernel per shape, which matters most for grouped convolutions (ResNeXt); not deterministic
+    cudnn_benchmark: bool = False
 
     def __post_init__(self) -> None:
         configuration(self.config_id)  # validates the id
@@ -303,6 +306,7 @@ def _train_run(
         devices=1,
         precision=cfg.precision,
         deterministic=cfg.deterministic,
+        benchmark=cfg.cudnn_benchmark,
         callbacks=all_callbacks,
         logger=False,
         enable_checkpointing=False,
