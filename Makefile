@@ -40,6 +40,7 @@ phantom: install
 ## make test: install and run the whole test suite
 test: install browser
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/python -m pytest
 
 benchmarks: install

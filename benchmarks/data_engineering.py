@@ -66,13 +66,23 @@ class PeakRSS:
 def naive_extract(files: dict[str, str], normalization: Normalization) -> np.ndarray:
     volumes = {k: nib.as_closest_canonical(nib.load(files[k])).get_fdata() for k in FILE_KEYS}
     z = midpoint_slice(*tumor_z_range(volumes["mask"] > 0))
-    return np.stack([to_display(normalize_plane(volumes[s][:, :, z].astype(np.float32), normalization)) for s in SEQUENCES])
+    return np.stack(
+        [
+            to_display(normalize_plane(volumes[s][:, :, z].astype(np.float32), normalization))
+            for s in SEQUENCES
+        ]
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=50)
-    parser.add_argument("--cohort", type=Path, default=None, help="existing EGD-layout cohort (else a phantom is made)")
+    parser.add_argument(
+        "--cohort",
+        type=Path,
+        default=None,
+        help="existing EGD-layout cohort (else a phantom is made)",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count())
     args = parser.parse_args()
 
@@ -82,7 +92,9 @@ def main() -> None:
         if not cohort_is_complete(cohort, args.subjects, 0, 1.0, "egd"):
             generate_cohort(cohort, n_subjects=args.subjects, seed=0, voxel_size=1.0)
     frame = discover_cohort(cohort).head(args.subjects)
-    subjects = [(r["subject_id"], {k: r[f"file_{k}"] for k in FILE_KEYS}) for r in frame.to_dict("records")]
+    subjects = [
+        (r["subject_id"], {k: r[f"file_{k}"] for k in FILE_KEYS}) for r in frame.to_dict("records")
+    ]
     normalization = Normalization()
     shape = nib.load(subjects[0][1]["T1"]).shape
 
@@ -99,12 +111,22 @@ def main() -> None:
         naive_s = time.perf_counter() - start
 
     n = len(subjects)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; cohort {cohort} ({n} subjects, grid {shape})")
-    print(f"ours (partial reads, {args.workers} workers):     {ours_s:7.2f} s  {n / ours_s:6.1f} subjects/s  peak RSS {ours_mem.peak / 2**20:7.0f} MiB")
-    print(f"naive baseline (get_fdata, 1 process): {naive_s:7.2f} s  {n / naive_s:6.1f} subjects/s  peak RSS {naive_mem.peak / 2**20:7.0f} MiB (holds our results too)")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; cohort {cohort} ({n} subjects, grid {shape})"
+    )
+    print(
+        f"ours (partial reads, {args.workers} workers):     {ours_s:7.2f} s  {n / ours_s:6.1f} subjects/s  peak RSS {ours_mem.peak / 2**20:7.0f} MiB"
+    )
+    print(
+        f"naive baseline (get_fdata, 1 process): {naive_s:7.2f} s  {n / naive_s:6.1f} subjects/s  peak RSS {naive_mem.peak / 2**20:7.0f} MiB (holds our results too)"
+    )
     slice_mb = sum(r.image.nbytes + r.mask.nbytes for r in ours) / n / 2**20
-    print(f"extracted slice data kept in memory: {slice_mb:.2f} MiB per subject (the output itself)")
-    print(f"speed ratio ours/naive: {naive_s / ours_s:.2f}x (target >= 4x); peak RSS target < 1536 MiB")
+    print(
+        f"extracted slice data kept in memory: {slice_mb:.2f} MiB per subject (the output itself)"
+    )
+    print(
+        f"speed ratio ours/naive: {naive_s / ours_s:.2f}x (target >= 4x); peak RSS target < 1536 MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,9 @@ def phantom_slices(n_subjects: int, voxel_size: float) -> dict[str, np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--slices", type=Path, help="slice_arrays.npz of a demo run (default: a fresh phantom)")
+    parser.add_argument(
+        "--slices", type=Path, help="slice_arrays.npz of a demo run (default: a fresh phantom)"
+    )
     parser.add_argument("--subjects", type=int, default=200)
     parser.add_argument("--voxel-size", type=float, default=2.0)
     parser.add_argument("--epochs", type=int, nargs="+", default=[6, 10, 14])
@@ -51,30 +53,62 @@ def main() -> None:
     parser.add_argument("--config-id", type=int, default=21)
     args = parser.parse_args()
 
-    arrays = dict(np.load(args.slices)) if args.slices else phantom_slices(args.subjects, args.voxel_size)
+    arrays = (
+        dict(np.load(args.slices))
+        if args.slices
+        else phantom_slices(args.subjects, args.voxel_size)
+    )
     split = split_subjects(arrays["subject_ids"].tolist(), arrays["labels"].tolist(), seed=42)
     train, val = (split.loc[split["split"] == k, "subject_id"].tolist() for k in ("train", "val"))
     grid = sorted(set(itertools.product(args.epochs, args.learning_rates)) | {BASELINE})
     rows = []
     for (epochs, lr), model in itertools.product(grid, args.models):
-        cfg = RunConfig(model_name=model, config_id=args.config_id, seed=42, pretrained=False, learning_rate=lr,
-                        max_epochs=epochs, superconvergence=True, peak_fraction=0.3, lr_interval="epoch",
-                        image_size=48, batch_size=16, early_stopping=True, early_stopping_patience=5, torch_threads=1)
+        cfg = RunConfig(
+            model_name=model,
+            config_id=args.config_id,
+            seed=42,
+            pretrained=False,
+            learning_rate=lr,
+            max_epochs=epochs,
+            superconvergence=True,
+            peak_fraction=0.3,
+            lr_interval="epoch",
+            image_size=48,
+            batch_size=16,
+            early_stopping=True,
+            early_stopping_patience=5,
+            torch_threads=1,
+        )
         start = time.perf_counter()
         result = train_run(arrays, train, val, cfg)
-        rows.append({"epochs": epochs, "learning_rate": lr, "model": model, "val_auroc": result.metrics["auroc"],
-                     "seconds": time.perf_counter() - start})
-    table = pd.DataFrame(rows).groupby(["epochs", "learning_rate"]).agg(
-        val_auroc=("val_auroc", "mean"), seconds_per_run=("seconds", "mean")).reset_index()
+        rows.append(
+            {
+                "epochs": epochs,
+                "learning_rate": lr,
+                "model": model,
+                "val_auroc": result.metrics["auroc"],
+                "seconds": time.perf_counter() - start,
+            }
+        )
+    table = (
+        pd.DataFrame(rows)
+        .groupby(["epochs", "learning_rate"])
+        .agg(val_auroc=("val_auroc", "mean"), seconds_per_run=("seconds", "mean"))
+        .reset_index()
+    )
     base = table[(table.epochs == BASELINE[0]) & (table.learning_rate == BASELINE[1])].iloc[0]
     table["auroc_vs_baseline"] = table["val_auroc"] / base["val_auroc"]
     table["time_vs_baseline"] = table["seconds_per_run"] / base["seconds_per_run"]
-    print(f"{platform.node()} ({platform.processor() or platform.machine()}), config {args.config_id}, "
-          f"{len(train)} train / {len(val)} validation patients, models {', '.join(args.models)}")
+    print(
+        f"{platform.node()} ({platform.processor() or platform.machine()}), config {args.config_id}, "
+        f"{len(train)} train / {len(val)} validation patients, models {', '.join(args.models)}"
+    )
     print(table.round(3).to_string(index=False))
     best = table.sort_values(["val_auroc", "seconds_per_run"], ascending=[False, True]).iloc[0]
-    print(f"best on validation: {int(best.epochs)} epochs, lr {best.learning_rate:g}: "
-          f"AUROC {best.val_auroc:.3f} ({best.auroc_vs_baseline:.2f}x baseline), {best.time_vs_baseline:.2f}x its time")
+    print(
+        f"best on validation: {int(best.epochs)} epochs, lr {best.learning_rate:g}: "
+        f"AUROC {best.val_auroc:.3f} ({best.auroc_vs_baseline:.2f}x baseline), {best.time_vs_baseline:.2f}x its time"
+    )
 
 
 if __name__ == "__main__":

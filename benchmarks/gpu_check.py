@@ -40,11 +40,27 @@ def versions() -> dict[str, str]:
 
     import torch
 
-    out = {"python": platform.python_version(), "machine": platform.machine(), "torch": torch.__version__,
-           "cuda": str(torch.version.cuda), "cudnn": str(torch.backends.cudnn.version()),
-           "gpus": str(torch.cuda.device_count()),
-           "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {os.cpu_count()} cores"}
-    for name in ("timm", "pytorch-lightning", "kedro", "kedro-datasets", "optuna", "numpy", "pandas", "idh_pseudocolor"):
+    out = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "cuda": str(torch.version.cuda),
+        "cudnn": str(torch.backends.cudnn.version()),
+        "gpus": str(torch.cuda.device_count()),
+        "device": torch.cuda.get_device_name(0)
+        if torch.cuda.is_available()
+        else f"CPU, {os.cpu_count()} cores",
+    }
+    for name in (
+        "timm",
+        "pytorch-lightning",
+        "kedro",
+        "kedro-datasets",
+        "optuna",
+        "numpy",
+        "pandas",
+        "idh_pseudocolor",
+    ):
         try:
             out[name] = md.version(name)
         except md.PackageNotFoundError:
@@ -57,14 +73,24 @@ def stage(name: str, command: list[str], log: Path, summary: dict) -> bool:
     print(f"== {name}: {' '.join(command)}", flush=True)
     start = time.perf_counter()
     with log.open("w") as fh:
-        proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"})
+        proc = subprocess.Popen(
+            command,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"},
+        )
         assert proc.stdout is not None
         for line in proc.stdout:
             fh.write(line)
             print(line, end="", flush=True)
         code = proc.wait()
-    summary["stages"][name] = {"seconds": round(time.perf_counter() - start, 1), "exit_code": code, "log": log.name}
+    summary["stages"][name] = {
+        "seconds": round(time.perf_counter() - start, 1),
+        "exit_code": code,
+        "log": log.name,
+    }
     # written after every stage: a check cut off by the box's time limit still leaves what it measured
     (log.parent / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return code == 0
@@ -73,10 +99,16 @@ def stage(name: str, command: list[str], log: Path, summary: dict) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="the output folder (created)")
-    parser.add_argument("--tiny", action="store_true", help="CPU smoke test: tiny nets, 12 subjects at 4 mm, 1 epoch")
+    parser.add_argument(
+        "--tiny",
+        action="store_true",
+        help="CPU smoke test: tiny nets, 12 subjects at 4 mm, 1 epoch",
+    )
     parser.add_argument("--subjects", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run of configuration 15")
-    parser.add_argument("--skip-study", action="store_true", help="leave out benchmarks/gpu_study.py")
+    parser.add_argument(
+        "--skip-study", action="store_true", help="leave out benchmarks/gpu_study.py"
+    )
     args = parser.parse_args()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -92,8 +124,20 @@ def main() -> None:
     subjects = args.subjects or (12 if args.tiny else 60)
 
     cohort = out / "cohort"
-    phantom = [python, "-m", "idh_pseudocolor.cli", "phantom", "--subjects", str(subjects), "--seed", "0", "--out", str(cohort),
-               "--if-absent", *(["--voxel-size", "4", "--workers", "1"] if args.tiny else [])]
+    phantom = [
+        python,
+        "-m",
+        "idh_pseudocolor.cli",
+        "phantom",
+        "--subjects",
+        str(subjects),
+        "--seed",
+        "0",
+        "--out",
+        str(cohort),
+        "--if-absent",
+        *(["--voxel-size", "4", "--workers", "1"] if args.tiny else []),
+    ]
     ok = stage("phantom", phantom, out / "phantom.log", summary)
 
     # the run's configuration: the project's layers + a machine layer for this check
@@ -104,11 +148,24 @@ def main() -> None:
     data = out / "data"
     (conf / "local/globals.yml").write_text(yaml.safe_dump({"data_root": str(data)}))
     hp = {**{k: v for k, v in PAPER_OPTIMUM.items()}, "pretrained": False}
-    best = {"hyperparameters": hp, "provenance": {
-        "source": "the paper's published optimum (Table 1), pretrained off: no ImageNet weights offline",
-        "search_fingerprint": None, "completed_trials": None}}
-    hardware = ({"accelerator": "gpu", "precision": "bf16-mixed", "channels_last": True, "deterministic": False}
-                if gpu else {"accelerator": "cpu", "precision": "32-true"})
+    best = {
+        "hyperparameters": hp,
+        "provenance": {
+            "source": "the paper's published optimum (Table 1), pretrained off: no ImageNet weights offline",
+            "search_fingerprint": None,
+            "completed_trials": None,
+        },
+    }
+    hardware = (
+        {
+            "accelerator": "gpu",
+            "precision": "bf16-mixed",
+            "channels_last": True,
+            "deterministic": False,
+        }
+        if gpu
+        else {"accelerator": "cpu", "precision": "32-true"}
+    )
     local = {
         "data_engineering": {"progress": False},
         "permutation_study": {
@@ -125,32 +182,59 @@ def main() -> None:
     best_file.write_text(yaml.safe_dump(best))
     kedro = [python, "-m", "kedro", "run", "--conf-source", str(conf), "--env", "l4+rehearsal"]
     if ok:
-        ok = stage("data_engineering", [*kedro, "--pipelines", "data_engineering", "--params", f"cohort_path={cohort}"],
-                   out / "data_engineering.log", summary)
+        ok = stage(
+            "data_engineering",
+            [*kedro, "--pipelines", "data_engineering", "--params", f"cohort_path={cohort}"],
+            out / "data_engineering.log",
+            summary,
+        )
     if ok:
-        ok = stage("configuration_15", [*kedro, "--pipelines", "permutation_study", "--namespaces", "configuration_15"],
-                   out / "configuration_15.log", summary)
-    runs_file = data / "rehearsal/07_model_output/permutation_study/configuration_15/validation_runs.csv"
+        ok = stage(
+            "configuration_15",
+            [*kedro, "--pipelines", "permutation_study", "--namespaces", "configuration_15"],
+            out / "configuration_15.log",
+            summary,
+        )
+    runs_file = (
+        data / "rehearsal/07_model_output/permutation_study/configuration_15/validation_runs.csv"
+    )
     if ok and runs_file.is_file():
         import pandas as pd
 
         runs = pd.read_csv(runs_file)
         shutil.copy(runs_file, out / "configuration_15_runs.csv")
         runs["seconds"] = runs["finished_at"] - runs["started_at"]
-        cols = ["model_name", "seed", "auroc", "f1", "best_epoch", "epochs_run", "device", "seconds"]
+        cols = [
+            "model_name",
+            "seed",
+            "auroc",
+            "f1",
+            "best_epoch",
+            "epochs_run",
+            "device",
+            "seconds",
+        ]
         print(runs[cols].to_string(index=False), flush=True)
         summary["configuration_15"] = runs[cols].to_dict("records")
 
     if not args.skip_study:
-        study = [python, str(REPO / "benchmarks/gpu_study.py"), "--out", str(out / "gpu_study.json"),
-                 *(["--tiny", "--seeds", "42", "43"] if args.tiny else [])]
+        study = [
+            python,
+            str(REPO / "benchmarks/gpu_study.py"),
+            "--out",
+            str(out / "gpu_study.json"),
+            *(["--tiny", "--seeds", "42", "43"] if args.tiny else []),
+        ]
         stage("gpu_study", study, out / "gpu_study.log", summary)
         if (out / "gpu_study.json").is_file():
             summary["gpu_study"] = json.loads((out / "gpu_study.json").read_text())
     summary["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     failed = [name for name, s in summary["stages"].items() if s["exit_code"] != 0]
-    print(f"gpu_check: {len(summary['stages'])} stages, failed: {failed or 'none'}; see {out / 'summary.json'}", flush=True)
+    print(
+        f"gpu_check: {len(summary['stages'])} stages, failed: {failed or 'none'}; see {out / 'summary.json'}",
+        flush=True,
+    )
     sys.exit(1 if failed else 0)
 
 

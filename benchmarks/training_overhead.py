@@ -31,7 +31,12 @@ def synthetic(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     images[labels == 1, 2, 80:140, 60:120] += 0.5
     masks = np.zeros((n, 233, 197), np.uint8)
     masks[:, 80:140, 60:120] = 1
-    return {"images": images, "masks": masks, "labels": labels.astype(np.int8), "subject_ids": np.array([f"S{i}" for i in range(n)])}
+    return {
+        "images": images,
+        "masks": masks,
+        "labels": labels.astype(np.int8),
+        "subject_ids": np.array([f"S{i}" for i in range(n)]),
+    }
 
 
 def bare_loop(arrays, train_idx, val_idx, cfg: RunConfig) -> float:
@@ -39,12 +44,16 @@ def bare_loop(arrays, train_idx, val_idx, cfg: RunConfig) -> float:
     torch.use_deterministic_algorithms(cfg.deterministic)
     start = time.perf_counter()
     model = timm.create_model(cfg.model_name, pretrained=False, num_classes=2)
-    x = compose(arrays["images"][train_idx], arrays["masks"][train_idx], cfg.config_id, cfg.image_size)
+    x = compose(
+        arrays["images"][train_idx], arrays["masks"][train_idx], cfg.config_id, cfg.image_size
+    )
     y = torch.as_tensor(arrays["labels"][train_idx].astype(np.int64))
     xv = compose(arrays["images"][val_idx], arrays["masks"][val_idx], cfg.config_id, cfg.image_size)
     yv = arrays["labels"][val_idx]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.learning_rate, total_steps=cfg.max_epochs, pct_start=cfg.peak_fraction)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.learning_rate, total_steps=cfg.max_epochs, pct_start=cfg.peak_fraction
+    )
     g = torch.Generator().manual_seed(cfg.seed)
     for _ in range(cfg.max_epochs):
         model.train()
@@ -71,7 +80,9 @@ def ours(arrays, train_ids, val_ids, cfg: RunConfig) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--subjects", type=int, default=160, help="training subjects (validation: a quarter more)")
+    parser.add_argument(
+        "--subjects", type=int, default=160, help="training subjects (validation: a quarter more)"
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--model", default="resnet18")
@@ -83,14 +94,23 @@ def main() -> None:
     train_ids, val_ids = ids[: args.subjects], ids[args.subjects :]
     train_idx, val_idx = np.arange(args.subjects), np.arange(args.subjects, args.subjects + n_val)
     cfg = RunConfig(
-        model_name=args.model, config_id=15, pretrained=False, learning_rate=1e-3, max_epochs=args.epochs,
-        image_size=args.image_size, early_stopping=False,
+        model_name=args.model,
+        config_id=15,
+        pretrained=False,
+        learning_rate=1e-3,
+        max_epochs=args.epochs,
+        image_size=args.image_size,
+        early_stopping=False,
     )
     images = (args.subjects // cfg.batch_size) * cfg.batch_size * args.epochs
     bare_s = min(bare_loop(arrays, train_idx, val_idx, cfg) for _ in range(2))
     ours_s = min(ours(arrays, train_ids, val_ids, cfg) for _ in range(2))
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{args.model} at {args.image_size} px, batch {cfg.batch_size}, {args.subjects} train / {n_val} val subjects, {args.epochs} epochs")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"{args.model} at {args.image_size} px, batch {cfg.batch_size}, {args.subjects} train / {n_val} val subjects, {args.epochs} epochs"
+    )
     print(f"bare PyTorch loop: {bare_s:6.2f} s  {images / bare_s:7.1f} train images/s")
     print(f"ours (Lightning):  {ours_s:6.2f} s  {images / ours_s:7.1f} train images/s")
     print(f"ratio ours/bare: {bare_s / ours_s:.3f} (target >= 0.9)")

@@ -18,12 +18,19 @@ class PageVisit:
 def chromium_path() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if not path:
-        raise RuntimeError("Chromium is needed for the browser tests: apt-get install chromium (make test does this)")
+        raise RuntimeError(
+            "Chromium is needed for the browser tests: apt-get install chromium (make test does this)"
+        )
     return path
 
 
-def visit(url: str, screenshot: Path, evaluate: dict[str, str] | None = None, wait_for: str | None = None,
-          timeout_ms: int = 60000) -> PageVisit:
+def visit(
+    url: str,
+    screenshot: Path,
+    evaluate: dict[str, str] | None = None,
+    wait_for: str | None = None,
+    timeout_ms: int = 60000,
+) -> PageVisit:
     """Load ``url``, optionally wait for a selector, evaluate JS expressions, save a full-page screenshot."""
     from playwright.sync_api import sync_playwright
 
@@ -32,12 +39,19 @@ def visit(url: str, screenshot: Path, evaluate: dict[str, str] | None = None, wa
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         result = PageVisit(title="")
         page.on("pageerror", lambda exc: result.errors.append(f"pageerror: {exc}"))
-        page.on("console", lambda msg: result.errors.append(f"console: {msg.text}") if msg.type == "error" else None)
+        page.on(
+            "console",
+            lambda msg: (
+                result.errors.append(f"console: {msg.text}") if msg.type == "error" else None
+            ),
+        )
         page.on("requestfailed", lambda req: result.failed_requests.append(req.url))
         page.goto(url, wait_until="load", timeout=timeout_ms)
         if wait_for:
             page.wait_for_selector(wait_for, timeout=timeout_ms)
-        page.wait_for_timeout(500)
+        page.wait_for_load_state(
+            "networkidle", timeout=timeout_ms
+        )  # every fetch answered; no fixed sleep
         result.title = page.title()
         result.checks = {name: page.evaluate(expr) for name, expr in (evaluate or {}).items()}
         page.screenshot(path=str(screenshot), full_page=True)

@@ -14,7 +14,12 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 REPO = Path(__file__).resolve().parents[1]
-SEQUENCE_FILES = {"T1": "T1.nii.gz", "T1ce": "T1GD.nii.gz", "T2": "T2.nii.gz", "FLAIR": "FLAIR.nii.gz"}
+SEQUENCE_FILES = {
+    "T1": "T1.nii.gz",
+    "T1ce": "T1GD.nii.gz",
+    "T2": "T2.nii.gz",
+    "FLAIR": "FLAIR.nii.gz",
+}
 
 
 @pytest.fixture(scope="session")
@@ -97,16 +102,22 @@ def write_subject(
     return folder
 
 
-def project_parameters(project: Path, env: str | None = None, runtime_params: dict | None = None) -> dict:
+def project_parameters(
+    project: Path, env: str | None = None, runtime_params: dict | None = None
+) -> dict:
     """The parameters a `kedro run --env ENV` in ``project`` resolves to (the project's own loader)."""
     from idh_pseudocolor.config_loader import LayeredConfigLoader
     from idh_pseudocolor.settings import CONFIG_LOADER_ARGS
 
-    loader = LayeredConfigLoader(str(project / "conf"), env=env, runtime_params=runtime_params, **CONFIG_LOADER_ARGS)
+    loader = LayeredConfigLoader(
+        str(project / "conf"), env=env, runtime_params=runtime_params, **CONFIG_LOADER_ARGS
+    )
     return loader["parameters"]
 
 
-def write_best_params(project: Path, hyperparameters: dict, env: str | None = None, outputs: str = "data") -> dict:
+def write_best_params(
+    project: Path, hyperparameters: dict, env: str | None = None, outputs: str = "data"
+) -> dict:
     """A best_params file as this environment's finished search writes it (provenance included)."""
     import yaml
 
@@ -115,9 +126,14 @@ def write_best_params(project: Path, hyperparameters: dict, env: str | None = No
     settings = SearchSettings.from_params(project_parameters(project, env)["hyperparameter_search"])
     best = {
         "hyperparameters": dict(hyperparameters),
-        "provenance": {"study_name": "written by a test", "search_fingerprint": settings.fingerprint_id(),
-                       "completed_trials": settings.n_trials, "n_trials": settings.n_trials,
-                       "model_name": settings.model_name, "config_id": settings.config_id},
+        "provenance": {
+            "study_name": "written by a test",
+            "search_fingerprint": settings.fingerprint_id(),
+            "completed_trials": settings.n_trials,
+            "n_trials": settings.n_trials,
+            "model_name": settings.model_name,
+            "config_id": settings.config_id,
+        },
     }
     path = project / outputs / "06_models/best_params.yml"
     path.parent.mkdir(parents=True, exist_ok=True)

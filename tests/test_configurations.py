@@ -16,8 +16,12 @@ from idh_pseudocolor.configurations import (
 def test_paper_numbering_matches_spec():
     assert configuration(21) == ("FLAIR", "T1ce", "T2") and SEARCH_CONFIGURATION_ID == 21
     assert configuration(15) == ("T2", "T1ce", "FLAIR") and PAPER_WINNER_ID == 15
-    assert [configuration(i) for i in range(24)] == list(permutations(("T1", "T1ce", "T2", "FLAIR"), 3))
-    assert [configuration(i) for i in range(24, 28)] == [(s, s, s) for s in ("T1", "T1ce", "T2", "FLAIR")]
+    assert [configuration(i) for i in range(24)] == list(
+        permutations(("T1", "T1ce", "T2", "FLAIR"), 3)
+    )
+    assert [configuration(i) for i in range(24, 28)] == [
+        (s, s, s) for s in ("T1", "T1ce", "T2", "FLAIR")
+    ]
     assert configuration(28) == ("T1", "T1ce", "T2", "FLAIR")
     assert len(CONFIGURATIONS) == 29
 
@@ -36,3 +40,14 @@ def test_unknown_configuration_is_refused():
         configuration(29)
     with pytest.raises(ValueError, match="No configuration"):
         configuration_id(("T1", "T1", "T2"))
+
+
+def test_namespaces_sort_in_numeric_order_and_name_their_id():
+    from idh_pseudocolor.configurations import CONFIGURATIONS, namespace
+
+    names = [namespace(c) for c in CONFIGURATIONS]
+    assert names[3] == "configuration_03" and names[28] == "configuration_28"
+    assert sorted(names) == names  # kedro-viz and ls list them alphabetically
+    assert [int(n.removeprefix("configuration_")) for n in names] == list(CONFIGURATIONS)
+    with pytest.raises(ValueError, match="Unknown configuration id 29"):
+        namespace(29)

@@ -7,7 +7,10 @@ from idh_pseudocolor.datasets import CohortDataset, NpzDataset
 
 
 def test_npz_round_trip(tmp_path):
-    data = {"images": np.random.default_rng(0).random((3, 4, 5, 6), dtype=np.float32), "ids": np.array(["a", "bb", "c"])}
+    data = {
+        "images": np.random.default_rng(0).random((3, 4, 5, 6), dtype=np.float32),
+        "ids": np.array(["a", "bb", "c"]),
+    }
     ds = NpzDataset(str(tmp_path / "sub" / "arrays.npz"))
     assert not ds.exists()
     ds.save(data)
@@ -43,14 +46,21 @@ def test_model_bundle_round_trip_and_half_written_counts_as_missing(tmp_path):
     from idh_pseudocolor.models import create_model
 
     model, _ = create_model("test_resnet", pretrained=False)
-    bundle = {"run_a": {"state_dict": model.state_dict(), "meta": {"config": {"model_name": "test_resnet", "seed": 1}}},
-              "run_b": {"state_dict": None, "meta": {"note": "weights not kept"}}}
+    bundle = {
+        "run_a": {
+            "state_dict": model.state_dict(),
+            "meta": {"config": {"model_name": "test_resnet", "seed": 1}},
+        },
+        "run_b": {"state_dict": None, "meta": {"note": "weights not kept"}},
+    }
     ds = ModelBundleDataset(path=str(tmp_path / "bundle"))
     assert not ds.exists()
     ds.save(bundle)
     assert ds.exists()
     loaded = ds.load()
-    assert loaded["run_a"]["meta"] == bundle["run_a"]["meta"] and loaded["run_b"]["state_dict"] is None
+    assert (
+        loaded["run_a"]["meta"] == bundle["run_a"]["meta"] and loaded["run_b"]["state_dict"] is None
+    )
     fresh, _ = create_model("test_resnet", pretrained=False)
     fresh.load_state_dict(loaded["run_a"]["state_dict"])  # strict
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in model.state_dict().items())
@@ -58,3 +68,30 @@ def test_model_bundle_round_trip_and_half_written_counts_as_missing(tmp_path):
     assert not ds.exists()
     with pytest.raises(DatasetError, match="manifest.json missing"):
         ds.load()
+
+
+@pytest.mark.parametrize("password", ["secret", "p@ss:w/rd#1%", "a b?c&d=e"])
+def test_storage_url_shows_no_password(password):
+    """The URL in messages and in the catalog's description: the password (any characters,
+    percent-encoded as SQLAlchemy expects) becomes ***, everything else stays, query included."""
+    from urllib.parse import quote_plus
+
+    from idh_pseudocolor.datasets.optuna_dataset import masked_url
+
+    url = f"postgresql+psycopg://alice:{quote_plus(password)}@db.example:5432/optuna?application_name=w@1"
+    masked = masked_url(url)
+    assert masked == "postgresql+psycopg://alice:***@db.example:5432/optuna?application_name=w%401"
+    assert quote_plus(password) not in masked and password not in masked
+    for plain in (
+        "sqlite:///data/06_models/search.db",
+        "journal:/shared/search.log",
+        "postgresql://alice@db/optuna",
+    ):
+        assert masked_url(plain) == plain  # nothing to hide
+
+
+def test_sqlite_study_location_names_its_file(tmp_path):
+    from idh_pseudocolor.datasets import OptunaStorageDataset
+
+    location = OptunaStorageDataset("s", filepath=str(tmp_path / "db" / "search.db")).load()
+    assert location.url == f"sqlite:///{tmp_path}/db/search.db" and location.study_name == "s"

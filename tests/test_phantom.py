@@ -22,30 +22,82 @@ def test_full_template_is_egd_grid():
     assert np.allclose(np.diag(template.affine)[:3], 1.0)
 
 
+#: sha256 of the uint8 voxels of nilearn's MNI152 T1, GM and WM files: the anatomy of generator v3
+TEMPLATE_SHA256 = {
+    "t1": "a42242e3dc051f80e18cf23eb12618a6f09ff951defa2d1e9687d8dcb8810bbf",
+    "gm": "31aecb7be828c1bfb9ff518f94fe76c463e4ec834ac96c2de3449ec2122711f5",
+    "wm": "b0a50397bf25b0f407ca29e2cfefa2f49f094d06bc0aa2722f2f0b72fcd9b645",
+}
+
+
+def test_anatomy_is_nilearns_template_files_unchanged():
+    """The public loaders give, bit for bit, the maps generator v3 read from nilearn's files
+    (uint8 / 255 in float32, same affine); the files themselves are the ones v3 was made from."""
+    import hashlib
+
+    from nilearn.datasets import GM_MNI152_FILE_PATH, MNI152_FILE_PATH, WM_MNI152_FILE_PATH
+
+    from idh_pseudocolor.phantom import template_maps
+
+    maps, affine = template_maps()
+    for key, path in {
+        "t1": MNI152_FILE_PATH,
+        "gm": GM_MNI152_FILE_PATH,
+        "wm": WM_MNI152_FILE_PATH,
+    }.items():
+        image = nib.load(path)
+        voxels = np.asarray(image.dataobj)
+        assert (
+            voxels.dtype == np.uint8
+            and hashlib.sha256(voxels.tobytes()).hexdigest() == TEMPLATE_SHA256[key]
+        ), key
+        assert maps[key].dtype == np.float32
+        np.testing.assert_array_equal(maps[key], voxels.astype(np.float32) / 255.0, err_msg=key)
+        np.testing.assert_array_equal(affine, image.affine)
+
+
 def test_egd_layout_and_metadata(tiny_cohort):
     subjects = sorted(p for p in tiny_cohort.iterdir() if p.is_dir())
     assert len(subjects) == 24
     names = {p.name for p in subjects[0].iterdir()}
-    assert names == {"T1.nii.gz", "T1GD.nii.gz", "T2.nii.gz", "FLAIR.nii.gz", "MASK.nii.gz", "metadata.json"}
+    assert names == {
+        "T1.nii.gz",
+        "T1GD.nii.gz",
+        "T2.nii.gz",
+        "FLAIR.nii.gz",
+        "MASK.nii.gz",
+        "metadata.json",
+    }
     labels = []
     for folder in subjects:
         meta = json.loads((folder / "metadata.json").read_text())
         labels.append(parse_idh(meta["Genetic_and_Histological_labels"]["IDH"]))
         assert meta["Phantom"]["synthetic"] is True
-        assert {"Age", "Sex"} <= set(meta["Clinical_data"]) and "Field" in meta["Scan_characteristics"]
+        assert {"Age", "Sex"} <= set(meta["Clinical_data"]) and "Field" in meta[
+            "Scan_characteristics"
+        ]
         assert nib.load(folder / "MASK.nii.gz").get_fdata().any()
     assert sum(labels) == round(0.35 * 24)
     assert json.loads((tiny_cohort / "phantom_cohort.json").read_text())["synthetic"] is True
     assert discover_cohort(tiny_cohort)["phantom"].all()
     # some IDH values are written as strings, as EGD's sometimes are
-    raw = [json.loads((f / "metadata.json").read_text())["Genetic_and_Histological_labels"]["IDH"] for f in subjects]
+    raw = [
+        json.loads((f / "metadata.json").read_text())["Genetic_and_Histological_labels"]["IDH"]
+        for f in subjects
+    ]
     assert {type(v) for v in raw} == {int, str}
 
 
 def test_reproducible_from_seed(tmp_path):
-    generate_cohort(tmp_path / "a", n_subjects=3, seed=11, voxel_size=4.0, n_workers=1, progress=False)
-    generate_cohort(tmp_path / "b", n_subjects=3, seed=11, voxel_size=4.0, n_workers=2, progress=False)
-    generate_cohort(tmp_path / "c", n_subjects=3, seed=12, voxel_size=4.0, n_workers=1, progress=False)
+    generate_cohort(
+        tmp_path / "a", n_subjects=3, seed=11, voxel_size=4.0, n_workers=1, progress=False
+    )
+    generate_cohort(
+        tmp_path / "b", n_subjects=3, seed=11, voxel_size=4.0, n_workers=2, progress=False
+    )
+    generate_cohort(
+        tmp_path / "c", n_subjects=3, seed=12, voxel_size=4.0, n_workers=1, progress=False
+    )
     for name in ("T2.nii.gz", "MASK.nii.gz"):
         a = nib.load(tmp_path / "a" / "PHANTOM-0002" / name).get_fdata()
         b = nib.load(tmp_path / "b" / "PHANTOM-0002" / name).get_fdata()
@@ -64,18 +116,30 @@ def test_tissue_contrast_and_planted_tumor_signal(tmp_path):
     gm = brain & (np.abs(template.base["T1"] - 0.55) < 0.01)
     rows = []
     for folder in sorted(p for p in out.iterdir() if p.is_dir()):
-        vol = {s: nib.load(folder / f"{s}.nii.gz").get_fdata() for s in ("T1", "T1GD", "T2", "FLAIR")}
+        vol = {
+            s: nib.load(folder / f"{s}.nii.gz").get_fdata() for s in ("T1", "T1GD", "T2", "FLAIR")
+        }
         tumor = nib.load(folder / "MASK.nii.gz").get_fdata() > 0
         healthy = ~ndilate(tumor)
-        m = {s: {t: v[r & healthy].mean() for t, r in (("csf", csf), ("gm", gm), ("wm", wm))} for s, v in vol.items()}
+        m = {
+            s: {t: v[r & healthy].mean() for t, r in (("csf", csf), ("gm", gm), ("wm", wm))}
+            for s, v in vol.items()
+        }
         assert m["T1"]["wm"] > m["T1"]["gm"] > m["T1"]["csf"]
         assert m["T2"]["csf"] > m["T2"]["gm"] > m["T2"]["wm"]
         assert m["FLAIR"]["csf"] < min(m["FLAIR"]["gm"], m["FLAIR"]["wm"])  # CSF suppressed
         meta = json.loads((folder / "metadata.json").read_text())
         t = meta["Phantom"]["tumor"]
-        core = ndimage.binary_erosion(tumor, iterations=2) if ndimage.binary_erosion(tumor, iterations=2).any() else tumor
+        core = (
+            ndimage.binary_erosion(tumor, iterations=2)
+            if ndimage.binary_erosion(tumor, iterations=2).any()
+            else tumor
+        )
         # each sequence's solid-tumor signal against its own healthy white matter (scanner scale cancels)
-        t2, flair = vol["T2"][core].mean() / m["T2"]["wm"], vol["FLAIR"][core].mean() / m["FLAIR"]["wm"]
+        t2, flair = (
+            vol["T2"][core].mean() / m["T2"]["wm"],
+            vol["FLAIR"][core].mean() / m["FLAIR"]["wm"],
+        )
         rows.append(
             {
                 "mutant": t["mutant"],
@@ -113,9 +177,14 @@ def ndilate(mask: np.ndarray) -> np.ndarray:
 
 def test_brats_layout_is_lps_with_ucsf_labels(tmp_path):
     out = tmp_path / "brats"
-    generate_cohort(out, n_subjects=6, seed=2, voxel_size=4.0, layout="brats", n_workers=1, progress=False)
+    generate_cohort(
+        out, n_subjects=6, seed=2, voxel_size=4.0, layout="brats", n_workers=1, progress=False
+    )
     folder = out / "BraTS2021_00001"
-    assert {p.name for p in folder.iterdir()} == {f"BraTS2021_00001_{s}.nii.gz" for s in ("t1", "t1ce", "t2", "flair", "seg")}
+    assert {p.name for p in folder.iterdir()} == {
+        *(f"BraTS2021_00001_{s}.nii.gz" for s in ("t1", "t1ce", "t2", "flair", "seg")),
+        "metadata.json",
+    }
     seg = nib.load(folder / "BraTS2021_00001_seg.nii.gz")
     assert nib.aff2axcodes(seg.affine) == ("L", "P", "S")
     assert set(np.unique(np.asarray(seg.dataobj))) <= {0, 1, 2, 4}
@@ -124,15 +193,35 @@ def test_brats_layout_is_lps_with_ucsf_labels(tmp_path):
     assert set(labels["IDH"]) <= {"wildtype", "mutated (NOS)", "IDH1 p.R132H", "IDH2 p.R172K"}
     frame = discover_cohort(out, layout="brats", labels=out / "labels.csv")
     assert (frame["problem"] == "").all() and frame["label_raw"].map(parse_idh).sum() == 2
+    # every subject's metadata.json (docs/data.md) says it is synthetic, with the label of labels.csv
+    for row in frame.itertuples():
+        meta = json.loads((out / row.subject_id / "metadata.json").read_text())
+        assert meta["Phantom"]["synthetic"] is True and meta["Phantom"]["tumor"]["mutant"] == bool(
+            parse_idh(row.label_raw)
+        )
+        assert parse_idh(meta["Genetic_and_Histological_labels"]["IDH"]) == parse_idh(row.label_raw)
 
 
 def test_cli_generates_once(tmp_path):
     out = tmp_path / "cli"
-    args = ["phantom", "--subjects", "3", "--voxel-size", "4", "--out", str(out), "--workers", "1", "--if-absent"]
+    args = [
+        "phantom",
+        "--subjects",
+        "3",
+        "--voxel-size",
+        "4",
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--if-absent",
+    ]
     first = CliRunner().invoke(cli, args)
     assert first.exit_code == 0, first.output
     assert "Wrote 3 phantom subjects" in first.output
-    assert cohort_is_complete(out, 3, 0, 4.0, "egd") and not cohort_is_complete(out, 4, 0, 4.0, "egd")
+    assert cohort_is_complete(out, 3, 0, 4.0, "egd") and not cohort_is_complete(
+        out, 4, 0, 4.0, "egd"
+    )
     second = CliRunner().invoke(cli, args)
     assert "already complete" in second.output
 
@@ -141,11 +230,37 @@ def test_if_absent_regenerates_for_other_settings_and_drops_stale_subjects(tmp_p
     out = tmp_path / "again"
     base = ["phantom", "--voxel-size", "4", "--out", str(out), "--workers", "1", "--if-absent"]
     assert CliRunner().invoke(cli, [*base, "--subjects", "4"]).exit_code == 0
-    assert cohort_is_complete(out, 4, 0, 4.0, "egd", 0.35) and not cohort_is_complete(out, 4, 0, 4.0, "egd", 0.5)
+    assert cohort_is_complete(out, 4, 0, 4.0, "egd", 0.35) and not cohort_is_complete(
+        out, 4, 0, 4.0, "egd", 0.5
+    )
     again = CliRunner().invoke(cli, [*base, "--subjects", "4", "--mutant-fraction", "0.5"])
-    assert "Wrote 4 phantom subjects (2 IDH-mutant)" in again.output  # another fraction: regenerated, not kept
+    assert (
+        "Wrote 4 phantom subjects (2 IDH-mutant)" in again.output
+    )  # another fraction: regenerated, not kept
     (out / "notes").mkdir()  # a folder the phantom did not write is left alone
     smaller = CliRunner().invoke(cli, [*base, "--subjects", "2"])
     assert smaller.exit_code == 0, smaller.output
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["PHANTOM-0001", "PHANTOM-0002", "notes"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+        "PHANTOM-0001",
+        "PHANTOM-0002",
+        "notes",
+    ]
     assert len(discover_cohort(out)) == 3 and cohort_is_complete(out, 2, 0, 4.0, "egd")
+
+
+def test_python_m_is_the_idh_pseudocolor_command():
+    """``python -m idh_pseudocolor`` runs pyproject's ``idh-pseudocolor`` entry point (cli.main)."""
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="idh-pseudocolor")
+    assert script.value == "idh_pseudocolor.cli:main"
+    done = subprocess.run(
+        [sys.executable, "-m", "idh_pseudocolor", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "phantom" in done.stdout and "predict" in done.stdout

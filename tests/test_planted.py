@@ -5,8 +5,12 @@ from __future__ import annotations
 from idh_pseudocolor.configurations import configuration, configuration_id
 from idh_pseudocolor.planted import holds, planted_truth_check
 
-RECORD = {"synthetic": True, "generator_version": 3, "planted_sequences": ["T2", "FLAIR"],
-          "cues": [{"cue": "T2-FLAIR discordance", "strength": "strong"}]}
+RECORD = {
+    "synthetic": True,
+    "generator_version": 3,
+    "planted_sequences": ["T2", "FLAIR"],
+    "cues": [{"cue": "T2-FLAIR discordance", "strength": "strong"}],
+}
 
 
 def recovered_ranking() -> list[int]:
@@ -36,7 +40,9 @@ def test_a_channel_swap_in_the_composition_fails_the_check():
     reported = [configuration_id(tuple(swap[s] for s in configuration(c))) for c in truly_good]
     check = planted_truth_check(reported, RECORD)
     assert not check["passed"]
-    assert not check["criteria"][1]["passed"]  # half the "holding" configurations now come from the lacking block
+    assert not check["criteria"][1][
+        "passed"
+    ]  # half the "holding" configurations now come from the lacking block
     assert check["gray_t1_rank"] < 28
 
 
@@ -56,7 +62,9 @@ def test_grays_in_the_top_half_fail_that_criterion_only():
 
 def test_nothing_to_check_for_real_data_or_an_old_phantom():
     assert planted_truth_check(recovered_ranking(), {"synthetic": False}) == {
-        "applicable": False, "reason": "real cohort: no planted truth to check"}
+        "applicable": False,
+        "reason": "real cohort: no planted truth to check",
+    }
     old = planted_truth_check(recovered_ranking(), {"synthetic": True, "generator_version": 2})
     assert not old["applicable"] and "v2" in old["reason"]
     partial = planted_truth_check(list(range(20)), RECORD)

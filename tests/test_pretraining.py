@@ -23,12 +23,15 @@ from idh_pseudocolor.pretraining import (
     weights_metadata,
 )
 
-TINY = PretrainSettings(image_size=32, photo_size=64, steps=3, batch_size=8, heldout_crops=16, seed=3, torch_threads=1)
+TINY = PretrainSettings(
+    image_size=32, photo_size=64, steps=3, batch_size=8, heldout_crops=16, seed=3, torch_threads=1
+)
 
 
 @pytest.fixture()
 def no_network(monkeypatch):
     """Any attempt to open a connection fails (scikit-image's pooch fetchers would need one)."""
+
     def refuse(*args, **kwargs):
         raise OSError("network access in a test that must work offline")
 
@@ -49,7 +52,12 @@ def test_bundled_photographs_load_without_network(no_network):
     photos = load_photographs()
     assert list(photos) == list(PHOTOGRAPHS) and len(photos) == 15
     for name, image in photos.items():
-        assert image.ndim == 3 and image.shape[2] == 3 and image.dtype.name == "uint8" and min(image.shape[:2]) >= 256, name
+        assert (
+            image.ndim == 3
+            and image.shape[2] == 3
+            and image.dtype.name == "uint8"
+            and min(image.shape[:2]) >= 256
+        ), name
     assert not (photos["astronaut.png"][..., 0] == photos["astronaut.png"][..., 1]).all()  # colour
     assert (photos["camera.png"][..., 0] == photos["camera.png"][..., 2]).all()  # grayscale, as RGB
     tensor = photo_tensor(photos, 64)
@@ -65,7 +73,9 @@ def test_pretraining_changes_the_weights_and_is_deterministic():
     again, _ = pretrain("test_byobnet", photos, TINY)
     assert state.keys() == initial.keys()
     assert not torch.equal(state["stem.conv.weight"], initial["stem.conv.weight"])
-    assert all(torch.equal(state[k], again[k]) for k in state)  # same seed, same threads: same weights
+    assert all(
+        torch.equal(state[k], again[k]) for k in state
+    )  # same seed, same threads: same weights
     assert record["classes"] == 15 and record["chance"] == pytest.approx(1 / 15, abs=1e-4)
     assert 0 <= record["heldout_accuracy"] <= 1 and record["seconds"] > 0
 
@@ -74,18 +84,38 @@ def test_the_file_says_what_it_is(demo_file):
     path, record = demo_file
     meta = weights_metadata(path)
     assert meta["idh_pseudocolor"] == "demo_pretraining" and meta["model_name"] == "test_resnet"
-    assert meta["photographs"] == "15" and meta["description"] == "demo pretraining on 15 photographs, not ImageNet"
+    assert (
+        meta["photographs"] == "15"
+        and meta["description"] == "demo pretraining on 15 photographs, not ImageNet"
+    )
     assert "which photograph" in meta["task"] and float(meta["heldout_accuracy"]) == pytest.approx(
-        record["models"]["test_resnet"]["heldout_accuracy"], abs=1e-4)
-    assert record["photographs"] == 15 and record["settings"]["steps"] == 3 and "scikit-image" in record["versions"]
+        record["models"]["test_resnet"]["heldout_accuracy"], abs=1e-4
+    )
+    assert (
+        record["photographs"] == 15
+        and record["settings"]["steps"] == 3
+        and "scikit-image" in record["versions"]
+    )
 
 
 @pytest.mark.parametrize("in_chans", [3, 4])
 def test_create_model_loads_demo_weights_through_the_weights_file_path(demo_file, in_chans):
     path, _ = demo_file
     saved = load_file(path)
-    model, info = create_model("test_resnet", pretrained=True, weights_file=str(path), in_chans=in_chans, num_classes=2)
-    assert info.pretrained_loaded and info.demo_pretraining and info.source == f"demo-pretraining:{path}"
+    model, info = create_model(
+        "test_resnet", pretrained=True, weights_file=str(path), in_chans=in_chans, num_classes=2
+    )
+    assert (
+        info.pretrained_loaded
+        and info.demo_pretraining
+        and info.source == f"demo-pretraining:{path}"
+    )
+    # inputs standardized as the pretraining's were (its header), not as timm's test_resnet hub weights (0.5)
+    imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert (
+        weights_metadata(path)["mean"] == "[0.485, 0.456, 0.406]" and info.normalization == imagenet
+    )
+    assert timm.data.resolve_model_data_config(model)["mean"] == imagenet[0]
     loaded = model.state_dict()
     assert loaded["fc.weight"].shape == (2, saved["fc.weight"].shape[1])  # a new 2-class head
     adapted = {"fc.weight", "fc.bias"} | ({"conv1.0.weight"} if in_chans == 4 else set())
@@ -96,7 +126,10 @@ def test_create_model_loads_demo_weights_through_the_weights_file_path(demo_file
 
 
 def test_demo_weights_are_refused_for_another_model(demo_file):
-    with pytest.raises(PretrainedWeightsUnavailable, match="demo-pretrained weights for 'test_resnet', not 'test_byobnet'"):
+    with pytest.raises(
+        PretrainedWeightsUnavailable,
+        match="demo-pretrained weights for 'test_resnet', not 'test_byobnet'",
+    ):
         create_model("test_byobnet", pretrained=True, weights_file=str(demo_file[0]))
 
 
@@ -114,3 +147,19 @@ def test_is_demo_weights_only_for_demo_files(demo_file, tmp_path):
 def test_unknown_settings_are_refused():
     with pytest.raises(ValueError, match="unknown demo_pretraining setting"):
         PretrainSettings.from_params({"step": 10})
+
+
+def test_demo_weights_from_before_the_header_recorded_their_standardization_get_imagenets(
+    demo_file, tmp_path
+):
+    """Every demo weights file made before ``mean``/``std`` were in the header was pretrained on
+    ImageNet-standardized crops."""
+    path, _ = demo_file
+    meta = {k: v for k, v in weights_metadata(path).items() if k not in ("mean", "std")}
+    older = tmp_path / "test_resnet.safetensors"
+    save_file(load_file(path), older, metadata=meta)
+    _, info = create_model("test_resnet", pretrained=True, weights_file=str(older))
+    assert info.demo_pretraining and info.normalization == (
+        (0.485, 0.456, 0.406),
+        (0.229, 0.224, 0.225),
+    )

@@ -13,6 +13,7 @@ from nibabel.orientations import axcodes2ornt, ornt_transform
 from idh_pseudocolor.slices import (
     Normalization,
     SubjectError,
+    SubjectSlice,
     extract_many,
     extract_subject,
     midpoint_slice,
@@ -41,7 +42,10 @@ def make_volumes(seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
 
 
 def files_of(folder: Path) -> dict[str, str]:
-    return {**{seq: str(folder / name) for seq, name in SEQUENCE_FILES.items()}, "mask": str(folder / "MASK.nii.gz")}
+    return {
+        **{seq: str(folder / name) for seq, name in SEQUENCE_FILES.items()},
+        "mask": str(folder / "MASK.nii.gz"),
+    }
 
 
 @pytest.fixture()
@@ -71,7 +75,9 @@ def test_z_range_helpers():
         tumor_z_range(np.zeros((3, 3, 3), bool))
 
 
-@pytest.mark.parametrize("codes", [("L", "P", "S"), ("P", "S", "L"), ("S", "R", "P"), ("A", "L", "I")])
+@pytest.mark.parametrize(
+    "codes", [("L", "P", "S"), ("P", "S", "L"), ("S", "R", "P"), ("A", "L", "I")]
+)
 def test_orientation_does_not_change_the_slice(tmp_path, subject, codes):
     reference = extract_subject("S1", files_of(subject), Normalization())
     out = tmp_path / "reoriented"
@@ -191,18 +197,30 @@ def test_extract_many_runs_in_parallel_and_reports_errors(tmp_path):
     volumes, mask = make_volumes()
     good = write_subject(tmp_path / "good", volumes, mask, AFFINE)
     bad = write_subject(tmp_path / "bad", volumes, np.zeros_like(mask), AFFINE)
-    results = list(extract_many([("good", files_of(good)), ("bad", files_of(bad))], n_workers=2, progress=False))
+    results = list(
+        extract_many(
+            [("good", files_of(good)), ("bad", files_of(bad))], n_workers=2, progress=False
+        )
+    )
     assert results[0].subject_id == "good" and results[0].z == 7
     assert isinstance(results[1], SubjectError) and results[1].subject_id == "bad"
     stacked = stack_slices([results[0]], {"good": 1})
-    assert stacked["images"].shape == (1, 4, SHAPE[1], SHAPE[0]) and stacked["labels"].tolist() == [1]
+    assert stacked["images"].shape == (1, 4, SHAPE[1], SHAPE[0]) and stacked["labels"].tolist() == [
+        1
+    ]
 
 
 def test_uncompressed_nifti_is_read_and_truncation_detected(tmp_path):
     volumes, mask = make_volumes()
     folder = tmp_path / "plain"
     folder.mkdir()
-    names = {"T1": "t1.nii", "T1ce": "t1ce.nii", "T2": "t2.nii", "FLAIR": "flair.nii", "mask": "mask.nii"}
+    names = {
+        "T1": "t1.nii",
+        "T1ce": "t1ce.nii",
+        "T2": "t2.nii",
+        "FLAIR": "flair.nii",
+        "mask": "mask.nii",
+    }
     for key, name in names.items():
         nib.save(nib.Nifti1Image(mask if key == "mask" else volumes[key], AFFINE), folder / name)
     files = {key: str(folder / name) for key, name in names.items()}
@@ -223,3 +241,22 @@ def test_scaled_integer_storage_matches_nibabel(tmp_path, subject):
     expected = nib.load(subject / "T2.nii.gz").get_fdata()[:, :, 7]
     result = extract_subject("S1", files_of(subject), RAW)
     np.testing.assert_allclose(result.image[2], to_display(expected), rtol=1e-5)
+
+
+def test_stack_slices_centres_smaller_slices_in_zero_padding():
+    """Mixed grids (e.g. two sites) stack into the largest shape, each slice centred: a 2x3 slice
+    in a 5x6 frame starts at row (5-2)//2 = 1 and column (6-3)//2 = 1, zeros around it."""
+    big = SubjectSlice("big", np.ones((4, 5, 6), np.float32), np.ones((5, 6), np.uint8), 0, 0, 0)
+    small_image = np.arange(4 * 2 * 3, dtype=np.float32).reshape(4, 2, 3) + 1
+    small = SubjectSlice("small", small_image, np.array([[1, 0, 1], [0, 1, 0]], np.uint8), 3, 5, 4)
+    stacked = stack_slices([big, small], {"big": 0, "small": 1})
+    assert stacked["images"].shape == (2, 4, 5, 6) and stacked["masks"].shape == (2, 5, 6)
+    expected = np.zeros((4, 5, 6), np.float32)
+    expected[:, 1:3, 1:4] = small_image
+    np.testing.assert_array_equal(stacked["images"][1], expected)
+    expected_mask = np.zeros((5, 6), np.uint8)
+    expected_mask[1:3, 1:4] = [[1, 0, 1], [0, 1, 0]]
+    np.testing.assert_array_equal(stacked["masks"][1], expected_mask)
+    np.testing.assert_array_equal(stacked["images"][0], 1.0)
+    assert stacked["labels"].tolist() == [0, 1] and stacked["slice_index"].tolist() == [0, 4]
+    assert stacked["subject_ids"].tolist() == ["big", "small"]

@@ -39,7 +39,9 @@ def test_splits_are_reproducible_and_seed_dependent():
     # the same patients listed in another order land in the same splits (ids are sorted first)
     pd.testing.assert_frame_equal(a, b)
     shuffled = np.random.default_rng(0).permutation(len(ids))
-    pd.testing.assert_frame_equal(a, split_subjects([ids[i] for i in shuffled], [labels[i] for i in shuffled], seed=7))
+    pd.testing.assert_frame_equal(
+        a, split_subjects([ids[i] for i in shuffled], [labels[i] for i in shuffled], seed=7)
+    )
 
 
 def test_too_small_or_unbalanced_cohorts_fail_clearly():

@@ -21,8 +21,19 @@ def runs_table(aurocs: dict[tuple[int, str], list[float]]) -> pd.DataFrame:
     rows = []
     for (config_id, model), values in aurocs.items():
         for seed, auroc in zip((42, 43, 44), values, strict=True):
-            rows.append({"config_id": config_id, "model_name": model, "seed": seed, "auroc": auroc,
-                         "accuracy": 0.8, "f1": 0.7, "precision": 0.75, "recall": 0.65, "specificity": 0.9})
+            rows.append(
+                {
+                    "config_id": config_id,
+                    "model_name": model,
+                    "seed": seed,
+                    "auroc": auroc,
+                    "accuracy": 0.8,
+                    "f1": 0.7,
+                    "precision": 0.75,
+                    "recall": 0.65,
+                    "specificity": 0.9,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -35,11 +46,16 @@ def test_study_has_168_runs_named_uniquely():
 def test_winner_rule_by_hand():
     # config 15: A mean 0.90, B mean 0.98 -> 1.88 (the paper's winner and value)
     # config 21: A mean 0.95, B mean 0.90 -> 1.85;  config 24: A 0.60, B 0.55 -> 1.15
-    table = runs_table({
-        (15, "A"): [0.89, 0.90, 0.91], (15, "B"): [0.97, 0.98, 0.99],
-        (21, "A"): [0.95, 0.95, 0.95], (21, "B"): [0.88, 0.90, 0.92],
-        (24, "A"): [0.50, 0.60, 0.70], (24, "B"): [0.55, 0.55, 0.55],
-    })
+    table = runs_table(
+        {
+            (15, "A"): [0.89, 0.90, 0.91],
+            (15, "B"): [0.97, 0.98, 0.99],
+            (21, "A"): [0.95, 0.95, 0.95],
+            (21, "B"): [0.88, 0.90, 0.92],
+            (24, "A"): [0.50, 0.60, 0.70],
+            (24, "B"): [0.55, 0.55, 0.55],
+        }
+    )
     summary = summarize(table)
     row = summary[(summary.config_id == 15) & (summary.model_name == "A")].iloc[0]
     assert row["auroc_mean"] == pytest.approx(0.90) and row["auroc_std"] == pytest.approx(0.01)
@@ -51,54 +67,107 @@ def test_winner_rule_by_hand():
 
 
 def test_a_configuration_missing_a_model_cannot_win():
-    table = runs_table({(3, "A"): [0.99, 0.99, 0.99], (5, "A"): [0.6, 0.6, 0.6], (5, "B"): [0.6, 0.6, 0.6]})
+    table = runs_table(
+        {(3, "A"): [0.99, 0.99, 0.99], (5, "A"): [0.6, 0.6, 0.6], (5, "B"): [0.6, 0.6, 0.6]}
+    )
     assert winner(summarize(table), models=["A", "B"])["config_id"] == 5
     with pytest.raises(ValueError, match="lacks columns"):
         summarize(table.drop(columns=["f1"]))
 
 
 def test_seed_ensemble_averages_probabilities_per_subject():
-    preds = pd.DataFrame({
-        "subject_id": ["a", "a", "a", "b", "b", "b"], "label": [1, 1, 1, 0, 0, 0],
-        "seed": [42, 43, 44] * 2, "prob_mutant": [0.3, 0.7, 0.8, 0.1, 0.3, 0.8],
-    })
+    preds = pd.DataFrame(
+        {
+            "subject_id": ["a", "a", "a", "b", "b", "b"],
+            "label": [1, 1, 1, 0, 0, 0],
+            "seed": [42, 43, 44] * 2,
+            "prob_mutant": [0.3, 0.7, 0.8, 0.1, 0.3, 0.8],
+        }
+    )
     ens = seed_ensemble(preds).set_index("subject_id")
-    assert ens.loc["a", "prob_mutant"] == pytest.approx(0.6) and ens.loc["b", "prob_mutant"] == pytest.approx(0.4)
+    assert ens.loc["a", "prob_mutant"] == pytest.approx(0.6) and ens.loc[
+        "b", "prob_mutant"
+    ] == pytest.approx(0.4)
     m = ensemble_metrics(preds)
     assert m["tp"] == 1 and m["tn"] == 1 and m["auroc"] == 1.0 and not math.isnan(m["f1"])
 
 
 def test_final_metrics_table_means_over_seeds_and_ensemble():
-    from idh_pseudocolor.metrics import binary_metrics
     from idh_pseudocolor.study import final_metrics_table
 
     rows = []
     probs = {42: [0.9, 0.8, 0.2, 0.1], 43: [0.6, 0.4, 0.3, 0.7]}
     for seed, p in probs.items():
         for sid, label, prob in zip("abcd", [1, 1, 0, 0], p, strict=True):
-            rows.append({"model_name": "A", "pretrained": False, "pretrained_loaded": False, "seed": seed,
-                         "subject_id": sid, "label": label, "prob_mutant": prob})
+            rows.append(
+                {
+                    "model_name": "A",
+                    "pretrained": False,
+                    "pretrained_loaded": False,
+                    "seed": seed,
+                    "subject_id": sid,
+                    "label": label,
+                    "prob_mutant": prob,
+                }
+            )
     table = final_metrics_table(pd.DataFrame(rows)).iloc[0]
-    per_seed = [binary_metrics([1, 1, 0, 0], p)["auroc"] for p in probs.values()]  # 1.0 and 0.5
-    assert table["auroc_mean"] == pytest.approx(sum(per_seed) / 2) and table["seeds"] == 2
-    assert table["ensemble_auroc"] == pytest.approx(binary_metrics([1, 1, 0, 0], [0.75, 0.6, 0.25, 0.4])["auroc"])
+    # by hand: seed 42 ranks both mutants above both wild-types (AUROC 1, F1 1 at 0.5);
+    # seed 43 orders 2 of the 4 mutant/wild-type pairs right (AUROC 0.5) and at 0.5 calls
+    # a (TP), b (FN), d (FP): F1 = 2/(2+1+1) = 0.5
+    assert table["auroc_mean"] == pytest.approx(0.75) and table["seeds"] == 2
+    assert table["f1_mean"] == pytest.approx(0.75)
+    # the ensemble averages probabilities per subject: a 0.75, b 0.6, c 0.25, d 0.4 -> perfect
+    assert table["ensemble_auroc"] == pytest.approx(1.0) and table["ensemble_f1"] == pytest.approx(
+        1.0
+    )
     assert table["invariant_violations"] == ""
 
 
 def test_validation_choice_takes_the_highest_validation_auroc_and_breaks_ties_by_seed():
     rows = []
     # A: seed 43 has the best validation AUROC; B: 42 and 44 tie, so the lower seed; C: not recorded
-    val = {("A", 42): 0.71, ("A", 43): 0.83, ("A", 44): 0.79, ("B", 42): 0.90, ("B", 43): 0.60, ("B", 44): 0.90}
+    val = {
+        ("A", 42): 0.71,
+        ("A", 43): 0.83,
+        ("A", 44): 0.79,
+        ("B", 42): 0.90,
+        ("B", 43): 0.60,
+        ("B", 44): 0.90,
+    }
     for (model, seed), auroc in val.items():
         for sid in "abc":
-            rows.append({"model_name": model, "pretrained": False, "seed": seed, "subject_id": sid,
-                         "val_auroc": auroc, "best_epoch": seed - 40, "prob_mutant": 0.5})
-    rows += [{"model_name": "C", "pretrained": True, "seed": 42, "subject_id": "a", "val_auroc": math.nan,
-              "best_epoch": 1, "prob_mutant": 0.5}]
+            rows.append(
+                {
+                    "model_name": model,
+                    "pretrained": False,
+                    "seed": seed,
+                    "subject_id": sid,
+                    "val_auroc": auroc,
+                    "best_epoch": seed - 40,
+                    "prob_mutant": 0.5,
+                }
+            )
+    rows += [
+        {
+            "model_name": "C",
+            "pretrained": True,
+            "seed": 42,
+            "subject_id": "a",
+            "val_auroc": math.nan,
+            "best_epoch": 1,
+            "prob_mutant": 0.5,
+        }
+    ]
     chosen = validation_choice(pd.DataFrame(rows)).set_index("model_name")
-    assert chosen.loc["A", "seed"] == 43 and chosen.loc["A", "val_auroc"] == 0.83 and chosen.loc["A", "best_epoch"] == 3
+    assert (
+        chosen.loc["A", "seed"] == 43
+        and chosen.loc["A", "val_auroc"] == 0.83
+        and chosen.loc["A", "best_epoch"] == 3
+    )
     assert chosen.loc["B", "seed"] == 42 and chosen.loc["B", "seeds_compared"] == 3
     assert "C" not in chosen.index  # no validation AUROC: nothing to choose by
-    broken = pd.DataFrame(rows).assign(val_auroc=lambda d: d["val_auroc"] + 0.01 * (d["subject_id"] == "b"))
+    broken = pd.DataFrame(rows).assign(
+        val_auroc=lambda d: d["val_auroc"] + 0.01 * (d["subject_id"] == "b")
+    )
     with pytest.raises(ValueError, match="differs within one run"):
         validation_choice(broken)

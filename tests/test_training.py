@@ -16,7 +16,6 @@ from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_sc
 from idh_pseudocolor.metrics import binary_metrics, invariant_violations
 from idh_pseudocolor.models import PretrainedWeightsUnavailable, create_model
 from idh_pseudocolor.pseudocolor import (
-    IMAGENET_MEAN,
     compose,
     composite_rgb,
     normalization_stats,
@@ -34,8 +33,11 @@ def synthetic_arrays(n: int = 24, size: int = 20, seed: int = 0) -> dict[str, np
     masks = np.zeros((n, size, size + 4), np.uint8)
     masks[:, 5:12, 5:12] = 1
     return {
-        "images": images, "masks": masks, "labels": labels.astype(np.int8),
-        "subject_ids": np.array([f"S{i:03d}" for i in range(n)]), "sequences": np.array(["T1", "T1ce", "T2", "FLAIR"]),
+        "images": images,
+        "masks": masks,
+        "labels": labels.astype(np.int8),
+        "subject_ids": np.array([f"S{i:03d}" for i in range(n)]),
+        "sequences": np.array(["T1", "T1ce", "T2", "FLAIR"]),
     }
 
 
@@ -43,15 +45,32 @@ def test_compose_selects_channels_masks_and_resizes():
     arrays = synthetic_arrays(4)
     x = compose(arrays["images"], arrays["masks"], 21, image_size=32)  # (FLAIR, T1ce, T2)
     assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32
-    native = compose(arrays["images"], arrays["masks"], 21, image_size=24)  # square of the 20x24 slice: no resize
-    np.testing.assert_allclose(native[:, 0, 2:22, :].numpy(), arrays["images"][:, 3])  # R = FLAIR, padded rows
+    native = compose(
+        arrays["images"], arrays["masks"], 21, image_size=24
+    )  # square of the 20x24 slice: no resize
+    np.testing.assert_allclose(
+        native[:, 0, 2:22, :].numpy(), arrays["images"][:, 3]
+    )  # R = FLAIR, padded rows
     assert float(native[:, :, :2].abs().max()) == 0.0
-    masked = compose(arrays["images"], arrays["masks"], 24, image_size=24, mask_tumor_only=True)  # gray T1
+    masked = compose(
+        arrays["images"], arrays["masks"], 24, image_size=24, mask_tumor_only=True
+    )  # gray T1
     assert float(masked[:, :, 2:7].abs().max()) == 0.0 and float(masked[:, :, 8:13, 6:12].min()) > 0
     assert torch.equal(masked[:, 0], masked[:, 1])
-    four = compose(arrays["images"], arrays["masks"], 28, image_size=16, normalize=normalization_stats(4, True))
+    imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    four = compose(
+        arrays["images"],
+        arrays["masks"],
+        28,
+        image_size=16,
+        normalize=normalization_stats(4, imagenet),
+    )
     assert four.shape == (4, 4, 16, 16)
-    assert normalization_stats(3, True)[0] == IMAGENET_MEAN and normalization_stats(3, False) is None
+    assert normalization_stats(3, imagenet) == imagenet and normalization_stats(3, None) is None
+    assert normalization_stats(4, imagenet)[0] == (
+        *imagenet[0],
+        float(np.mean(imagenet[0])),
+    )  # 4th: the average
     assert pad_to_square(torch.zeros(1, 3, 5, 9)).shape == (1, 3, 9, 9)
     rgb = composite_rgb(arrays["images"][0], 15)
     assert rgb.shape == (20, 24, 3)
@@ -72,7 +91,13 @@ def test_metrics_match_scikit_learn_and_invariants_hold():
     assert m["specificity"] == pytest.approx(recall_score(1 - y, ~predicted))
     assert invariant_violations(m) == []
     # the paper's ResNeXt finetuned row: accuracy 0.881 outside [recall 0.731, specificity 0.864]
-    paper = {"accuracy": 0.881, "f1": 0.819, "precision": 0.939, "recall": 0.731, "specificity": 0.864}
+    paper = {
+        "accuracy": 0.881,
+        "f1": 0.819,
+        "precision": 0.939,
+        "recall": 0.731,
+        "specificity": 0.864,
+    }
     assert any("not between" in v for v in invariant_violations(paper))
     none_predicted = binary_metrics(np.array([0, 1, 1]), np.array([0.1, 0.2, 0.3]))
     assert math.isnan(none_predicted["precision"]) and none_predicted["f1"] == 0.0
@@ -97,23 +122,43 @@ def test_pretrained_weights_from_a_local_file_are_really_used(tmp_path):
 
 
 def test_requested_but_unavailable_weights_fail_fast_with_instructions(tmp_path):
-    with pytest.raises(PretrainedWeightsUnavailable, match=r"does not exist[\s\S]*weights_file[\s\S]*pretrained: false"):
+    with pytest.raises(
+        PretrainedWeightsUnavailable,
+        match=r"does not exist[\s\S]*weights_file[\s\S]*pretrained: false",
+    ):
         create_model("resnet18", pretrained=True, weights_file=str(tmp_path / "absent.pth"))
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(PretrainedWeightsUnavailable, match="could not load"):
         create_model("resnet18", pretrained=True, weights_file=str(garbage))
     # the hub path, offline: no silent fallback to random weights
-    code = "from idh_pseudocolor.models import create_model; create_model('resnet18', pretrained=True)"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}  # an empty cache, whatever this machine holds
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    code = (
+        "from idh_pseudocolor.models import create_model; create_model('resnet18', pretrained=True)"
+    )
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+    }  # an empty cache, whatever this machine holds
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode != 0
     assert "PretrainedWeightsUnavailable" in proc.stderr and "HF cache" in proc.stderr
 
 
 def tiny_run(**overrides) -> RunConfig:
-    base = {"model_name": "resnet18", "config_id": 15, "pretrained": False, "learning_rate": 3e-3, "max_epochs": 3,
-            "image_size": 32, "batch_size": 8, "early_stopping_patience": 5, "seed": 7}
+    base = {
+        "model_name": "resnet18",
+        "config_id": 15,
+        "pretrained": False,
+        "learning_rate": 3e-3,
+        "max_epochs": 3,
+        "image_size": 32,
+        "batch_size": 8,
+        "early_stopping_patience": 5,
+        "seed": 7,
+    }
     return RunConfig(**{**base, **overrides})
 
 
@@ -131,7 +176,9 @@ def test_same_seed_gives_identical_validation_metrics():
 
 def test_device_resident_batches_equal_the_dataloader_path():
     """The GPU-efficiency path (tensors on the device, sliced batches, channels_last) changes speed, not results."""
-    arrays = synthetic_arrays(27)  # 19 training slices: the last partial batch is dropped in both paths
+    arrays = synthetic_arrays(
+        27
+    )  # 19 training slices: the last partial batch is dropped in both paths
     ids = arrays["subject_ids"].tolist()
     resident = train_run(arrays, ids[:19], ids[19:], tiny_run(device_resident=True))
     loader = train_run(arrays, ids[:19], ids[19:], tiny_run(device_resident=False))
@@ -156,7 +203,9 @@ def test_onecycle_per_step_and_constant_lr_run():
     arrays = synthetic_arrays(24)
     ids = arrays["subject_ids"].tolist()
     step = train_run(arrays, ids[:16], ids[16:], tiny_run(lr_interval="step", peak_fraction=0.3))
-    constant = train_run(arrays, ids[:16], ids[16:], tiny_run(superconvergence=False, mask_non_tumor=True))
+    constant = train_run(
+        arrays, ids[:16], ids[16:], tiny_run(superconvergence=False, mask_non_tumor=True)
+    )
     assert step.epochs_run == 3 and constant.epochs_run == 3
     with pytest.raises(ValueError, match="lr_interval"):
         tiny_run(lr_interval="batch")
@@ -168,7 +217,9 @@ def test_onecycle_per_step_and_constant_lr_run():
 def test_one_training_step_of_the_paper_architectures(model_name):
     arrays = synthetic_arrays(6, size=28)
     ids = arrays["subject_ids"].tolist()
-    cfg = tiny_run(model_name=model_name, max_epochs=1, batch_size=2, image_size=64, early_stopping=False)
+    cfg = tiny_run(
+        model_name=model_name, max_epochs=1, batch_size=2, image_size=64, early_stopping=False
+    )
     result = train_run(arrays, ids[:2], ids[2:4], cfg)  # one step of batch 2, then validation
     assert result.epochs_run == 1 and not result.weights.pretrained_loaded
     assert all(0.0 <= p <= 1.0 for p in result.val_prob_mutant) and len(result.val_prob_mutant) == 2
@@ -179,12 +230,16 @@ def test_pruning_callback_stops_a_hopeless_trial():
 
     from idh_pseudocolor.search import PruningCallback
 
-    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.1))  # F1 < 1.1: prune
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.1)
+    )  # F1 < 1.1: prune
     trial = study.ask()
     arrays = synthetic_arrays(24)
     ids = arrays["subject_ids"].tolist()
     with pytest.raises(optuna.TrialPruned, match="pruned at epoch 0"):
-        train_run(arrays, ids[:16], ids[16:], tiny_run(max_epochs=3), callbacks=[PruningCallback(trial)])
+        train_run(
+            arrays, ids[:16], ids[16:], tiny_run(max_epochs=3), callbacks=[PruningCallback(trial)]
+        )
     assert study.trials[0].intermediate_values.keys() == {0}  # reported once, then stopped
 
 
@@ -193,14 +248,24 @@ def test_the_best_epoch_is_the_lowest_validation_loss_and_its_weights_score_the_
     the epoch with the lowest validation loss, not the last epoch's, and the weights are reloaded
     before the held-out patients are scored."""
     arrays = synthetic_arrays(32, seed=3)
-    arrays["labels"][20:] = 1 - arrays["labels"][20:]  # validation labels against the signal: the more it learns, the worse
+    arrays["labels"][20:] = (
+        1 - arrays["labels"][20:]
+    )  # validation labels against the signal: the more it learns, the worse
     ids = arrays["subject_ids"].tolist()
-    cfg = tiny_run(model_name="test_resnet", learning_rate=0.01, superconvergence=False, max_epochs=8, early_stopping=False)
+    cfg = tiny_run(
+        model_name="test_resnet",
+        learning_rate=0.01,
+        superconvergence=False,
+        max_epochs=8,
+        early_stopping=False,
+    )
     result = train_run(arrays, ids[:20], ids[20:], cfg, evaluate_ids=ids[20:], keep_state=True)
     losses = [row["val_loss"] for row in result.history]
     assert result.epochs_run == 8 and len(losses) == 8
     best = int(np.argmin(losses))
-    assert best != 7, "precondition: the loss must not be lowest at the last epoch, or this test proves nothing"
+    assert best != 7, (
+        "precondition: the loss must not be lowest at the last epoch, or this test proves nothing"
+    )
     assert result.best_epoch == best
     assert result.metrics == {k: result.history[best][k] for k in result.metrics}
     # the held-out patients (here the validation ones again) are scored by the best epoch's weights:
@@ -221,8 +286,15 @@ def test_onecycle_peaks_at_peak_fraction_per_step_or_per_epoch_and_constant_stay
 
     net = timm.create_model("test_resnet", num_classes=2)
     for interval, expected_steps in (("step", 10 * 12), ("epoch", 10)):
-        cfg = RunConfig(model_name="test_resnet", config_id=15, learning_rate=1e-3, superconvergence=True,
-                        peak_fraction=0.3, lr_interval=interval, max_epochs=10)
+        cfg = RunConfig(
+            model_name="test_resnet",
+            config_id=15,
+            learning_rate=1e-3,
+            superconvergence=True,
+            peak_fraction=0.3,
+            lr_interval=interval,
+            max_epochs=10,
+        )
         setup = PseudocolorClassifier(net, cfg, steps_per_epoch=12).configure_optimizers()
         assert setup["lr_scheduler"]["interval"] == interval
         scheduler = setup["lr_scheduler"]["scheduler"]
@@ -233,9 +305,13 @@ def test_onecycle_peaks_at_peak_fraction_per_step_or_per_epoch_and_constant_stay
             scheduler.step()
         assert rates[0] == pytest.approx(1e-3 / 25)
         assert max(rates) == pytest.approx(1e-3, rel=1e-3)
-        assert abs(int(np.argmax(rates)) - 0.3 * expected_steps) <= 1  # the peak where peak_fraction puts it
+        assert (
+            abs(int(np.argmax(rates)) - 0.3 * expected_steps) <= 1
+        )  # the peak where peak_fraction puts it
         assert rates[-1] < rates[0]  # annealed below the start by the end of training
-    constant = PseudocolorClassifier(net, tiny_run(superconvergence=False, learning_rate=2e-4), steps_per_epoch=12)
+    constant = PseudocolorClassifier(
+        net, tiny_run(superconvergence=False, learning_rate=2e-4), steps_per_epoch=12
+    )
     optimizer = constant.configure_optimizers()
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.param_groups[0]["lr"] == 2e-4
 
@@ -264,4 +340,154 @@ def test_project_logging_config_quiets_lightning_and_keeps_run_lines():
     config = yaml.safe_load((REPO / "conf/logging.yml").read_text())
     assert config["loggers"]["idh_pseudocolor"]["level"] == "INFO"
     assert config["loggers"]["pytorch_lightning.utilities.rank_zero"]["level"] == "WARNING"
-    logging.config.dictConfig({**config, "handlers": {}, "root": {"handlers": []}})  # valid for logging itself
+    logging.config.dictConfig(
+        {**config, "handlers": {}, "root": {"handlers": []}}
+    )  # valid for logging itself
+
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@pytest.mark.parametrize(
+    ("model_name", "expected"),
+    [("test_resnet", ((0.5,) * 3, (0.5,) * 3)), ("test_byobnet", IMAGENET)],
+)
+def test_pretrained_inputs_are_standardized_as_timms_data_config_for_the_model(
+    model_name, expected, tmp_path
+):
+    """Not fixed ImageNet values: timm's ``resolve_model_data_config`` for the model in use
+    (test_resnet's pretrained_cfg says mean = std = 0.5); a 4th channel gets the average."""
+    from safetensors.torch import save_file
+
+    from idh_pseudocolor.configurations import configuration
+    from idh_pseudocolor.training import prepare_inputs
+
+    config = timm.data.resolve_model_data_config(timm.create_model(model_name, pretrained=False))
+    assert (tuple(config["mean"]), tuple(config["std"])) == expected
+    path = (
+        tmp_path / f"{model_name}.safetensors"
+    )  # weights from a file, as the paper's runs may get them
+    save_file(
+        {
+            k: v.contiguous()
+            for k, v in timm.create_model(model_name, pretrained=False).state_dict().items()
+        },
+        path,
+    )
+    arrays = synthetic_arrays(6)
+    for config_id in (15, 28):
+        n = len(configuration(config_id))
+        _, info = create_model(model_name, pretrained=True, weights_file=str(path), in_chans=n)
+        assert (info.mean, info.std) == expected
+        cfg = RunConfig(model_name=model_name, config_id=config_id, image_size=16, pretrained=True)
+        x, _ = prepare_inputs(arrays, np.arange(6), cfg, info)
+        raw = compose(arrays["images"], arrays["masks"], config_id, image_size=16)
+        mean, std = ([*v, float(np.mean(v))][:n] for v in expected)
+        torch.testing.assert_close(
+            x, (raw - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+        )
+        with pytest.raises(ValueError, match="WeightsInfo"):  # never silently unstandardized
+            prepare_inputs(arrays, np.arange(6), cfg)
+    scratch = RunConfig(model_name=model_name, config_id=15, image_size=16, pretrained=False)
+    _, info = create_model(model_name, pretrained=False)
+    assert info.normalization is None
+    torch.testing.assert_close(
+        prepare_inputs(arrays, np.arange(6), scratch, info)[0],
+        compose(arrays["images"], arrays["masks"], 15, image_size=16),
+    )
+
+
+def test_a_training_run_feeds_the_network_what_its_weights_expect(tmp_path):
+    """train_run standardizes with the weights' data config (test_resnet: 0.5, not ImageNet's):
+    the held-out probabilities it reports are the kept model's on inputs standardized that way."""
+    from safetensors.torch import save_file
+
+    from idh_pseudocolor.training import predict_proba
+
+    path = tmp_path / "test_resnet.safetensors"
+    save_file(
+        {
+            k: v.contiguous()
+            for k, v in timm.create_model("test_resnet", pretrained=False).state_dict().items()
+        },
+        path,
+    )
+    arrays = synthetic_arrays(24)
+    ids = arrays["subject_ids"].tolist()
+    cfg = RunConfig(
+        model_name="test_resnet",
+        config_id=15,
+        pretrained=True,
+        weights_file=str(path),
+        learning_rate=3e-3,
+        max_epochs=2,
+        batch_size=8,
+        image_size=24,
+        early_stopping=False,
+        torch_threads=1,
+    )
+    result = train_run(arrays, ids[:16], ids[16:], cfg, keep_state=True, evaluate_ids=ids[16:])
+    assert result.weights.normalization == ((0.5,) * 3, (0.5,) * 3)
+    model, _ = create_model("test_resnet", pretrained=False, in_chans=3)
+    model.load_state_dict(result.state_dict)
+    raw = compose(arrays["images"][16:], arrays["masks"][16:], 15, image_size=24)
+    np.testing.assert_allclose(
+        predict_proba(model, (raw - 0.5) / 0.5), result.eval_prob_mutant, atol=1e-6
+    )
+    imagenet = compose(
+        arrays["images"][16:], arrays["masks"][16:], 15, image_size=24, normalize=IMAGENET
+    )
+    assert not np.allclose(
+        predict_proba(model, imagenet), result.eval_prob_mutant, atol=1e-4
+    )  # the test can tell
+
+
+class _Terminal:
+    """A stream that says it is a terminal (what sys.stderr is in an interactive shell)."""
+
+    def __init__(self) -> None:
+        import io
+
+        self.buffer = io.StringIO()
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        return self.buffer.write(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_the_epoch_bar_is_drawn_where_a_person_watches_and_nowhere_else(monkeypatch, capsys):
+    """progress None: a bar naming the run and its epoch on stderr when stderr is a terminal,
+    in the main process only; nothing in CI or log files (stderr not a terminal) nor in workers."""
+    import multiprocessing
+
+    from idh_pseudocolor.training import show_progress
+
+    arrays = synthetic_arrays(24)
+    ids = arrays["subject_ids"].tolist()
+    cfg = tiny_run(model_name="test_resnet", max_epochs=2, progress=None)
+    assert cfg.progress is None and show_progress(True) and not show_progress(False)
+
+    assert not show_progress(None)  # pytest's captured stderr is no terminal
+    quiet = train_run(arrays, ids[:16], ids[16:], cfg)
+    assert "epoch 1/2" not in "".join(capsys.readouterr())
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert show_progress(None)
+    shown = train_run(arrays, ids[:16], ids[16:], cfg)
+    drawn = terminal.buffer.getvalue()
+    assert "15: T2-T1ce-FLAIR test_resnet scratch seed 7: epoch 2/2" in drawn and "100%" in drawn
+    assert (
+        "epoch 1/2" not in capsys.readouterr().out
+    )  # the bar stays off stdout, where log lines go
+    assert shown.val_prob_mutant == quiet.val_prob_mutant  # a bar changes nothing in the run
+    with monkeypatch.context() as worker:
+        worker.setattr(
+            multiprocessing, "parent_process", lambda: object()
+        )  # a ParallelRunner or Dask worker
+        assert not show_progress(None)

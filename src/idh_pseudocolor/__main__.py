@@ -1,25 +1,9 @@
-"""``python -m idh_pseudocolor``: this project's Kedro commands (``run``, ``viz`` ...), as
-``kedro`` gives them inside the project. The ``idh-pseudocolor`` command (phantom, predict) is
-:func:`idh_pseudocolor.cli.main`.
+"""``python -m idh_pseudocolor``: the ``idh-pseudocolor`` command of pyproject's
+``[project.scripts]`` (:func:`idh_pseudocolor.cli.main`: ``phantom``, ``predict``), for an
+environment whose scripts folder is not on PATH. Pipelines run with ``kedro run``.
 """
-import sys
-from pathlib import Path
-from typing import Any
 
-from kedro.framework.cli.utils import find_run_command
-from kedro.framework.project import configure_project
-
-
-def main(*args, **kwargs) -> Any:
-    package_name = Path(__file__).parent.name
-    configure_project(package_name)
-
-    interactive = hasattr(sys, 'ps1')
-    kwargs["standalone_mode"] = not interactive
-
-    run = find_run_command(package_name)
-    return run(*args, **kwargs)
-
+from idh_pseudocolor.cli import main
 
 if __name__ == "__main__":
     main()

@@ -18,16 +18,50 @@ def cli() -> None:
 
 
 @cli.command()
-@click.option("--subjects", "n_subjects", default=200, show_default=True, help="Number of subjects.")
-@click.option("--seed", default=0, show_default=True, help="Seed; the cohort is reproducible from it.")
-@click.option("--out", default="data/01_raw/cohort", show_default=True, type=click.Path(file_okay=False), help="Cohort folder.")
-@click.option("--voxel-size", default=1.0, show_default=True, help="Grid spacing in mm: 1 = EGD's 197x233x189 grid; 2 or 4 for fast tests.")
-@click.option("--layout", type=click.Choice(["egd", "brats"]), default="egd", show_default=True, help="File layout to write.")
-@click.option("--mutant-fraction", default=0.35, show_default=True, help="Fraction of IDH-mutant subjects.")
+@click.option(
+    "--subjects", "n_subjects", default=200, show_default=True, help="Number of subjects."
+)
+@click.option(
+    "--seed", default=0, show_default=True, help="Seed; the cohort is reproducible from it."
+)
+@click.option(
+    "--out",
+    default="data/01_raw/cohort",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Cohort folder.",
+)
+@click.option(
+    "--voxel-size",
+    default=1.0,
+    show_default=True,
+    help="Grid spacing in mm: 1 = EGD's 197x233x189 grid; 2 or 4 for fast tests.",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(["egd", "brats"]),
+    default="egd",
+    show_default=True,
+    help="File layout to write.",
+)
+@click.option(
+    "--mutant-fraction", default=0.35, show_default=True, help="Fraction of IDH-mutant subjects."
+)
 @click.option("--workers", default=None, type=int, help="Parallel processes (default: all cores).")
-@click.option("--if-absent", is_flag=True, help="Do nothing when OUT already holds a complete cohort with these settings.")
+@click.option(
+    "--if-absent",
+    is_flag=True,
+    help="Do nothing when OUT already holds a complete cohort with these settings.",
+)
 def phantom(
-    n_subjects: int, seed: int, out: str, voxel_size: float, layout: str, mutant_fraction: float, workers: int | None, if_absent: bool
+    n_subjects: int,
+    seed: int,
+    out: str,
+    voxel_size: float,
+    layout: str,
+    mutant_fraction: float,
+    workers: int | None,
+    if_absent: bool,
 ) -> None:
     """Generate the synthetic (phantom) glioma cohort: not patient data."""
     from idh_pseudocolor.phantom import cohort_is_complete, generate_cohort
@@ -37,8 +71,13 @@ def phantom(
         return
     start = time.perf_counter()
     rows = generate_cohort(
-        Path(out), n_subjects=n_subjects, seed=seed, voxel_size=voxel_size, layout=layout,
-        mutant_fraction=mutant_fraction, n_workers=workers,
+        Path(out),
+        n_subjects=n_subjects,
+        seed=seed,
+        voxel_size=voxel_size,
+        layout=layout,
+        mutant_fraction=mutant_fraction,
+        n_workers=workers,
     )
     mutants = sum(r["IDH"] for r in rows)
     click.echo(
@@ -48,16 +87,47 @@ def phantom(
 
 @cli.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
-@click.option("--models", "bundle", default="data/06_models/winner_models", show_default=True, type=click.Path(),
-              help="Model bundle: the final evaluation's runs (or a sweep configuration's checkpoints).")
-@click.option("--model", "model_name", default=None, help="Only this timm model of the bundle (default: every model).")
-@click.option("--weights", type=click.Choice(["pretrained", "scratch", "all"]), default="all", show_default=True,
-              help="Which runs of the bundle: finetuned, from scratch, or both (reported separately).")
-@click.option("--out", default="data/09_predictions", show_default=True, type=click.Path(file_okay=False),
-              help="Where predictions.csv, errors.csv and the PNGs go.")
-@click.option("--workers", default=1, show_default=True, help="Processes reading subjects in parallel.")
+@click.option(
+    "--models",
+    "bundle",
+    default="data/06_models/winner_models",
+    show_default=True,
+    type=click.Path(),
+    help="Model bundle: the final evaluation's runs (or a sweep configuration's checkpoints).",
+)
+@click.option(
+    "--model",
+    "model_name",
+    default=None,
+    help="Only this timm model of the bundle (default: every model).",
+)
+@click.option(
+    "--weights",
+    type=click.Choice(["pretrained", "scratch", "all"]),
+    default="all",
+    show_default=True,
+    help="Which runs of the bundle: finetuned, from scratch, or both (reported separately).",
+)
+@click.option(
+    "--out",
+    default="data/09_predictions",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where predictions.csv, errors.csv and the PNGs go.",
+)
+@click.option(
+    "--workers", default=1, show_default=True, help="Processes reading subjects in parallel."
+)
 @click.option("--no-pictures", is_flag=True, help="Only the CSV (no composite / Grad-CAM PNGs).")
-def predict(folder: str, bundle: str, model_name: str | None, weights: str, out: str, workers: int, no_pictures: bool) -> None:
+def predict(
+    folder: str,
+    bundle: str,
+    model_name: str | None,
+    weights: str,
+    out: str,
+    workers: int,
+    no_pictures: bool,
+) -> None:
     """P(IDH mutant) for the patient(s) in FOLDER: one subject folder (T1, T1GD, T2, FLAIR, MASK or
     BraTS names) or a cohort folder of them. Writes OUT/predictions.csv (seed-ensemble
     probability, std over seeds, each seed, the slice used) and, per patient, a PNG with the
@@ -70,18 +140,24 @@ def predict(folder: str, bundle: str, model_name: str | None, weights: str, out:
     pretrained = {"pretrained": True, "scratch": False, "all": None}[weights]
     runs = load_runs(ModelBundleDataset(path=bundle).load(), model_name, pretrained)
     subjects = find_subjects(folder)
-    table, slices, errors = predict_subjects(subjects, runs, n_workers=workers, progress=len(subjects) > 1)
+    table, slices, errors = predict_subjects(
+        subjects, runs, n_workers=workers, progress=len(subjects) > 1
+    )
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_dir / "predictions.csv", index=False)
     rows = [{"subject_id": e.subject_id, "file": e.file, "reason": e.reason} for e in errors]
-    pd.DataFrame(rows, columns=["subject_id", "file", "reason"]).to_csv(out_dir / "errors.csv", index=False)
+    pd.DataFrame(rows, columns=["subject_id", "file", "reason"]).to_csv(
+        out_dir / "errors.csv", index=False
+    )
     if not no_pictures:
         for s in slices:
             save_pictures(s, runs, table, out_dir / "pictures")
     for e in errors:
         click.echo(f"skipped {e.subject_id}: {e.file + ': ' if e.file else ''}{e.reason}", err=True)
-    click.echo(f"{len(slices)} of {len(subjects)} subject(s) predicted with {len(runs)} run(s) -> {out_dir / 'predictions.csv'}")
+    click.echo(
+        f"{len(slices)} of {len(subjects)} subject(s) predicted with {len(runs)} run(s) -> {out_dir / 'predictions.csv'}"
+    )
     if not slices:
         raise SystemExit(1)
 

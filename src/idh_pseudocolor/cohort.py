@@ -38,7 +38,16 @@ LAYOUTS: dict[str, dict[str, str]] = {
 FILE_KEYS: tuple[str, ...] = (*SEQUENCES, "mask")
 PHANTOM_MARKER = "phantom_cohort.json"
 
-_WILDTYPE = {"0", "wildtype", "wild-type", "wild type", "wt", "idh-wildtype", "idh wildtype", "negative"}
+_WILDTYPE = {
+    "0",
+    "wildtype",
+    "wild-type",
+    "wild type",
+    "wt",
+    "idh-wildtype",
+    "idh wildtype",
+    "negative",
+}
 _MUTANT = {"1", "mutant", "mutated", "idh-mutant", "idh mutant", "positive"}
 _UNKNOWN = {"-1", "", "nan", "na", "n/a", "none", "unknown", "not available", "?"}
 # UCSF-PDGM style protein notation, e.g. "IDH1 p.R132H", "IDH2 p.R172K".
@@ -88,7 +97,8 @@ def id_key(subject_id: str) -> tuple:
     ``UCSF-PDGM-004`` and ``UCSF-PDGM-0004`` give the same key.
     """
     return tuple(
-        int(tok) if tok.isdigit() else tok.lower() for tok in re.findall(r"[A-Za-z]+|\d+", str(subject_id))
+        int(tok) if tok.isdigit() else tok.lower()
+        for tok in re.findall(r"[A-Za-z]+|\d+", str(subject_id))
     )
 
 
@@ -174,7 +184,12 @@ def discover_cohort(
 
     rows: dict[str, dict[str, Any]] = {}
     for sid in folder_ids:
-        row: dict[str, Any] = {"subject_id": sid, "label_raw": None, "label_source": "", "problem": ""}
+        row: dict[str, Any] = {
+            "subject_id": sid,
+            "label_raw": None,
+            "label_source": "",
+            "problem": "",
+        }
         for key, template in templates.items():
             row[f"file_{key}"] = str(root / template.format(id=sid))
         meta_path = root / sid / "metadata.json"
@@ -211,7 +226,9 @@ def cohort_record(root: str | Path) -> dict[str, Any]:
     try:
         record = json.loads(marker.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{marker}: unreadable phantom marker ({exc}); regenerate the phantom cohort") from None
+        raise ValueError(
+            f"{marker}: unreadable phantom marker ({exc}); regenerate the phantom cohort"
+        ) from None
     return {**record, "synthetic": True}
 
 
@@ -223,7 +240,9 @@ def _templates(layout: str, files: dict[str, str] | None) -> dict[str, str]:
             )
         return dict(files)
     if layout not in LAYOUTS:
-        raise ValueError(f"Unknown cohort layout {layout!r}; use one of {sorted(LAYOUTS)} or 'custom'")
+        raise ValueError(
+            f"Unknown cohort layout {layout!r}; use one of {sorted(LAYOUTS)} or 'custom'"
+        )
     return {**LAYOUTS[layout], **(files or {})}
 
 

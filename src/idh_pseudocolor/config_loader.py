@@ -30,14 +30,20 @@ REHEARSAL_LAYER = "rehearsal"
 MACHINE_LAYER = "local"
 
 
-def layers_for(env: str | None, base_env: str = "base", machine_env: str = MACHINE_LAYER) -> list[str]:
+def layers_for(
+    env: str | None, base_env: str = "base", machine_env: str = MACHINE_LAYER
+) -> list[str]:
     """The conf folders merged for ``--env``, first to last."""
     parts = [p for p in (env or machine_env).split("+") if p]
     if not parts:
         raise ValueError(f"Empty --env {env!r}")
     main, extras = parts[0], parts[1:]
     unknown = [p for p in extras if p != REHEARSAL_LAYER]
-    if unknown or main in (PAPER_LAYER, REHEARSAL_LAYER) or (extras and main not in PAPER_ENVIRONMENTS):
+    if (
+        unknown
+        or main in (PAPER_LAYER, REHEARSAL_LAYER)
+        or (extras and main not in PAPER_ENVIRONMENTS)
+    ):
         raise ValueError(
             f"--env {env!r}: use one environment (a4000, l4, local or your own); the paper's environments "
             f"({', '.join(PAPER_ENVIRONMENTS)}) may be followed by '+{REHEARSAL_LAYER}' (e.g. --env l4+{REHEARSAL_LAYER}); "
@@ -48,7 +54,9 @@ def layers_for(env: str | None, base_env: str = "base", machine_env: str = MACHI
         layers.append(PAPER_LAYER)
     layers.append(main)
     layers.extend(extras)
-    out = [layer for i, layer in enumerate(layers) if layer not in layers[:i] and layer != machine_env]
+    out = [
+        layer for i, layer in enumerate(layers) if layer not in layers[:i] and layer != machine_env
+    ]
     return [*out, machine_env]  # the machine's settings always last
 
 
@@ -70,7 +78,11 @@ class LayeredConfigLoader(OmegaConfigLoader):
         per_layer = []
         for i, layer in enumerate(self.layers()):
             path = self._get_conf_env_path(layer)
-            if i > 0 and layer in (MACHINE_LAYER, self.default_run_env) and not self._fs.isdir(Path(path).as_posix()):
+            if (
+                i > 0
+                and layer in (MACHINE_LAYER, self.default_run_env)
+                and not self._fs.isdir(Path(path).as_posix())
+            ):
                 continue  # a machine without conf/local: nothing to add
             per_layer.append(self._read_dir_configs(path, patterns, key, processed, read_env))
         if not processed and key != "globals":
@@ -78,7 +90,9 @@ class LayeredConfigLoader(OmegaConfigLoader):
                 f"No files of YAML or JSON format found in the layers {self.layers()} of {self.conf_source} "
                 f"matching the glob pattern(s): {patterns}"
             )
-        if key == "globals":  # merged first, resolved once (no runtime_params in globals, as in Kedro)
+        if (
+            key == "globals"
+        ):  # merged first, resolved once (no runtime_params in globals, as in Kedro)
             OmegaConf.clear_resolver("runtime_params")
             configs = [c for layer in per_layer for c in layer.values()]
             if not configs:

@@ -11,16 +11,27 @@ from itertools import permutations
 
 SEQUENCES: tuple[str, ...] = ("T1", "T1ce", "T2", "FLAIR")
 
+#: one sequence on all three channels, in the order of SEQUENCES: gray T1, T1ce, T2, FLAIR
+GRAY_IDS: tuple[int, ...] = (24, 25, 26, 27)
+GRAY_T1_ID = 24  # the paper's finding: gray T1 ranks near the bottom
+FOUR_CHANNEL_ID = 28
+
 #: id -> channel tuple; 0-23 color, 24-27 gray, 28 four-channel (extension, not in the paper).
 CONFIGURATIONS: dict[int, tuple[str, ...]] = {
     **dict(enumerate(permutations(SEQUENCES, 3))),
-    **{24 + i: (s, s, s) for i, s in enumerate(SEQUENCES)},
-    28: SEQUENCES,
+    **{i: (s, s, s) for i, s in zip(GRAY_IDS, SEQUENCES, strict=True)},
+    FOUR_CHANNEL_ID: SEQUENCES,
 }
 PAPER_CONFIGURATION_IDS: tuple[int, ...] = tuple(range(28))
-FOUR_CHANNEL_ID = 28
 SEARCH_CONFIGURATION_ID = 21  # (FLAIR, T1ce, T2): the configuration the paper's search used
 PAPER_WINNER_ID = 15  # (T2, T1ce, FLAIR)
+
+
+def namespace(config_id: int) -> str:
+    """The Kedro namespace of a configuration, zero-padded (``configuration_03``) so that
+    kedro-viz, ``ls`` and every sorted listing show 0-28 in numeric order."""
+    configuration(config_id)  # validates the id
+    return f"configuration_{config_id:02d}"
 
 
 def configuration(config_id: int) -> tuple[str, ...]:
@@ -43,7 +54,7 @@ def configuration_id(channels: tuple[str, ...] | list[str]) -> int:
 
 
 def is_gray(config_id: int) -> bool:
-    return 24 <= config_id <= 27
+    return config_id in GRAY_IDS
 
 
 def configuration_label(config_id: int) -> str:

@@ -8,19 +8,31 @@ from kedro.framework.hooks import hook_impl
 
 from idh_pseudocolor.config_loader import expected_environment
 from idh_pseudocolor.paper import check_parameters
+from idh_pseudocolor.pipeline_settings import (
+    PermutationStudySettings,
+    SearchSettings,
+    check_settings,
+)
 
 #: the parameter blocks whose ``fixed.accelerator`` a training node uses
-TRAINING_PARAMETERS = ("params:hyperparameter_search", "params:permutation_study")
+TRAINING_PARAMETERS = {
+    "params:hyperparameter_search": SearchSettings,
+    "params:permutation_study": PermutationStudySettings,
+}
 
 
 class PaperSettingsCheck:
-    """Refuse, before the first node, a paper run whose resolved parameters are not the paper's."""
+    """Refuse, before the first node, parameters that are not settings (every pipeline's typed
+    settings are built: an unknown or missing key is named) and a paper run whose resolved
+    parameters are not the paper's."""
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         env = run_params.get("env")
         expected = expected_environment(env)
-        check_parameters(catalog.load("parameters"), env, paper=expected["paper"], rehearsal=expected["rehearsal"])
+        parameters = catalog.load("parameters")
+        check_settings(parameters)
+        check_parameters(parameters, env, paper=expected["paper"], rehearsal=expected["rehearsal"])
 
 
 class HardwareCheck:
@@ -43,11 +55,14 @@ class HardwareCheck:
             return
         env = run_params.get("env") or "local"
         wanted: dict[str, str] = {}
-        for node in pipeline.nodes:  # a node trains with the first block it reads (the sweep's before the search's)
-            name = next((p for p in TRAINING_PARAMETERS[::-1] if p in node.inputs), None)
+        for node in (
+            pipeline.nodes
+        ):  # a node trains with the first block it reads (the sweep's before the search's)
+            name = next((p for p in list(TRAINING_PARAMETERS)[::-1] if p in node.inputs), None)
             if name and name not in wanted:
-                block = catalog.load(name) or {}
-                wanted[name] = str((block.get("fixed") or {}).get("accelerator", "cpu"))
+                wanted[name] = (
+                    TRAINING_PARAMETERS[name].from_params(catalog.load(name)).fixed.accelerator
+                )
         for name, accelerator in wanted.items():
             try:
                 require_accelerator(accelerator)
@@ -59,4 +74,3 @@ class HardwareCheck:
                     f"or rehearse the same path on this CPU at toy scale: kedro run --env {base}+rehearsal ... "
                     f"(docs/reproducing.md, 'Rehearse on a laptop'); --params {key}=cpu changes only this setting."
                 ) from None
-

@@ -11,7 +11,9 @@ THRESHOLD = 0.5
 METRICS = ("auroc", "accuracy", "f1", "precision", "recall", "specificity")
 
 
-def binary_metrics(labels: np.ndarray, prob_mutant: np.ndarray, threshold: float = THRESHOLD) -> dict[str, float]:
+def binary_metrics(
+    labels: np.ndarray, prob_mutant: np.ndarray, threshold: float = THRESHOLD
+) -> dict[str, float]:
     """AUROC from the probabilities; the rest from the confusion matrix at ``threshold``.
 
     Undefined ratios (no predicted positives, a single class) are NaN rather than a silent 0.
@@ -32,7 +34,10 @@ def binary_metrics(labels: np.ndarray, prob_mutant: np.ndarray, threshold: float
         "precision": precision,
         "recall": recall,
         "specificity": ratio(tn, tn + fp),
-        "tp": int(tp), "fp": int(fp), "tn": int(tn), "fn": int(fn),
+        "tp": int(tp),
+        "fp": int(fp),
+        "tn": int(tn),
+        "fn": int(fn),
     }
 
 
@@ -49,7 +54,9 @@ def auroc_many(labels: np.ndarray, prob_mutant: np.ndarray) -> np.ndarray:
         return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
 
 
-def binary_metrics_many(labels: np.ndarray, prob_mutant: np.ndarray, threshold: float = THRESHOLD) -> dict[str, np.ndarray]:
+def binary_metrics_many(
+    labels: np.ndarray, prob_mutant: np.ndarray, threshold: float = THRESHOLD
+) -> dict[str, np.ndarray]:
     """:func:`binary_metrics` of each row of (resamples, patients) arrays, vectorized (NaN where undefined)."""
     y = np.asarray(labels).astype(bool)
     predicted = np.asarray(prob_mutant, dtype=float) >= threshold
@@ -77,9 +84,15 @@ def invariant_violations(m: dict[str, float], tol: float = 1e-6) -> list[str]:
     them; F1 is the harmonic mean of precision and recall.
     """
     problems = []
-    acc, rec, spec, prec, f1 = (m.get(k, math.nan) for k in ("accuracy", "recall", "specificity", "precision", "f1"))
-    if not any(math.isnan(v) for v in (acc, rec, spec)) and not (min(rec, spec) - tol <= acc <= max(rec, spec) + tol):
-        problems.append(f"accuracy {acc:.3f} is not between recall {rec:.3f} and specificity {spec:.3f}")
+    acc, rec, spec, prec, f1 = (
+        m.get(k, math.nan) for k in ("accuracy", "recall", "specificity", "precision", "f1")
+    )
+    if not any(math.isnan(v) for v in (acc, rec, spec)) and not (
+        min(rec, spec) - tol <= acc <= max(rec, spec) + tol
+    ):
+        problems.append(
+            f"accuracy {acc:.3f} is not between recall {rec:.3f} and specificity {spec:.3f}"
+        )
     if not any(math.isnan(v) for v in (prec, rec, f1)) and prec + rec > 0:
         expected = 2 * prec * rec / (prec + rec)
         if abs(expected - f1) > max(tol, 1e-3):  # tol also absorbs rounding in printed tables
@@ -87,7 +100,9 @@ def invariant_violations(m: dict[str, float], tol: float = 1e-6) -> list[str]:
     return problems
 
 
-def delong_test(labels: np.ndarray, prob_a: np.ndarray, prob_b: np.ndarray, confidence: float = 0.95) -> dict[str, float]:
+def delong_test(
+    labels: np.ndarray, prob_a: np.ndarray, prob_b: np.ndarray, confidence: float = 0.95
+) -> dict[str, float]:
     """DeLong's test for two correlated ROC curves on the same patients (as pROC's ``roc.test``).
 
     AUROC is a two-sample U-statistic; its per-patient structural components (the fraction of
@@ -103,29 +118,52 @@ def delong_test(labels: np.ndarray, prob_a: np.ndarray, prob_b: np.ndarray, conf
     pos, neg = scores[:, y == 1], scores[:, y == 0]
     m, n = pos.shape[1], neg.shape[1]
     if m < 2 or n < 2:
-        raise ValueError(f"DeLong's test needs at least two patients of each class (got {m} mutant, {n} wild-type)")
+        raise ValueError(
+            f"DeLong's test needs at least two patients of each class (got {m} mutant, {n} wild-type)"
+        )
     v10, v01 = np.empty((2, m)), np.empty((2, n))
     for k in range(2):
         combined = stats.rankdata(np.concatenate([pos[k], neg[k]]))  # midranks: ties count one half
-        v10[k] = (combined[:m] - stats.rankdata(pos[k])) / n  # per mutant: fraction of wild-types below it
-        v01[k] = 1.0 - (combined[m:] - stats.rankdata(neg[k])) / m  # per wild-type: fraction of mutants above it
+        v10[k] = (
+            combined[:m] - stats.rankdata(pos[k])
+        ) / n  # per mutant: fraction of wild-types below it
+        v01[k] = (
+            1.0 - (combined[m:] - stats.rankdata(neg[k])) / m
+        )  # per wild-type: fraction of mutants above it
     auc = v10.mean(axis=1)
     s = np.cov(v10) / m + np.cov(v01) / n
     difference = float(auc[0] - auc[1])
     variance = float(s[0, 0] + s[1, 1] - 2 * s[0, 1])
     if variance <= 1e-15:
         same = abs(difference) < 1e-12
-        return {"auroc_a": float(auc[0]), "auroc_b": float(auc[1]), "difference": difference, "se": 0.0,
-                "z": 0.0 if same else math.copysign(math.inf, difference), "p_value": 1.0 if same else 0.0,
-                "ci_low": difference, "ci_high": difference}
+        return {
+            "auroc_a": float(auc[0]),
+            "auroc_b": float(auc[1]),
+            "difference": difference,
+            "se": 0.0,
+            "z": 0.0 if same else math.copysign(math.inf, difference),
+            "p_value": 1.0 if same else 0.0,
+            "ci_low": difference,
+            "ci_high": difference,
+        }
     se = math.sqrt(variance)
     z = difference / se
     half = float(stats.norm.ppf(0.5 + confidence / 2)) * se
-    return {"auroc_a": float(auc[0]), "auroc_b": float(auc[1]), "difference": difference, "se": se, "z": z,
-            "p_value": float(2 * stats.norm.sf(abs(z))), "ci_low": difference - half, "ci_high": difference + half}
+    return {
+        "auroc_a": float(auc[0]),
+        "auroc_b": float(auc[1]),
+        "difference": difference,
+        "se": se,
+        "z": z,
+        "p_value": float(2 * stats.norm.sf(abs(z))),
+        "ci_low": difference - half,
+        "ci_high": difference + half,
+    }
 
 
-def expected_calibration_error(labels: np.ndarray, prob_mutant: np.ndarray, n_bins: int = 5) -> float:
+def expected_calibration_error(
+    labels: np.ndarray, prob_mutant: np.ndarray, n_bins: int = 5
+) -> float:
     """ECE with equal-mass bins: patients sorted by P(mutant) and cut into ``n_bins`` groups of
     (nearly) equal size; the size-weighted mean of |observed fraction mutant - mean prediction|.
     Equal-mass rather than equal-width bins, because a test split of tens of patients leaves

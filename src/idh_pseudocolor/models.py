@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import timm
 import torch
 from safetensors import SafetensorError, safe_open
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_model_data_config
 
 PAPER_MODELS = ("vgg16.tv_in1k", "resnext101_32x16d.fb_swsl_ig1b_ft_in1k")
 #: the safetensors header entry that marks weights made by the demo's own pretraining
 #: (idh_pseudocolor.pretraining), not ImageNet
 DEMO_MARKER = ("idh_pseudocolor", "demo_pretraining")
+#: ImageNet's input mean/std (timm's constants): what the demo pretraining standardizes with, and
+#: what every pretrained run used before weights files and bundles recorded their own
+IMAGENET_NORMALIZATION = (tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD))
 
 
 class PretrainedWeightsUnavailable(RuntimeError):
@@ -28,9 +33,26 @@ class WeightsInfo:
     pretrained_loaded: bool
     source: str  # "none", "file:<path>", "demo-pretraining:<path>" or "hub"
     demo_pretraining: bool = False  # the demo's own photograph pretraining, not ImageNet
+    # the input standardization the loaded weights expect, per RGB channel (timm's data config
+    # for the model; the demo pretraining's own for its weights); None from scratch: inputs stay in [0, 1]
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """``(mean, std)`` for the inputs, or None when they are not standardized."""
+        return (
+            None if self.mean is None or self.std is None else (tuple(self.mean), tuple(self.std))
+        )
+
+
+def data_normalization(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The mean/std that timm's data config gives for ``model`` (from its ``pretrained_cfg``)."""
+    config = resolve_model_data_config(model)
+    return tuple(float(v) for v in config["mean"]), tuple(float(v) for v in config["std"])
 
 
 def weights_metadata(path: str | Path) -> dict[str, str]:
@@ -62,7 +84,11 @@ def _how_to_provide(model_name: str) -> str:
 
 
 def create_model(
-    model_name: str, pretrained: bool, weights_file: str | None = None, in_chans: int = 3, num_classes: int = 2
+    model_name: str,
+    pretrained: bool,
+    weights_file: str | None = None,
+    in_chans: int = 3,
+    num_classes: int = 2,
 ) -> tuple[torch.nn.Module, WeightsInfo]:
     """A timm classifier with ``num_classes`` outputs and ``in_chans`` inputs.
 
@@ -72,14 +98,22 @@ def create_model(
     recorded as ``source="demo-pretraining:<path>"``, ``demo_pretraining=True``, and must be for
     ``model_name``. Failure raises :class:`PretrainedWeightsUnavailable` with the ways to
     provide weights.
+
+    The returned :class:`WeightsInfo` carries the input ``mean``/``std`` the weights expect:
+    timm's data config for the model (``resolve_model_data_config``), or for demo weights the
+    standardization their header records (set into the model's ``pretrained_cfg``).
     """
     if not pretrained:
-        model = timm.create_model(model_name, pretrained=False, num_classes=num_classes, in_chans=in_chans)
+        model = timm.create_model(
+            model_name, pretrained=False, num_classes=num_classes, in_chans=in_chans
+        )
         return model, WeightsInfo(model_name, False, False, "none")
     if weights_file:
         path = Path(weights_file).expanduser()
         if not path.is_file():
-            raise PretrainedWeightsUnavailable(f"weights_file {path} does not exist.\n" + _how_to_provide(model_name))
+            raise PretrainedWeightsUnavailable(
+                f"weights_file {path} does not exist.\n" + _how_to_provide(model_name)
+            )
         meta = weights_metadata(path)
         demo = _marks_demo(meta)
         if demo and meta.get("model_name") != model_name:
@@ -89,16 +123,34 @@ def create_model(
             )
         try:
             model = timm.create_model(
-                model_name, pretrained=True, num_classes=num_classes, in_chans=in_chans,
+                model_name,
+                pretrained=True,
+                num_classes=num_classes,
+                in_chans=in_chans,
                 pretrained_cfg_overlay={"file": str(path)},
             )
         except Exception as exc:  # wrong architecture, unreadable file, pickled objects refused ...
-            raise PretrainedWeightsUnavailable(f"could not load {path}: {exc}\n" + _how_to_provide(model_name)) from exc
+            raise PretrainedWeightsUnavailable(
+                f"could not load {path}: {exc}\n" + _how_to_provide(model_name)
+            ) from exc
+        if demo:  # the weights were trained on inputs standardized as their header says, not as timm's hub weights
+            mean, std = demo_normalization(meta)
+            model.pretrained_cfg = {**model.pretrained_cfg, "mean": mean, "std": std}
         source = f"demo-pretraining:{path}" if demo else f"file:{path}"
-        return model, WeightsInfo(model_name, True, True, source, demo_pretraining=demo)
+        return model, WeightsInfo(model_name, True, True, source, demo, *data_normalization(model))
     try:
-        model = timm.create_model(model_name, pretrained=True, num_classes=num_classes, in_chans=in_chans)
+        model = timm.create_model(
+            model_name, pretrained=True, num_classes=num_classes, in_chans=in_chans
+        )
     except Exception as exc:  # no network, not in cache, unknown tag
-        raise PretrainedWeightsUnavailable(f"{type(exc).__name__}: {exc}\n" + _how_to_provide(model_name)) from exc
-    return model, WeightsInfo(model_name, True, True, "hub")
+        raise PretrainedWeightsUnavailable(
+            f"{type(exc).__name__}: {exc}\n" + _how_to_provide(model_name)
+        ) from exc
+    return model, WeightsInfo(model_name, True, True, "hub", False, *data_normalization(model))
 
+
+def demo_normalization(metadata: dict[str, str]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The input mean/std a demo weights file was pretrained with (its header's ``mean``/``std``)."""
+    if "mean" not in metadata or "std" not in metadata:
+        return IMAGENET_NORMALIZATION
+    return tuple(json.loads(metadata["mean"])), tuple(json.loads(metadata["std"]))

@@ -20,12 +20,27 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from idh_pseudocolor.configurations import SEARCH_CONFIGURATION_ID
+from idh_pseudocolor.pipeline_settings import EnvironmentSettings
+
 PAPER_SEARCH_MODEL = "resnext101_32x16d.fb_swsl_ig1b_ft_in1k"
 PAPER_SWEEP_MODELS = ["vgg16.tv_in1k", PAPER_SEARCH_MODEL]
 
 #: the demo pretraining's settings (conf/base/parameters_demo_pretraining.yml): all off in a paper run
-DEMO_PRETRAINING_SETTINGS = ("image_size", "photo_size", "crop_scale", "holdout_fraction", "jitter", "steps", "batch_size",
-                             "learning_rate", "weight_decay", "heldout_crops", "seed", "torch_threads")
+DEMO_PRETRAINING_SETTINGS = (
+    "image_size",
+    "photo_size",
+    "crop_scale",
+    "holdout_fraction",
+    "jitter",
+    "steps",
+    "batch_size",
+    "learning_rate",
+    "weight_decay",
+    "heldout_crops",
+    "seed",
+    "torch_threads",
+)
 
 #: resolved parameter key -> (value, source). "paper" = stated in the paper (SPEC section 1);
 #: "choice: ..." = the paper is silent, this is the project's documented choice.
@@ -36,31 +51,52 @@ PAPER_SETTINGS: dict[str, tuple[Any, str]] = {
     "data_engineering.splits.val": (0.15, "paper"),
     "data_engineering.splits.test": (0.15, "paper"),
     "data_engineering.splits.seed": (42, "choice: the paper gives no split seed"),
-    "data_engineering.normalization.method": ("percentile", "choice: the paper gives no normalization"),
+    "data_engineering.normalization.method": (
+        "percentile",
+        "choice: the paper gives no normalization",
+    ),
     "data_engineering.normalization.lower": (0.5, "choice"),
     "data_engineering.normalization.upper": (99.5, "choice"),
     "hyperparameter_search.model_name": (PAPER_SEARCH_MODEL, "paper"),
-    "hyperparameter_search.config_id": (21, "paper"),
+    "hyperparameter_search.config_id": (SEARCH_CONFIGURATION_ID, "paper"),
     "hyperparameter_search.n_trials": (297, "paper"),
     "hyperparameter_search.fixed.batch_size": (16, "paper"),
     "hyperparameter_search.fixed.seed": (42, "paper"),
     "hyperparameter_search.fixed.image_size": (224, "paper (the models' input size)"),
     "hyperparameter_search.fixed.early_stopping": (True, "paper"),
-    "hyperparameter_search.fixed.early_stopping_patience": (10, "choice: the paper gives no patience"),
+    "hyperparameter_search.fixed.early_stopping_patience": (
+        10,
+        "choice: the paper gives no patience",
+    ),
     "hyperparameter_search.search_space.learning_rate": ([6.0e-6, 6.0e-4], "paper (Table 1)"),
     "hyperparameter_search.search_space.pretrained": ([True, False], "paper (Table 1)"),
     "hyperparameter_search.search_space.superconvergence": ([True, False], "paper (Table 1)"),
     "hyperparameter_search.search_space.peak_fraction": ([0.01, 0.5], "paper (Table 1)"),
     "hyperparameter_search.search_space.lr_interval": (["step", "epoch"], "paper (Table 1)"),
-    "hyperparameter_search.search_space.max_epochs_superconvergence": ([10, 100], "paper (Table 1)"),
+    "hyperparameter_search.search_space.max_epochs_superconvergence": (
+        [10, 100],
+        "paper (Table 1)",
+    ),
     "hyperparameter_search.search_space.max_epochs_constant": ([100, 150], "paper (Table 1)"),
     "hyperparameter_search.search_space.mask_non_tumor": ([True, False], "paper (Table 1)"),
     "hyperparameter_search.sampler.seed": (42, "choice: TPE seeded"),
-    "hyperparameter_search.sampler.n_startup_trials": (10, "choice: Optuna 4's TPE default, explicit"),
-    "hyperparameter_search.sampler.n_ei_candidates": (24, "choice: Optuna 4's TPE default, explicit"),
-    "hyperparameter_search.sampler.multivariate": (False, "choice: Optuna 4's TPE default, explicit"),
+    "hyperparameter_search.sampler.n_startup_trials": (
+        10,
+        "choice: Optuna 4's TPE default, explicit",
+    ),
+    "hyperparameter_search.sampler.n_ei_candidates": (
+        24,
+        "choice: Optuna 4's TPE default, explicit",
+    ),
+    "hyperparameter_search.sampler.multivariate": (
+        False,
+        "choice: Optuna 4's TPE default, explicit",
+    ),
     "hyperparameter_search.sampler.group": (False, "choice: Optuna 4's TPE default, explicit"),
-    "hyperparameter_search.sampler.constant_liar": (False, "choice: Optuna 4's TPE default, explicit"),
+    "hyperparameter_search.sampler.constant_liar": (
+        False,
+        "choice: Optuna 4's TPE default, explicit",
+    ),
     "hyperparameter_search.pruning": (False, "paper (no pruning)"),
     "hyperparameter_search.pruner.n_startup_trials": (5, "choice: unused without pruning"),
     "hyperparameter_search.pruner.n_warmup_steps": (2, "choice: unused without pruning"),
@@ -77,24 +113,48 @@ PAPER_SETTINGS: dict[str, tuple[Any, str]] = {
     "permutation_study.fixed.early_stopping": (True, "paper"),
     "permutation_study.fixed.early_stopping_patience": (10, "choice: the paper gives no patience"),
     "permutation_study.final_evaluation.pretrained": ([True, False], "paper"),
-    "permutation_study.accept_best_params": (None, "choice: best_params must come from this environment's search"),
+    "permutation_study.accept_best_params": (
+        None,
+        "choice: best_params must come from this environment's search",
+    ),
     "reporting.bootstrap_resamples": (2000, "choice: patient-level bootstrap"),
     "reporting.seed": (0, "choice"),
     "reporting.calibration_bins": (5, "choice"),
     "reporting.figure_1_subject": (None, "choice: the first training patient"),
-    "demo_pretraining.enabled": (False, "choice: the paper finetunes ImageNet weights, never the demo's photographs"),
+    "demo_pretraining.enabled": (
+        False,
+        "choice: the paper finetunes ImageNet weights, never the demo's photographs",
+    ),
     "demo_pretraining.models": ([], "choice: no demo pretraining"),
-    **{f"demo_pretraining.{k}": (None, "choice: no demo pretraining") for k in DEMO_PRETRAINING_SETTINGS},
-    "reporting.retrain_tolerance": (0.02, "choice: GPU kernels are not all deterministic; identical on CPU with fixed threads"),
+    **{
+        f"demo_pretraining.{k}": (None, "choice: no demo pretraining")
+        for k in DEMO_PRETRAINING_SETTINGS
+    },
+    "reporting.retrain_tolerance": (
+        0.02,
+        "choice: GPU kernels are not all deterministic; identical on CPU with fixed threads",
+    ),
 }
 
 #: keys that are the machine's business (hardware, speed, paths, progress): any value is allowed
 MACHINE_KEYS: tuple[str, ...] = (
-    "data_engineering.n_workers", "data_engineering.progress", "data_engineering.qc_montage_subjects",
-    "hyperparameter_search.progress", "hyperparameter_search.worker",
-    "*.fixed.accelerator", "*.fixed.precision", "*.fixed.channels_last", "*.fixed.deterministic",
-    "*.fixed.compile", "*.fixed.cudnn_benchmark", "*.fixed.device_resident", "*.fixed.fused_optimizer", "*.fixed.torch_threads",
-    "*.fixed.weights_file", "*.fixed.weights_file.*", "permutation_study.keep_checkpoints",
+    "data_engineering.n_workers",
+    "data_engineering.progress",
+    "data_engineering.qc_montage_subjects",
+    "hyperparameter_search.progress",
+    "hyperparameter_search.worker",
+    "*.fixed.accelerator",
+    "*.fixed.precision",
+    "*.fixed.channels_last",
+    "*.fixed.deterministic",
+    "*.fixed.compile",
+    "*.fixed.cudnn_benchmark",
+    "*.fixed.device_resident",
+    "*.fixed.fused_optimizer",
+    "*.fixed.torch_threads",
+    "*.fixed.weights_file",
+    "*.fixed.weights_file.*",
+    "permutation_study.keep_checkpoints",
 )
 
 #: deliberate, recorded choices a paper run may make
@@ -102,11 +162,14 @@ DELIBERATE_KEYS: tuple[str, ...] = ("permutation_study.accept_best_params",)
 
 #: what a rehearsal may change (``conf/rehearsal`` and ``--params`` in a rehearsal): the scale
 SCALE_KEYS: tuple[str, ...] = (
-    "hyperparameter_search.model_name", "hyperparameter_search.n_trials",
+    "hyperparameter_search.model_name",
+    "hyperparameter_search.n_trials",
     "hyperparameter_search.fixed.image_size",
     "hyperparameter_search.search_space.max_epochs_superconvergence",
     "hyperparameter_search.search_space.max_epochs_constant",
-    "permutation_study.models", "permutation_study.seeds", "permutation_study.overrides.max_epochs",
+    "permutation_study.models",
+    "permutation_study.seeds",
+    "permutation_study.overrides.max_epochs",
     "permutation_study.fixed.image_size",
     "*.fixed.early_stopping_patience",  # in step with the epochs
     *MACHINE_KEYS,
@@ -118,7 +181,11 @@ class PaperPathError(RuntimeError):
 
 
 def check_parameters(
-    parameters: Mapping[str, Any], env: str | None = None, *, paper: bool | None = None, rehearsal: bool | None = None
+    parameters: Mapping[str, Any],
+    env: str | None = None,
+    *,
+    paper: bool | None = None,
+    rehearsal: bool | None = None,
 ) -> None:
     """A paper run takes the paper's settings; a rehearsal may change only the scale (:data:`SCALE_KEYS`).
 
@@ -127,8 +194,8 @@ def check_parameters(
     layers); ``environment`` in the parameters must agree, so no parameter can turn the checks
     off. Demo runs are not checked.
     """
-    environment = dict(parameters.get("environment") or {})
-    kind, flagged = environment.get("kind"), bool(environment.get("rehearsal", False))
+    environment = EnvironmentSettings.from_params(parameters["environment"])
+    kind, flagged = environment.kind, environment.rehearsal
     if paper is not None and (paper and kind != "paper" or flagged != bool(rehearsal)):
         raise PaperPathError(
             f"--env {env or '(none)'} makes this {'a paper run' if paper else 'a demo run'}"
@@ -139,14 +206,26 @@ def check_parameters(
     if kind != "paper":
         return
     rehearsal = flagged
-    allowed = (*MACHINE_KEYS, *DELIBERATE_KEYS, *((*SCALE_KEYS, "environment.rehearsal") if rehearsal else ()))
+    allowed = (
+        *MACHINE_KEYS,
+        *DELIBERATE_KEYS,
+        *((*SCALE_KEYS, "environment.rehearsal") if rehearsal else ()),
+    )
     problems = deviations(parameters, allowed)
     if problems:
-        what = "rehearsal of the paper, which may change only the scale" if rehearsal else "paper run, which takes the paper's settings"
+        what = (
+            "rehearsal of the paper, which may change only the scale"
+            if rehearsal
+            else "paper run, which takes the paper's settings"
+        )
         raise PaperPathError(
             f"--env {env or '?'} is a {what}, but:\n  - " + "\n  - ".join(problems) + "\n"
             "Remove these from conf/local and --params"
-            + ("" if rehearsal else f", or rehearse at another scale with --env {(env or 'l4').split('+')[0]}+rehearsal")
+            + (
+                ""
+                if rehearsal
+                else f", or rehearse at another scale with --env {(env or 'l4').split('+')[0]}+rehearsal"
+            )
             + ". Machine settings (accelerator, precision, threads, weights files, data_root) may differ: "
             "idh_pseudocolor.paper.MACHINE_KEYS; docs/reproducing.md lists the paper's settings."
         )
@@ -171,15 +250,23 @@ def matches(key: str, patterns: Iterable[str]) -> bool:
 def deviations(parameters: Mapping[str, Any], allowed: Iterable[str] = MACHINE_KEYS) -> list[str]:
     """Every way ``parameters`` (a resolved tree) differ from the paper, keys in ``allowed`` aside."""
     allowed = tuple(allowed)
-    flat = {k: v for k, v in flatten(parameters).items() if k.split(".")[0] in {p.split(".")[0] for p in PAPER_SETTINGS}}
+    flat = {
+        k: v
+        for k, v in flatten(parameters).items()
+        if k.split(".")[0] in {p.split(".")[0] for p in PAPER_SETTINGS}
+    }
     problems = []
     for key, value in sorted(flat.items()):
         if matches(key, allowed):
             continue
         if key not in PAPER_SETTINGS:
-            problems.append(f"{key} = {value!r} is not a paper setting (add it to idh_pseudocolor.paper.PAPER_SETTINGS or MACHINE_KEYS)")
+            problems.append(
+                f"{key} = {value!r} is not a paper setting (add it to idh_pseudocolor.paper.PAPER_SETTINGS or MACHINE_KEYS)"
+            )
         elif not _equal(value, PAPER_SETTINGS[key][0]):
-            problems.append(f"{key} = {value!r}, the paper's is {PAPER_SETTINGS[key][0]!r} ({PAPER_SETTINGS[key][1]})")
+            problems.append(
+                f"{key} = {value!r}, the paper's is {PAPER_SETTINGS[key][0]!r} ({PAPER_SETTINGS[key][1]})"
+            )
     for key, (value, _) in sorted(PAPER_SETTINGS.items()):
         if key not in flat and not matches(key, allowed):
             problems.append(f"{key} is missing (the paper's is {value!r})")
@@ -206,11 +293,13 @@ def settings_markdown() -> str:
 
 # ---- hand-off checks -------------------------------------------------------------------------
 
-def check_cohort(slice_arrays: Mapping[str, Any], environment: Mapping[str, Any] | None) -> None:
+
+def check_cohort(slice_arrays: Mapping[str, Any], environment: EnvironmentSettings) -> None:
     """A paper run on the phantom cohort is a mistake unless the run says it is a rehearsal."""
-    env = dict(environment or {})
-    phantom = bool(slice_arrays.get("phantom", False))  # a numpy bool from the slices, or a plain one
-    if env.get("kind") == "paper" and phantom and not env.get("rehearsal", False):
+    phantom = bool(
+        slice_arrays.get("phantom", False)
+    )  # data, not a setting: a numpy bool, or a plain one
+    if environment.paper and phantom and not environment.rehearsal:
         raise PaperPathError(
             "This is a paper environment, but the slices come from the synthetic phantom cohort "
             "(its manifest says so). Extract your cohort first: "
@@ -219,9 +308,11 @@ def check_cohort(slice_arrays: Mapping[str, Any], environment: Mapping[str, Any]
         )
 
 
-def check_weights_files(weights_file: str | Mapping[str, str] | None, environment: Mapping[str, Any] | None) -> None:
+def check_weights_files(
+    weights_file: str | Mapping[str, str] | None, environment: EnvironmentSettings
+) -> None:
     """A paper run must never finetune the demo's photograph-pretrained weights as if they were ImageNet's."""
-    if dict(environment or {}).get("kind") != "paper" or not weights_file:
+    if not environment.paper or not weights_file:
         return
     from idh_pseudocolor.models import (
         is_demo_weights,  # torch and timm: only when there is a file to look at
@@ -243,12 +334,21 @@ def digest(value: Any) -> str:
 
 def best_params_id(best_params: Mapping[str, Any]) -> str:
     """Which best_params a run was trained with (hyperparameters and provenance)."""
-    return digest({"hyperparameters": best_params.get("hyperparameters"), "provenance": best_params.get("provenance")})
+    return digest(
+        {
+            "hyperparameters": best_params.get("hyperparameters"),
+            "provenance": best_params.get("provenance"),
+        }
+    )
 
 
 def check_best_params(
-    best_params: Mapping[str, Any], expected_fingerprint: str, n_trials: int, accept: str | None = None,
-    *, consumer: str = "the sweep",
+    best_params: Mapping[str, Any],
+    expected_fingerprint: str,
+    n_trials: int,
+    accept: str | None = None,
+    *,
+    consumer: str = "the sweep",
 ) -> bool:
     """Refuse ``best_params`` that this environment's search did not produce (or did not finish).
 
@@ -283,7 +383,9 @@ def check_best_params(
     )
 
 
-def check_winner_source(study_winner: Mapping[str, Any], best_params: Mapping[str, Any], consumer: str) -> None:
+def check_winner_source(
+    study_winner: Mapping[str, Any], best_params: Mapping[str, Any], consumer: str
+) -> None:
     """The winner must come from a sweep trained with this very best_params (the search was not
     rerun after the sweep); otherwise ``consumer`` would mix two studies."""
     used, current = study_winner.get("best_params_id"), best_params_id(best_params)

@@ -1,7 +1,7 @@
 """A synthetic glioma cohort: honest about being synthetic, realistic enough to exercise the study.
 
-Anatomy is the MNI ICBM152 2009a 1 mm template and its GM/WM maps shipped inside nilearn (the
-EGD grid, 197x233x189 RAS). Each subject gets per-sequence tissue contrast, a tumor whose look
+Anatomy is the MNI ICBM152 2009a 1 mm template and its GM/WM maps that nilearn ships (its
+``load_mni152_*_template`` loaders; the EGD grid, 197x233x189 RAS). Each subject gets per-sequence tissue contrast, a tumor whose look
 depends on IDH status through *overlapping* distributions, and scanner effects (scale, offset,
 smooth bias field, Rician noise). Written in the EGD layout (or BraTS layout, stored LPS with a
 UCSF-style labels CSV, so those readers are exercised too).
@@ -25,7 +25,6 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +36,6 @@ from scipy import ndimage
 from idh_pseudocolor.configurations import SEQUENCES
 
 GENERATOR_VERSION = 3  # bump when the cohort's content changes: --if-absent then regenerates
-TEMPLATE_FILES = {
-    "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
-    "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
-    "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz",
-}
 # Base tissue intensities (CSF, GM, WM) per sequence, arbitrary units before the scanner.
 TISSUE = {
     "T1": (0.25, 0.55, 0.80),
@@ -54,15 +48,40 @@ TISSUE = {
 DISCORDANCE = {"mutant": 0.93, "wild-type": 0.07}
 #: Which sequences carry which IDH cue (written to phantom_cohort.json; read by the report).
 CUES: list[dict[str, Any]] = [
-    {"cue": "T2-FLAIR discordance of the solid tumor", "sequences": ["T2", "FLAIR"], "kind": "relational",
-     "strength": "strong", "mutant": DISCORDANCE["mutant"], "wild-type": DISCORDANCE["wild-type"],
-     "note": "each of T2 and FLAIR is bright or dark with equal odds in both classes; only the pair differs"},
-    {"cue": "enhancing rim", "sequences": ["T1ce"], "kind": "single", "strength": "weak", "mutant": 0.3, "wild-type": 0.6},
-    {"cue": "necrotic core", "sequences": ["T1ce", "T2", "FLAIR"], "kind": "single", "strength": "weak",
-     "mutant": 0.25, "wild-type": 0.45},
+    {
+        "cue": "T2-FLAIR discordance of the solid tumor",
+        "sequences": ["T2", "FLAIR"],
+        "kind": "relational",
+        "strength": "strong",
+        "mutant": DISCORDANCE["mutant"],
+        "wild-type": DISCORDANCE["wild-type"],
+        "note": "each of T2 and FLAIR is bright or dark with equal odds in both classes; only the pair differs",
+    },
+    {
+        "cue": "enhancing rim",
+        "sequences": ["T1ce"],
+        "kind": "single",
+        "strength": "weak",
+        "mutant": 0.3,
+        "wild-type": 0.6,
+    },
+    {
+        "cue": "necrotic core",
+        "sequences": ["T1ce", "T2", "FLAIR"],
+        "kind": "single",
+        "strength": "weak",
+        "mutant": 0.25,
+        "wild-type": 0.45,
+    },
     {"cue": "edema width", "sequences": ["T2", "FLAIR"], "kind": "single", "strength": "weak"},
-    {"cue": "size, margin and frontal location", "sequences": ["T1", "T1ce", "T2", "FLAIR"], "kind": "single",
-     "strength": "weak", "mutant": 0.6, "wild-type": 0.45},
+    {
+        "cue": "size, margin and frontal location",
+        "sequences": ["T1", "T1ce", "T2", "FLAIR"],
+        "kind": "single",
+        "strength": "weak",
+        "mutant": 0.6,
+        "wild-type": 0.45,
+    },
 ]
 _CUE_BY_NAME = {c["cue"]: c for c in CUES}
 #: The sequences a configuration must hold to see the strongest cue.
@@ -83,13 +102,32 @@ class Template:
     wm_frontal: np.ndarray  # bool (n,): seed lies in the frontal lobe (MNI y > 10 mm)
 
 
+def template_maps() -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """nilearn's 1 mm MNI152 T1, GM and WM templates (float32 in [0, 1]) and their affine.
+
+    The public loaders at ``resolution=1`` neither resample nor change the grid; they divide
+    the uint8 files by their maximum (255) in float32, bit for bit the phantom's maps of
+    generator v3 (tests/test_phantom.py checks both against the files).
+    """
+    from nilearn.datasets import (
+        load_mni152_gm_template,
+        load_mni152_template,
+        load_mni152_wm_template,
+    )
+
+    images = {
+        "t1": load_mni152_template(resolution=1),
+        "gm": load_mni152_gm_template(resolution=1),
+        "wm": load_mni152_wm_template(resolution=1),
+    }
+    maps = {k: np.asarray(img.dataobj, dtype=np.float32) for k, img in images.items()}
+    return maps, np.array(images["t1"].affine, dtype=float)
+
+
 @lru_cache(maxsize=4)
 def load_template(voxel_size: float = 1.0) -> Template:
     """The MNI template at ``voxel_size`` mm (1.0 = EGD's grid; 2 or 4 for fast tests)."""
-    folder = resources.files("nilearn") / "datasets" / "data"
-    images = {k: nib.load(str(folder / v)) for k, v in TEMPLATE_FILES.items()}
-    affine = images["t1"].affine.copy()
-    maps = {k: np.asarray(img.dataobj, dtype=np.float32) / 255.0 for k, img in images.items()}
+    maps, affine = template_maps()
     if voxel_size != 1.0:
         factor = 1.0 / voxel_size
         maps = {k: ndimage.zoom(v, factor, order=1) for k, v in maps.items()}
@@ -98,7 +136,9 @@ def load_template(voxel_size: float = 1.0) -> Template:
     gm = np.where(brain, maps["gm"], 0)
     wm = np.where(brain, maps["wm"], 0)
     csf = np.where(brain, np.clip(1 - gm - wm, 0, 1), 0)
-    base = {seq: (c * csf + g * gm + w * wm).astype(np.float32) for seq, (c, g, w) in TISSUE.items()}
+    base = {
+        seq: (c * csf + g * gm + w * wm).astype(np.float32) for seq, (c, g, w) in TISSUE.items()
+    }
     brain_index = np.flatnonzero(brain)
     ijk = np.stack(np.unravel_index(brain_index, brain.shape)).astype(np.float32)
     coords = (affine[:3, :3] @ ijk + affine[:3, 3:4]).astype(np.float32)
@@ -151,7 +191,11 @@ def draw_tumor(rng: np.random.Generator, template: Template, mutant: bool) -> Tu
     center = tuple(int(v) for v in pool[rng.integers(len(pool))])
     radius = rng.normal(22.0 if mutant else 23.5, 4.5)
     necrosis = rng.uniform(0.2, 0.5) if rng.random() < weak["necrotic core"][cls] else 0.0
-    enhancement = rng.uniform(0.3, 0.9) if rng.random() < weak["enhancing rim"][cls] else rng.uniform(0.0, 0.1)
+    enhancement = (
+        rng.uniform(0.3, 0.9)
+        if rng.random() < weak["enhancing rim"][cls]
+        else rng.uniform(0.0, 0.1)
+    )
     irregularity = rng.uniform(0.04, 0.2) if mutant else rng.uniform(0.07, 0.24)
     softness = rng.uniform(0.04, 0.12)
     edema = rng.uniform(0.12, 0.5) if mutant else rng.uniform(0.16, 0.54)
@@ -197,25 +241,37 @@ def render_subject(
     voxels only (the volumes are skull-stripped, like EGD's), which keeps generation fast.
     """
     voxel = float(abs(template.affine[0, 0]))
-    reach = tumor.radius_mm * max(tumor.axes) * (1 + tumor.edema_width) * (1 + 2 * tumor.irregularity) + 4 * voxel
+    reach = (
+        tumor.radius_mm * max(tumor.axes) * (1 + tumor.edema_width) * (1 + 2 * tumor.irregularity)
+        + 4 * voxel
+    )
     half = int(np.ceil(reach / voxel))
     lo = [max(0, c - half) for c in tumor.center]
     hi = [min(n, c + half + 1) for c, n in zip(tumor.center, template.shape, strict=True)]
     box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     grids = np.ogrid[box]
     d2 = sum(
-        ((g - c) * voxel / (tumor.radius_mm * a)) ** 2 for g, c, a in zip(grids, tumor.center, tumor.axes, strict=True)
+        ((g - c) * voxel / (tumor.radius_mm * a)) ** 2
+        for g, c, a in zip(grids, tumor.center, tumor.axes, strict=True)
     )
     box_shape = tuple(b - a for a, b in zip(lo, hi, strict=True))
     sigma = max(1.0, tumor.radius_mm / voxel / 3)
-    d = np.sqrt(d2).astype(np.float32) * (1 + tumor.irregularity * _smooth_noise(rng, box_shape, sigma))
+    d = np.sqrt(d2).astype(np.float32) * (
+        1 + tumor.irregularity * _smooth_noise(rng, box_shape, sigma)
+    )
     texture = _smooth_noise(rng, box_shape, max(0.7, 1.5 / voxel))
 
     core = _sigmoid((1 - d) / tumor.softness)
     edema = np.clip(_sigmoid((1 + tumor.edema_width - d) / (2 * tumor.softness)) - core, 0, 1)
-    necrosis = _sigmoid((tumor.necrosis - d) / 0.05) * core if tumor.necrosis > 0 else np.zeros_like(core)
+    necrosis = (
+        _sigmoid((tumor.necrosis - d) / 0.05) * core if tumor.necrosis > 0 else np.zeros_like(core)
+    )
     solid = core - necrosis
-    rim = solid * np.clip(1 + 0.5 * _smooth_noise(rng, box_shape, sigma / 2), 0, 2) * tumor.enhancement
+    rim = (
+        solid
+        * np.clip(1 + 0.5 * _smooth_noise(rng, box_shape, sigma / 2), 0, 2)
+        * tumor.enhancement
+    )
     het = 1 + tumor.heterogeneity * texture
 
     core_value = {
@@ -233,8 +289,15 @@ def render_subject(
     x, y, z = template.brain_coords / 80.0  # roughly [-1, 1] over the head
     coef = rng.normal(0, 0.12, 9).astype(np.float32)
     bias = np.exp(
-        coef[0] * x + coef[1] * y + coef[2] * z + coef[3] * x * y + coef[4] * y * z
-        + coef[5] * x * z + coef[6] * x * x + coef[7] * y * y + coef[8] * z * z
+        coef[0] * x
+        + coef[1] * y
+        + coef[2] * z
+        + coef[3] * x * y
+        + coef[4] * y * z
+        + coef[5] * x * z
+        + coef[6] * x * x
+        + coef[7] * y * y
+        + coef[8] * z * z
     )
 
     volumes: dict[str, np.ndarray] = {}
@@ -242,7 +305,11 @@ def render_subject(
         vol = template.base[seq].copy()
         local = vol[box]
         if seq in ("T1", "T1ce"):  # edema is invisible on T1: the tissue shows through
-            mixed = local * (1 - solid - necrosis) + core_value[seq] * solid + necrosis_value[seq] * necrosis
+            mixed = (
+                local * (1 - solid - necrosis)
+                + core_value[seq] * solid
+                + necrosis_value[seq] * necrosis
+            )
         else:
             mixed = local * (1 - solid - necrosis - edema) + core_value[seq] * solid
             mixed = mixed + necrosis_value[seq] * necrosis + edema_value[seq] * edema
@@ -277,7 +344,11 @@ def _metadata(rng: np.random.Generator, tumor: Tumor, seed: int, as_string: bool
     idh: int | str = int(tumor.mutant)
     if as_string:
         idh = str(idh)  # EGD's values arrive as int or string; the reader must take both
-    grade = int(rng.choice([2, 3, 4], p=[0.45, 0.4, 0.15])) if tumor.mutant else int(rng.choice([2, 3, 4], p=[0.05, 0.1, 0.85]))
+    grade = (
+        int(rng.choice([2, 3, 4], p=[0.45, 0.4, 0.15]))
+        if tumor.mutant
+        else int(rng.choice([2, 3, 4], p=[0.05, 0.1, 0.85]))
+    )
     age = rng.normal(40, 11) if tumor.mutant else rng.normal(62, 11)
     manufacturer = str(rng.choice(["Siemens", "GE", "Philips"]))
     return {
@@ -286,13 +357,21 @@ def _metadata(rng: np.random.Generator, tumor: Tumor, seed: int, as_string: bool
             "1p19q": int(rng.random() < 0.4) if tumor.mutant else 0,
             "Grade": grade,
         },
-        "Clinical_data": {"Age": round(float(np.clip(age, 18, 90)), 1), "Sex": str(rng.choice(["M", "F"]))},
+        "Clinical_data": {
+            "Age": round(float(np.clip(age, 18, 90)), 1),
+            "Sex": str(rng.choice(["M", "F"])),
+        },
         "Scan_characteristics": {
             "Manufacturer": manufacturer,
             "System": {"Siemens": "Avanto", "GE": "Signa HDxt", "Philips": "Achieva"}[manufacturer],
             "Field": float(rng.choice([1.5, 3.0])),
         },
-        "Phantom": {"synthetic": True, "generator_version": GENERATOR_VERSION, "seed": seed, "tumor": asdict(tumor)},
+        "Phantom": {
+            "synthetic": True,
+            "generator_version": GENERATOR_VERSION,
+            "seed": seed,
+            "tumor": asdict(tumor),
+        },
     }
 
 
@@ -305,7 +384,10 @@ def _save(data: np.ndarray, affine: np.ndarray, path: Path, dtype: type, orienta
     else:
         img = nib.Nifti1Image(data.astype(dtype), affine)
     if orientation != "RAS":
-        ras, target = nib.orientations.axcodes2ornt("RAS"), nib.orientations.axcodes2ornt(tuple(orientation))
+        ras, target = (
+            nib.orientations.axcodes2ornt("RAS"),
+            nib.orientations.axcodes2ornt(tuple(orientation)),
+        )
         img = img.as_reoriented(nib.orientations.ornt_transform(ras, target))
     path.write_bytes(igzip.compress(img.to_bytes(), compresslevel=1))
 
@@ -329,15 +411,29 @@ def generate_subject(
     if layout == "brats":
         names = {"T1": "t1", "T1ce": "t1ce", "T2": "t2", "FLAIR": "flair"}
         for seq, name in names.items():
-            _save(volumes[seq], template.affine, folder / f"{subject_id}_{name}.nii.gz", np.int16, "LPS")
+            _save(
+                volumes[seq],
+                template.affine,
+                folder / f"{subject_id}_{name}.nii.gz",
+                np.int16,
+                "LPS",
+            )
         _save(labels, template.affine, folder / f"{subject_id}_seg.nii.gz", np.uint8, "LPS")
     else:
         names = {"T1": "T1", "T1ce": "T1GD", "T2": "T2", "FLAIR": "FLAIR"}
         for seq, name in names.items():
             _save(volumes[seq], template.affine, folder / f"{name}.nii.gz", np.int16, "RAS")
-        _save((labels > 0).astype(np.uint8), template.affine, folder / "MASK.nii.gz", np.uint8, "RAS")
-        (folder / "metadata.json").write_text(json.dumps(meta, indent=2))
-    return {"subject_id": subject_id, "IDH": int(mutant), "grade": meta["Genetic_and_Histological_labels"]["Grade"]}
+        _save(
+            (labels > 0).astype(np.uint8), template.affine, folder / "MASK.nii.gz", np.uint8, "RAS"
+        )
+    # every layout: the label, clinical data and the drawn tumor ("Phantom"); a BraTS-layout run
+    # reads its labels from labels.csv (as for real BraTS), the truth stays inspectable here
+    (folder / "metadata.json").write_text(json.dumps(meta, indent=2))
+    return {
+        "subject_id": subject_id,
+        "IDH": int(mutant),
+        "grade": meta["Genetic_and_Histological_labels"]["Grade"],
+    }
 
 
 _UCSF_MUTANT_WORDS = ("mutated (NOS)", "IDH1 p.R132H", "IDH2 p.R172K")
@@ -371,16 +467,24 @@ def generate_cohort(
     out.mkdir(parents=True, exist_ok=True)
     _forget_earlier_phantom(out, n_subjects, layout)
     n_mutant = int(round(mutant_fraction * n_subjects))
-    labels = np.random.default_rng(seed).permutation(np.r_[np.ones(n_mutant, bool), np.zeros(n_subjects - n_mutant, bool)])
+    labels = np.random.default_rng(seed).permutation(
+        np.r_[np.ones(n_mutant, bool), np.zeros(n_subjects - n_mutant, bool)]
+    )
     indices = range(1, n_subjects + 1)
     n_workers = max(1, min(n_workers or os.cpu_count() or 1, n_subjects))
     if n_workers == 1:
-        jobs = (generate_subject(out, i, bool(m), seed, voxel_size, layout) for i, m in zip(indices, labels, strict=True))
+        jobs = (
+            generate_subject(out, i, bool(m), seed, voxel_size, layout)
+            for i, m in zip(indices, labels, strict=True)
+        )
     else:
         jobs = Parallel(n_jobs=n_workers, return_as="generator", batch_size=1)(
-            delayed(generate_subject)(out, i, bool(m), seed, voxel_size, layout) for i, m in zip(indices, labels, strict=True)
+            delayed(generate_subject)(out, i, bool(m), seed, voxel_size, layout)
+            for i, m in zip(indices, labels, strict=True)
         )
-    rows = list(tqdm(jobs, total=n_subjects, desc="phantom cohort", unit="subject", disable=not progress))
+    rows = list(
+        tqdm(jobs, total=n_subjects, desc="phantom cohort", unit="subject", disable=not progress)
+    )
 
     if layout == "brats":
         lines = ["ID,IDH"]
@@ -423,7 +527,12 @@ def _forget_earlier_phantom(out: Path, n_subjects: int, layout: str) -> None:
 
 
 def cohort_is_complete(
-    out: str | Path, n_subjects: int, seed: int, voxel_size: float, layout: str, mutant_fraction: float = 0.35
+    out: str | Path,
+    n_subjects: int,
+    seed: int,
+    voxel_size: float,
+    layout: str,
+    mutant_fraction: float = 0.35,
 ) -> bool:
     """True when ``out`` already holds a finished phantom cohort made with these settings (and this
     generator version): anything else is regenerated."""
@@ -434,6 +543,12 @@ def cohort_is_complete(
         info = json.loads(marker.read_text())
     except json.JSONDecodeError:
         return False
-    wanted = {"n_subjects": n_subjects, "seed": seed, "voxel_size_mm": voxel_size, "layout": layout,
-              "mutant_fraction": mutant_fraction, "generator_version": GENERATOR_VERSION}
+    wanted = {
+        "n_subjects": n_subjects,
+        "seed": seed,
+        "voxel_size_mm": voxel_size,
+        "layout": layout,
+        "mutant_fraction": mutant_fraction,
+        "generator_version": GENERATOR_VERSION,
+    }
     return all(info.get(k) == v for k, v in wanted.items())

@@ -9,10 +9,20 @@ from kedro.pipeline import Pipeline
 # 28 is this project's extension, off unless asked for (`kedro run --pipelines four_channel`).
 # demo_pretraining (the demo's pretrained arm; an empty record where it is disabled) is part of
 # permutation_study, whose final evaluation reads it; it is also a pipeline of its own.
-DEFAULT = ("data_engineering", "demo_pretraining", "hyperparameter_search", "permutation_study", "reporting")
+DEFAULT = (
+    "data_engineering",
+    "demo_pretraining",
+    "hyperparameter_search",
+    "permutation_study",
+    "reporting",
+)
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    pipelines = find_pipelines(raise_errors=True)  # Kedro may load only the pipelines a run asks for
-    pipelines["__default__"] = sum((pipelines[name] for name in DEFAULT if name in pipelines), Pipeline([]))
+    pipelines = find_pipelines(
+        raise_errors=True
+    )  # Kedro may load only the pipelines a run asks for
+    pipelines["__default__"] = sum(
+        (pipelines[name] for name in DEFAULT if name in pipelines), Pipeline([])
+    )
     return pipelines

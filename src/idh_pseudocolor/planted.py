@@ -16,13 +16,13 @@ from typing import Any
 from scipy import stats
 
 from idh_pseudocolor.configurations import (
+    GRAY_T1_ID,
     PAPER_CONFIGURATION_IDS,
     configuration,
     configuration_label,
     is_gray,
 )
 
-GRAY_T1_ID = 24
 ALPHA = 0.05  # one-sided Mann-Whitney U on ranks: holding the planted sequences ranks better
 
 
@@ -31,7 +31,9 @@ def holds(config_id: int, sequences: Sequence[str]) -> bool:
     return set(sequences) <= set(configuration(config_id))
 
 
-def planted_truth_check(ranking: Sequence[int], record: Mapping[str, Any], rehearsal: bool = False) -> dict[str, Any]:
+def planted_truth_check(
+    ranking: Sequence[int], record: Mapping[str, Any], rehearsal: bool = False
+) -> dict[str, Any]:
     """The check's numbers and verdict for a study's ranking (best first) of configurations 0-27.
 
     ``record`` is the cohort record (the phantom marker's content; ``{"synthetic": False}`` for
@@ -39,32 +41,55 @@ def planted_truth_check(ranking: Sequence[int], record: Mapping[str, Any], rehea
     """
     planted = list(record.get("planted_sequences") or [])
     if rehearsal:
-        return {"applicable": False, "reason": "a rehearsal trains at toy scale: it is not expected to recover the planted truth"}
+        return {
+            "applicable": False,
+            "reason": "a rehearsal trains at toy scale: it is not expected to recover the planted truth",
+        }
     if not record.get("synthetic"):
         return {"applicable": False, "reason": "real cohort: no planted truth to check"}
     if not planted:
         version = record.get("generator_version")
-        return {"applicable": False,
-                "reason": f"phantom generator v{version} recorded no planted truth; regenerate the cohort (v3 or later)"}
+        return {
+            "applicable": False,
+            "reason": f"phantom generator v{version} recorded no planted truth; regenerate the cohort (v3 or later)",
+        }
     order = [int(c) for c in ranking if int(c) in PAPER_CONFIGURATION_IDS]
     if sorted(order) != list(PAPER_CONFIGURATION_IDS):
-        return {"applicable": False, "reason": f"the ranking covers {len(order)} of the 28 configurations"}
+        return {
+            "applicable": False,
+            "reason": f"the ranking covers {len(order)} of the 28 configurations",
+        }
     rank = {c: i + 1 for i, c in enumerate(order)}
     n = len(order)
     holding = [c for c in order if holds(c, planted)]
     lacking = [c for c in order if not holds(c, planted)]
-    test = stats.mannwhitneyu([rank[c] for c in holding], [rank[c] for c in lacking], alternative="less")
+    test = stats.mannwhitneyu(
+        [rank[c] for c in holding], [rank[c] for c in lacking], alternative="less"
+    )
     grays = {configuration_label(c): rank[c] for c in order if is_gray(c)}
     criteria = [
-        (f"the winner ({configuration_label(order[0])}) holds {' and '.join(planted)}", holds(order[0], planted)),
-        (f"configurations holding {' and '.join(planted)} rank above those lacking one "
-         f"(mean rank {_mean(rank, holding):.1f} vs {_mean(rank, lacking):.1f}; one-sided Mann-Whitney p = {test.pvalue:.2g}, needs < {ALPHA})",
-         bool(test.pvalue < ALPHA)),
-        (f"the four grays rank in the bottom half (ranks {', '.join(str(r) for r in sorted(grays.values()))}; needs all > {n // 2})",
-         all(r > n // 2 for r in grays.values())),
-        (f"gray T1 ranks in the bottom quarter (rank {rank[GRAY_T1_ID]}; needs > {n - n // 4})", rank[GRAY_T1_ID] > n - n // 4),
+        (
+            f"the winner ({configuration_label(order[0])}) holds {' and '.join(planted)}",
+            holds(order[0], planted),
+        ),
+        (
+            f"configurations holding {' and '.join(planted)} rank above those lacking one "
+            f"(mean rank {_mean(rank, holding):.1f} vs {_mean(rank, lacking):.1f}; one-sided Mann-Whitney p = {test.pvalue:.2g}, needs < {ALPHA})",
+            bool(test.pvalue < ALPHA),
+        ),
+        (
+            f"the four grays rank in the bottom half (ranks {', '.join(str(r) for r in sorted(grays.values()))}; needs all > {n // 2})",
+            all(r > n // 2 for r in grays.values()),
+        ),
+        (
+            f"gray T1 ranks in the bottom quarter (rank {rank[GRAY_T1_ID]}; needs > {n - n // 4})",
+            rank[GRAY_T1_ID] > n - n // 4,
+        ),
     ]
-    cue = next((c["cue"] for c in record.get("cues", []) if c.get("strength") == "strong"), "the planted cue")
+    cue = next(
+        (c["cue"] for c in record.get("cues", []) if c.get("strength") == "strong"),
+        "the planted cue",
+    )
     return {
         "applicable": True,
         "planted_sequences": planted,

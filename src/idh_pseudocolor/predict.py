@@ -20,7 +20,7 @@ import torch
 
 from idh_pseudocolor.cohort import FILE_KEYS, LAYOUTS
 from idh_pseudocolor.configurations import configuration, configuration_label
-from idh_pseudocolor.models import create_model
+from idh_pseudocolor.models import IMAGENET_NORMALIZATION, WeightsInfo, create_model
 from idh_pseudocolor.slices import Normalization, SubjectError, SubjectSlice, extract_many
 from idh_pseudocolor.training import RunConfig, predict_proba, prepare_inputs
 
@@ -30,16 +30,41 @@ class TrainedRun:
     name: str
     config: RunConfig
     model: torch.nn.Module
-    normalization: Normalization
+    normalization: Normalization  # the slices' intensity normalization (data_engineering)
+    weights: (
+        WeightsInfo  # what the run started from, with the input standardization its weights expect
+    )
 
 
 def _inputs(run: TrainedRun, subject: SubjectSlice) -> torch.Tensor:
     """The model input for one subject, composed exactly as in training."""
     arrays = {"images": subject.image[None], "masks": subject.mask[None], "labels": np.zeros(1)}
-    return prepare_inputs(arrays, np.array([0]), run.config)[0]
+    return prepare_inputs(arrays, np.array([0]), run.config, run.weights)[0]
 
 
-def load_runs(bundle: dict[str, dict[str, Any]], model_name: str | None = None, pretrained: bool | None = None) -> list[TrainedRun]:
+def _weights_info(meta: dict[str, Any], cfg: RunConfig) -> WeightsInfo:
+    """The run's :class:`WeightsInfo` from its bundle entry. A bundle saved before the input
+    standardization was recorded used ImageNet's for every pretrained run (the only one then)."""
+    known = {f.name for f in fields(WeightsInfo)}
+    recorded = {k: v for k, v in (meta.get("weights") or {}).items() if k in known}
+    info = WeightsInfo(
+        **{
+            "model_name": cfg.model_name,
+            "pretrained_requested": cfg.pretrained,
+            "pretrained_loaded": cfg.pretrained,
+            "source": "unrecorded",
+            **recorded,
+        }
+    )
+    if cfg.pretrained and info.normalization is None:
+        mean, std = IMAGENET_NORMALIZATION
+        info = WeightsInfo(**{**info.as_dict(), "mean": mean, "std": std})
+    return info
+
+
+def load_runs(
+    bundle: dict[str, dict[str, Any]], model_name: str | None = None, pretrained: bool | None = None
+) -> list[TrainedRun]:
     """Rebuild the bundle's runs (weights strictly loaded into fresh timm models), optionally
     only one model and/or only pretrained or from-scratch runs."""
     known = {f.name for f in fields(RunConfig)}
@@ -48,14 +73,34 @@ def load_runs(bundle: dict[str, dict[str, Any]], model_name: str | None = None, 
         if entry["state_dict"] is None:
             continue
         cfg = RunConfig(**{k: v for k, v in entry["meta"]["config"].items() if k in known})
-        if (model_name and cfg.model_name != model_name) or (pretrained is not None and cfg.pretrained != pretrained):
+        if (model_name and cfg.model_name != model_name) or (
+            pretrained is not None and cfg.pretrained != pretrained
+        ):
             continue
-        model, _ = create_model(cfg.model_name, pretrained=False, in_chans=len(configuration(cfg.config_id)))
+        model, _ = create_model(
+            cfg.model_name, pretrained=False, in_chans=len(configuration(cfg.config_id))
+        )
         model.load_state_dict(entry["state_dict"])
-        runs.append(TrainedRun(name, cfg, model.eval(), Normalization(**entry["meta"].get("normalization", {}))))
+        runs.append(
+            TrainedRun(
+                name,
+                cfg,
+                model.eval(),
+                Normalization(**entry["meta"].get("normalization", {})),
+                _weights_info(entry["meta"], cfg),
+            )
+        )
     if not runs:
-        available = sorted({(e["meta"]["config"]["model_name"], e["meta"]["config"]["pretrained"]) for e in bundle.values() if e["state_dict"] is not None})
-        raise ValueError(f"No trained run matches model={model_name!r}, pretrained={pretrained!r}; the bundle has (model, pretrained) = {available}")
+        available = sorted(
+            {
+                (e["meta"]["config"]["model_name"], e["meta"]["config"]["pretrained"])
+                for e in bundle.values()
+                if e["state_dict"] is not None
+            }
+        )
+        raise ValueError(
+            f"No trained run matches model={model_name!r}, pretrained={pretrained!r}; the bundle has (model, pretrained) = {available}"
+        )
     return runs
 
 
@@ -64,7 +109,9 @@ def find_subjects(folder: str | Path) -> list[tuple[str, dict[str, str]]]:
     subject folders; EGD and BraTS file names are recognised."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder: give a subject folder (T1, T1GD, T2, FLAIR, MASK) or a cohort folder")
+        raise FileNotFoundError(
+            f"{folder} is not a folder: give a subject folder (T1, T1GD, T2, FLAIR, MASK) or a cohort folder"
+        )
 
     def files_of(root: Path, sid: str) -> dict[str, str] | None:
         for templates in LAYOUTS.values():
@@ -78,15 +125,22 @@ def find_subjects(folder: str | Path) -> list[tuple[str, dict[str, str]]]:
         return [(folder.name, single)]
     subjects = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = files_of(folder, sub.name) or {key: str(folder / LAYOUTS["egd"][key].format(id=sub.name)) for key in FILE_KEYS}
+        files = files_of(folder, sub.name) or {
+            key: str(folder / LAYOUTS["egd"][key].format(id=sub.name)) for key in FILE_KEYS
+        }
         subjects.append((sub.name, files))  # missing files are reported per subject by extraction
     if not subjects:
-        raise ValueError(f"{folder} holds neither sequences (EGD or BraTS names) nor subject folders")
+        raise ValueError(
+            f"{folder} holds neither sequences (EGD or BraTS names) nor subject folders"
+        )
     return subjects
 
 
 def predict_subjects(
-    subjects: Sequence[tuple[str, dict[str, str]]], runs: Sequence[TrainedRun], n_workers: int | None = 1, progress: bool = False,
+    subjects: Sequence[tuple[str, dict[str, str]]],
+    runs: Sequence[TrainedRun],
+    n_workers: int | None = 1,
+    progress: bool = False,
 ) -> tuple[pd.DataFrame, list[SubjectSlice], list[SubjectError]]:
     """Per subject and (model, pretrained): the seed-ensemble P(mutant), its std over seeds, each seed's value."""
     normalization = runs[0].normalization
@@ -98,17 +152,28 @@ def predict_subjects(
         groups: dict[tuple[str, bool], list[tuple[TrainedRun, float]]] = {}
         for run in runs:
             prob = float(predict_proba(run.model, _inputs(run, s))[0])
-            groups.setdefault((run.config.model_name, run.config.pretrained), []).append((run, prob))
+            groups.setdefault((run.config.model_name, run.config.pretrained), []).append(
+                (run, prob)
+            )
         for (model_name, pretrained), members in groups.items():
             probs = [p for _, p in members]
-            rows.append({
-                "subject_id": s.subject_id, "model_name": model_name, "pretrained": pretrained,
-                "configuration": configuration_label(members[0][0].config.config_id),
-                "prob_mutant": float(np.mean(probs)), "prob_std_over_seeds": float(np.std(probs, ddof=1)) if len(probs) > 1 else math.nan,
-                "seeds": len(probs), "prediction": "IDH mutant" if np.mean(probs) >= 0.5 else "IDH wild-type",
-                "slice_index": s.z, "tumor_z_range": f"{s.z_min}-{s.z_max}",
-                **{f"prob_seed{r.config.seed}": p for r, p in members},
-            })
+            rows.append(
+                {
+                    "subject_id": s.subject_id,
+                    "model_name": model_name,
+                    "pretrained": pretrained,
+                    "configuration": configuration_label(members[0][0].config.config_id),
+                    "prob_mutant": float(np.mean(probs)),
+                    "prob_std_over_seeds": float(np.std(probs, ddof=1))
+                    if len(probs) > 1
+                    else math.nan,
+                    "seeds": len(probs),
+                    "prediction": "IDH mutant" if np.mean(probs) >= 0.5 else "IDH wild-type",
+                    "slice_index": s.z,
+                    "tumor_z_range": f"{s.z_min}-{s.z_max}",
+                    **{f"prob_seed{r.config.seed}": p for r, p in members},
+                }
+            )
     return pd.DataFrame(rows), slices, errors
 
 
@@ -120,8 +185,10 @@ def gradcam(run: TrainedRun, subject: SubjectSlice, target_class: int = 1) -> np
         from pytorch_grad_cam import GradCAM
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
     except ImportError as err:
-        raise ImportError(f"Grad-CAM pictures need grad-cam ({err}): pip install 'idh_pseudocolor[explain]', "
-                          "or pass --no-pictures to `idh-pseudocolor predict` for the CSV alone") from err
+        raise ImportError(
+            f"Grad-CAM pictures need grad-cam ({err}): pip install 'idh_pseudocolor[explain]', "
+            "or pass --no-pictures to `idh-pseudocolor predict` for the CSV alone"
+        ) from err
 
     x = _inputs(run, subject)
     last_conv = [m for m in run.model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
@@ -130,7 +197,9 @@ def gradcam(run: TrainedRun, subject: SubjectSlice, target_class: int = 1) -> np
     return heat
 
 
-def save_pictures(subject: SubjectSlice, runs: Sequence[TrainedRun], table: pd.DataFrame, out: Path) -> list[Path]:
+def save_pictures(
+    subject: SubjectSlice, runs: Sequence[TrainedRun], table: pd.DataFrame, out: Path
+) -> list[Path]:
     """Per subject: the composite the model saw and the Grad-CAM of the first run of each group."""
     import matplotlib.pyplot as plt
 
@@ -142,10 +211,19 @@ def save_pictures(subject: SubjectSlice, runs: Sequence[TrainedRun], table: pd.D
         first.setdefault((run.config.model_name, run.config.pretrained), run)
     written = []
     for (model_name, pretrained), run in first.items():
-        seen = compose(subject.image[None], subject.mask[None], run.config.config_id, run.config.image_size,
-                       mask_tumor_only=run.config.mask_non_tumor)[0].numpy()  # what the model saw, before ImageNet scaling
+        seen = compose(
+            subject.image[None],
+            subject.mask[None],
+            run.config.config_id,
+            run.config.image_size,
+            mask_tumor_only=run.config.mask_non_tumor,
+        )[0].numpy()  # what the model saw, before standardization
         rgb = np.clip(np.moveaxis(seen[:3], 0, -1), 0, 1)
-        row = table[(table["subject_id"] == subject.subject_id) & (table["model_name"] == model_name) & (table["pretrained"] == pretrained)].iloc[0]
+        row = table[
+            (table["subject_id"] == subject.subject_id)
+            & (table["model_name"] == model_name)
+            & (table["pretrained"] == pretrained)
+        ].iloc[0]
         predicted = int(row["prob_mutant"] >= 0.5)  # explain the class the ensemble chose
         heat = gradcam(run, subject, target_class=predicted)
         fig, axes = plt.subplots(1, 2, figsize=(8, 4.4), constrained_layout=True)
@@ -153,13 +231,25 @@ def save_pictures(subject: SubjectSlice, runs: Sequence[TrainedRun], table: pd.D
         axes[0].set_title(f"composite {configuration_label(run.config.config_id)}")
         axes[1].imshow(rgb)
         axes[1].imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        axes[1].set_title(f"Grad-CAM, predicted class: {'IDH mutant' if predicted else 'IDH wild-type'}", fontsize=10)
+        axes[1].set_title(
+            f"Grad-CAM, predicted class: {'IDH mutant' if predicted else 'IDH wild-type'}",
+            fontsize=10,
+        )
         for ax in axes:
             ax.axis("off")
-        spread = "" if math.isnan(row["prob_std_over_seeds"]) else f" ± {row['prob_std_over_seeds']:.2f} (std over {row['seeds']} seeds)"
-        fig.suptitle(f"{subject.subject_id}, slice z={subject.z}: P(IDH mutant) = {row['prob_mutant']:.2f}{spread}\n"
-                     f"{model_name}, {'pretrained' if pretrained else 'from scratch'}")
-        path = out / f"{subject.subject_id}__{model_name}__{'pretrained' if pretrained else 'scratch'}.png"
+        spread = (
+            ""
+            if math.isnan(row["prob_std_over_seeds"])
+            else f" ± {row['prob_std_over_seeds']:.2f} (std over {row['seeds']} seeds)"
+        )
+        fig.suptitle(
+            f"{subject.subject_id}, slice z={subject.z}: P(IDH mutant) = {row['prob_mutant']:.2f}{spread}\n"
+            f"{model_name}, {'pretrained' if pretrained else 'from scratch'}"
+        )
+        path = (
+            out
+            / f"{subject.subject_id}__{model_name}__{'pretrained' if pretrained else 'scratch'}.png"
+        )
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)

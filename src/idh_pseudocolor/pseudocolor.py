@@ -14,9 +14,6 @@ import torch.nn.functional as F
 
 from idh_pseudocolor.configurations import SEQUENCES, configuration
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 def select_channels(images: np.ndarray, config_id: int) -> np.ndarray:
     """(N, 4, H, W) slices in SEQUENCES order -> (N, C, H, W) for the configuration's channels."""
@@ -37,14 +34,19 @@ def pad_to_square(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (left, size - w - left, top, size - h - top))
 
 
-def normalization_stats(n_channels: int, pretrained: bool) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-    """ImageNet mean/std for pretrained weights (a 4th channel gets the channels' average)."""
-    if not pretrained:
+def normalization_stats(
+    n_channels: int, normalization: tuple[Sequence[float], Sequence[float]] | None
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """The weights' RGB ``(mean, std)`` (timm's data config for the model, see
+    :func:`idh_pseudocolor.models.data_normalization`) for ``n_channels`` inputs: a 4th channel
+    gets the average of the three; None (weights from scratch) stays None."""
+    if normalization is None:
         return None
-    mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
+    rgb_mean, rgb_std = tuple(normalization[0]), tuple(normalization[1])
+    mean, std = list(rgb_mean), list(rgb_std)
     while len(mean) < n_channels:
-        mean.append(float(np.mean(IMAGENET_MEAN)))
-        std.append(float(np.mean(IMAGENET_STD)))
+        mean.append(float(np.mean(rgb_mean)))
+        std.append(float(np.mean(rgb_std)))
     return tuple(mean[:n_channels]), tuple(std[:n_channels])
 
 
@@ -59,14 +61,16 @@ def compose(
     """Model input for a configuration: (N, C, image_size, image_size) float32.
 
     Channels follow the configuration; intensities are the data_engineering [0, 1] values,
-    standardized with ``normalize`` = (mean, std) when given (pretrained ImageNet weights).
+    standardized with ``normalize`` = (mean, std) when given (what the pretrained weights expect).
     """
     x = select_channels(images, config_id)
     if mask_tumor_only:
         x = mask_non_tumor(x, masks)
     t = pad_to_square(torch.as_tensor(np.ascontiguousarray(x), dtype=torch.float32))
     if t.shape[-1] != image_size:
-        t = F.interpolate(t, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True)
+        t = F.interpolate(
+            t, size=(image_size, image_size), mode="bilinear", align_corners=False, antialias=True
+        )
     if normalize is not None:
         mean = torch.tensor(normalize[0], dtype=t.dtype).view(1, -1, 1, 1)
         std = torch.tensor(normalize[1], dtype=t.dtype).view(1, -1, 1, 1)
@@ -78,5 +82,7 @@ def composite_rgb(image: np.ndarray, config_id: int) -> np.ndarray:
     """One subject's (4, H, W) slice as an (H, W, 3) picture of a 3-channel configuration."""
     x = select_channels(image[None], config_id)[0]
     if x.shape[0] != 3:
-        raise ValueError(f"configuration {config_id} has {x.shape[0]} channels; only 3-channel ones are pictures")
+        raise ValueError(
+            f"configuration {config_id} has {x.shape[0]} channels; only 3-channel ones are pictures"
+        )
     return np.clip(np.moveaxis(x, 0, -1), 0, 1)

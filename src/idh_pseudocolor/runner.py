@@ -14,6 +14,11 @@ of ``n_workers`` single-threaded processes. Nodes tagged ``gpu`` ask for the wor
 Everything a node reads or writes must be a persisted catalog dataset at a path every worker
 can open (a shared folder or an fsspec URL: set ``data_root`` in ``conf/<env>/globals.yml``);
 the runner refuses a pipeline that would pass data through memory between nodes.
+
+Logging: every worker takes the run's logging levels (``conf/logging.yml`` as Kedro loaded it in
+the driver) and sends its records to the driver (Dask's ``Client.forward_logging``), whose
+handlers write them once, with the driver's own lines: a node's INFO line from a worker on
+another machine reaches the terminal or log file of the ``kedro run`` that started it.
 """
 
 from __future__ import annotations
@@ -25,20 +30,30 @@ import socket
 import traceback
 from typing import TYPE_CHECKING, Any
 
-from kedro.framework.hooks.manager import _NullPluginManager
+from kedro.framework.hooks.markers import HOOK_NAMESPACE
+from kedro.framework.hooks.specs import DatasetSpecs, NodeSpecs
 from kedro.io import MemoryDataset
 from kedro.runner import AbstractRunner
 from kedro.runner.task import Task
+from pluggy import PluginManager
 
 if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
     from kedro.pipeline import Pipeline
     from kedro.pipeline.node import Node
-    from pluggy import PluginManager
 
 logger = logging.getLogger(__name__)
 
 GPU_TAG = "gpu"  # nodes that train or predict with a network
+
+
+def worker_hook_manager() -> PluginManager:
+    """A hook manager that knows Kedro's node and dataset hooks and has no implementations, so
+    ``Task`` calls them and nothing runs (pluggy and Kedro's public hook specs)."""
+    manager = PluginManager(HOOK_NAMESPACE)
+    manager.add_hookspecs(NodeSpecs)
+    manager.add_hookspecs(DatasetSpecs)
+    return manager
 
 
 class NodeFailedOnWorker(RuntimeError):
@@ -52,21 +67,40 @@ class _RemoteTask:
     """What travels to a worker: the node and catalog, not the driver's hook manager.
 
     On the worker, Kedro's project settings are configured once (Dask workers are spawned
-    processes) and Kedro's own :class:`Task` runs the node with a fresh hook manager.
+    processes) and Kedro's own :class:`Task` runs the node with a hook manager that has no
+    implementations (:func:`worker_hook_manager`).
     """
 
-    def __init__(self, node: Node, catalog: CatalogProtocol, is_async: bool, run_id: str | None, package_name: str | None) -> None:
-        self.node, self.catalog, self.is_async, self.run_id, self.package_name = node, catalog, is_async, run_id, package_name
+    def __init__(
+        self,
+        node: Node,
+        catalog: CatalogProtocol,
+        is_async: bool,
+        run_id: str | None,
+        package_name: str | None,
+    ) -> None:
+        self.node, self.catalog, self.is_async, self.run_id, self.package_name = (
+            node,
+            catalog,
+            is_async,
+            run_id,
+            package_name,
+        )
 
     def __call__(self) -> Node:
         from kedro.framework import project
 
         if self.package_name and project.PACKAGE_NAME != self.package_name:
             project.configure_project(self.package_name)
-        # Like ParallelRunner, node and dataset hooks do not run on workers (the driver's hooks,
-        # kedro-viz's statistics among them, never saw this catalog).
-        task = Task(node=self.node, catalog=self.catalog, is_async=self.is_async, run_id=self.run_id,
-                    hook_manager=_NullPluginManager())
+        # Node and dataset hooks do not run on workers: the driver's hook objects (kedro-viz's
+        # dataset statistics among them) cannot travel, and copies on a worker would never report back.
+        task = Task(
+            node=self.node,
+            catalog=self.catalog,
+            is_async=self.is_async,
+            run_id=self.run_id,
+            hook_manager=worker_hook_manager(),
+        )
         try:
             task.execute()
         except Exception as exc:  # the original may not pickle (tracebacks, figures): send the text
@@ -92,10 +126,14 @@ class _DaskExecutor(cf.Executor):
     def __init__(self, client: Any, gpu_resources: bool, package_name: str | None) -> None:
         self._package_name = package_name
         self._plain = client.get_executor(pure=False)
-        self._gpu = client.get_executor(pure=False, resources={"GPU": 1}) if gpu_resources else self._plain
+        self._gpu = (
+            client.get_executor(pure=False, resources={"GPU": 1}) if gpu_resources else self._plain
+        )
 
     def submit(self, fn, /, *args, **kwargs) -> cf.Future:
-        if isinstance(fn, Task):  # Kedro's task holds the driver's hook manager, which cannot travel
+        if isinstance(
+            fn, Task
+        ):  # Kedro's task holds the driver's hook manager, which cannot travel
             fn = _RemoteTask(fn.node, fn.catalog, fn.is_async, fn.run_id, self._package_name)
         node = getattr(fn, "node", None)
         executor = self._gpu if node is not None and GPU_TAG in node.tags else self._plain
@@ -120,6 +158,7 @@ class DaskRunner(AbstractRunner):
         self._n_workers = int(n_workers) if n_workers else None
         self._client: Any = None
         self._cluster: Any = None
+        self._forwarding = False  # workers' records come to this process (see _forward_logging)
         self.worker_pids: list[int] = []
         self._package_name: str | None = None
 
@@ -127,9 +166,15 @@ class DaskRunner(AbstractRunner):
     def _connect(self) -> Any:
         import dask
         from dask.distributed import Client, LocalCluster
+        from kedro.framework.project import LOGGING
+
+        from idh_pseudocolor.worker_logging import dask_logging
 
         # non-daemonic workers may start processes of their own (slice extraction uses joblib)
         dask.config.set({"distributed.worker.daemon": False})
+        dask_logging(
+            dict(LOGGING)
+        )  # Dask's own loggers at conf/logging.yml's level, here and in its workers
 
         if self._scheduler:
             logger.info("DaskRunner: connecting to the scheduler at %s", self._scheduler)
@@ -142,20 +187,49 @@ class DaskRunner(AbstractRunner):
                 raise RuntimeError(
                     f"DaskRunner found {gpus} GPUs; one worker per GPU needs dask-cuda: pip install dask-cuda"
                 ) from exc
+            # silence_logs: Dask's own start-up lines on its "distributed" loggers only; nodes'
+            # records are forwarded to the driver (_forward_logging) and never silenced
             self._cluster = LocalCUDACluster(
-                n_workers=self._n_workers or gpus, threads_per_worker=1, resources={"GPU": 1}, silence_logs=logging.WARNING
+                n_workers=self._n_workers or gpus,
+                threads_per_worker=1,
+                resources={"GPU": 1},
+                silence_logs=logging.WARNING,
             )
         else:
             workers = self._n_workers or (1 if gpus else max(1, (os.cpu_count() or 1)))
             extra = {"resources": {"GPU": 1}} if gpus else {}
-            self._cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                                         silence_logs=logging.WARNING, **extra)
+            self._cluster = LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+                silence_logs=logging.WARNING,
+                **extra,
+            )
         logger.info("DaskRunner: started %s", self._cluster)
         return Client(self._cluster)
 
+    def _forward_logging(self, package_name: str | None) -> None:
+        """Workers log at the run's levels and send their records here (see the module docstring)."""
+        from kedro.framework.project import LOGGING
+
+        from idh_pseudocolor.worker_logging import PLUGIN_NAME, ProjectLogging
+
+        self._client.register_plugin(ProjectLogging(dict(LOGGING), package_name), name=PLUGIN_NAME)
+        self._client.forward_logging()  # after the plugin: its handler must outlive the workers' configuration
+        self._forwarding = True
+
     def _close(self) -> None:
         if self._client is not None:
+            if (
+                self._cluster is None and self._forwarding
+            ):  # a cluster this run does not own keeps running
+                from idh_pseudocolor.worker_logging import PLUGIN_NAME
+
+                self._client.unforward_logging()
+                self._client.unregister_worker_plugin(PLUGIN_NAME)
             self._client.close()
+        self._forwarding = False
         if self._cluster is not None:
             self._cluster.close()
         self._client = self._cluster = None
@@ -179,7 +253,8 @@ class DaskRunner(AbstractRunner):
     ) -> None:
         # Workers share no memory: every dataset passed between nodes or kept must be persisted.
         in_memory = sorted(
-            name for name in pipeline.datasets() - pipeline.inputs()  # everything some node writes
+            name
+            for name in pipeline.datasets() - pipeline.inputs()  # everything some node writes
             if isinstance(catalog.get(name, fallback_to_runtime_pattern=True), MemoryDataset)
         )
         if in_memory:
@@ -192,6 +267,7 @@ class DaskRunner(AbstractRunner):
         self._client = self._connect()
         try:
             self._package_name = PACKAGE_NAME
+            self._forward_logging(PACKAGE_NAME)
             super()._run(pipeline, catalog, hook_manager, run_id)
         finally:
             self._close()

@@ -10,6 +10,9 @@ trial number ``n_trials + 1`` gives it up (state FAIL, user attribute ``surplus`
 waits for the other workers' running trials, so the study ends with exactly ``n_trials``
 COMPLETE trials. Give each worker its own ``worker`` index: it offsets the sampler seed, so
 workers do not propose the same random start-up points.
+
+The settings (:class:`~idh_pseudocolor.pipeline_settings.SearchSettings`, importable from here
+too) come from ``conf/base/parameters_hyperparameter_search.yml``, the only home of their defaults.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -28,9 +31,17 @@ import pandas as pd
 import pytorch_lightning as pl
 from optuna.trial import TrialState
 
+from idh_pseudocolor.optuna_compat import heartbeat_enabled
+from idh_pseudocolor.pipeline_settings import (
+    SamplerSettings,
+    SearchSettings,
+    SearchSpace,
+    jsonable,
+)
 from idh_pseudocolor.training import RunConfig, RunResult, train_run
 
 logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class StudyLocation:
@@ -54,84 +65,53 @@ TABLE_1: dict[str, list] = {
 }
 #: The paper's optimum, for reference and for users who skip the search.
 PAPER_OPTIMUM = {
-    "learning_rate": 1.08e-4, "pretrained": True, "superconvergence": True, "peak_fraction": 0.437,
-    "lr_interval": "epoch", "max_epochs": 40, "mask_non_tumor": False,
+    "learning_rate": 1.08e-4,
+    "pretrained": True,
+    "superconvergence": True,
+    "peak_fraction": 0.437,
+    "lr_interval": "epoch",
+    "max_epochs": 40,
+    "mask_non_tumor": False,
 }
-#: RunConfig fields that choose hardware or speed, not the experiment
-HARDWARE_SETTINGS = frozenset({
-    "accelerator", "precision", "device_resident", "fused_optimizer", "channels_last", "compile", "deterministic",
-    "cudnn_benchmark",
-    "progress", "weights_file", "torch_threads",
-})
-HYPERPARAMETERS = ("learning_rate", "pretrained", "superconvergence", "peak_fraction", "lr_interval", "max_epochs", "mask_non_tumor")
+HYPERPARAMETERS = (
+    "learning_rate",
+    "pretrained",
+    "superconvergence",
+    "peak_fraction",
+    "lr_interval",
+    "max_epochs",
+    "mask_non_tumor",
+)
 
 
-@dataclass
-class SearchSettings:
-    """What the search optimizes over and with what (from ``parameters_hyperparameter_search.yml``)."""
-
-    model_name: str
-    config_id: int = 21
-    n_trials: int = 297
-    search_space: dict[str, list] = field(default_factory=lambda: dict(TABLE_1))
-    fixed: dict[str, Any] = field(default_factory=dict)  # RunConfig fields held fixed (batch size, image size, ...)
-    sampler: dict[str, Any] = field(default_factory=dict)
-    pruning: bool = False
-    pruner: dict[str, Any] = field(default_factory=dict)
-    worker: int = 0  # distinct per worker sharing the study (offsets the sampler seed)
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> SearchSettings:
-        """From the ``hyperparameter_search`` parameters (the sweep uses it to check best_params)."""
-        return cls(
-            model_name=params["model_name"], config_id=int(params["config_id"]), n_trials=int(params["n_trials"]),
-            search_space=dict(params["search_space"]), fixed=dict(params.get("fixed", {})),
-            sampler=dict(params.get("sampler", {})), pruning=bool(params.get("pruning", False)),
-            pruner=dict(params.get("pruner", {}) or {}), worker=int(params.get("worker", 0) or 0),
-        )
-
-    def fingerprint(self) -> dict[str, Any]:
-        """What must not change when a study is resumed: not the hardware or speed settings, so
-        an A4000 box and an L4 cluster can add trials to one study."""
-        fixed = {k: v for k, v in self.fixed.items() if k not in HARDWARE_SETTINGS}
-        return {"model_name": self.model_name, "config_id": self.config_id, "search_space": self.search_space, "fixed": fixed}
-
-    def fingerprint_id(self) -> str:
-        """The fingerprint as a short hash: what best_params carries to the sweep, which checks it."""
-        from idh_pseudocolor.paper import digest
-
-        return digest(_jsonable(self.fingerprint()))
-
-
-def suggest(trial: optuna.Trial, space: dict[str, list]) -> dict[str, Any]:
+def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
     """One point of the search space, in RunConfig's vocabulary (max-epochs range depends on the schedule)."""
     hp: dict[str, Any] = {
-        "learning_rate": trial.suggest_float("learning_rate", *space["learning_rate"], log=True),
-        "pretrained": trial.suggest_categorical("pretrained", space["pretrained"]),
-        "superconvergence": trial.suggest_categorical("superconvergence", space["superconvergence"]),
+        "learning_rate": trial.suggest_float("learning_rate", *space.learning_rate, log=True),
+        "pretrained": trial.suggest_categorical("pretrained", space.pretrained),
+        "superconvergence": trial.suggest_categorical("superconvergence", space.superconvergence),
     }
     if hp["superconvergence"]:
-        hp["peak_fraction"] = trial.suggest_float("peak_fraction", *space["peak_fraction"])
-        hp["lr_interval"] = trial.suggest_categorical("lr_interval", space["lr_interval"])
-        hp["max_epochs"] = trial.suggest_int("max_epochs_superconvergence", *space["max_epochs_superconvergence"])
+        hp["peak_fraction"] = trial.suggest_float("peak_fraction", *space.peak_fraction)
+        hp["lr_interval"] = trial.suggest_categorical("lr_interval", space.lr_interval)
+        hp["max_epochs"] = trial.suggest_int(
+            "max_epochs_superconvergence", *space.max_epochs_superconvergence
+        )
     else:
-        hp["max_epochs"] = trial.suggest_int("max_epochs_constant", *space["max_epochs_constant"])
-    hp["mask_non_tumor"] = trial.suggest_categorical("mask_non_tumor", space["mask_non_tumor"])
+        hp["max_epochs"] = trial.suggest_int("max_epochs_constant", *space.max_epochs_constant)
+    hp["mask_non_tumor"] = trial.suggest_categorical("mask_non_tumor", space.mask_non_tumor)
     return hp
 
 
-def make_sampler(options: dict[str, Any], worker: int = 0) -> optuna.samplers.TPESampler:
-    """TPE with every option explicit: Optuna 5 changed TPE's defaults, so nothing is left implicit.
+def make_sampler(sampler: SamplerSettings, worker: int) -> optuna.samplers.TPESampler:
+    """TPE with every option explicit (``sampler`` in the YAML): Optuna 5 changed TPE's defaults.
 
     ``worker`` offsets the seed: workers sharing a study with one seed would draw identical points.
     """
-    opts = {
-        "seed": 42, "n_startup_trials": 10, "n_ei_candidates": 24, "multivariate": False,
-        "group": False, "constant_liar": False, **options,
-    }
-    if opts["seed"] is not None:
-        opts["seed"] = int(opts["seed"]) + int(worker)
-    return optuna.samplers.TPESampler(**opts)
+    options = asdict(sampler)
+    if sampler.seed is not None:
+        options["seed"] = sampler.seed + worker
+    return optuna.samplers.TPESampler(**options)
 
 
 class PruningCallback(pl.Callback):
@@ -155,13 +135,21 @@ def _count(study: optuna.Study, *states: TrialState) -> int:
 
 def open_study(location: StudyLocation, settings: SearchSettings) -> optuna.Study:
     """Create the study, or resume it after checking it was made with the same settings."""
-    pruner = optuna.pruners.MedianPruner(**settings.pruner) if settings.pruning else optuna.pruners.NopPruner()
+    pruner = (
+        optuna.pruners.MedianPruner(**asdict(settings.pruner))
+        if settings.pruning
+        else optuna.pruners.NopPruner()
+    )
     study = optuna.create_study(
-        study_name=location.study_name, storage=location.storage, sampler=make_sampler(settings.sampler, settings.worker),
-        pruner=pruner, direction="maximize", load_if_exists=True,
+        study_name=location.study_name,
+        storage=location.storage,
+        sampler=make_sampler(settings.sampler, settings.worker),
+        pruner=pruner,
+        direction="maximize",
+        load_if_exists=True,
     )
     stored = study.user_attrs.get("settings")
-    wanted = _jsonable(settings.fingerprint())
+    wanted = jsonable(settings.fingerprint())
     if stored is None:
         study.set_user_attr("settings", wanted)
         study.set_user_attr("objective", "validation F1 at the best epoch (lowest validation loss)")
@@ -185,34 +173,35 @@ def _claimed_before(study: optuna.Study, number: int) -> int:
     return sum(t.number < number for t in study.get_trials(deepcopy=False, states=_CLAIMED))
 
 
-def _has_heartbeat(study: optuna.Study) -> bool:
-    from optuna.storages._heartbeat import is_heartbeat_enabled  # Optuna keeps no public accessor
-
-    return is_heartbeat_enabled(study._storage)
-
-
 def run_search(
     study: optuna.Study,
     arrays: dict[str, np.ndarray],
     train_ids: Sequence[str],
     val_ids: Sequence[str],
     settings: SearchSettings,
-    progress: bool = True,
     train: Callable[..., RunResult] = train_run,
     poll_seconds: float = 2.0,
 ) -> optuna.Study:
     """Run trials until the study holds ``n_trials`` COMPLETE trials (stale ones count as failed),
     together with any other workers on the same study (see the module docstring)."""
-    shared = _has_heartbeat(study)  # without a heartbeat a dead worker's RUNNING trial would block forever
+    shared = heartbeat_enabled(
+        study
+    )  # without a heartbeat a dead worker's RUNNING trial would block forever
 
     def objective(trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", settings.worker)
         if shared and _claimed_before(study, trial.number) >= settings.n_trials:
             trial.set_user_attr("surplus", True)
             study.stop()
-            raise SurplusTrial(f"trial {trial.number}: the study's {settings.n_trials} trials are all claimed")
+            raise SurplusTrial(
+                f"trial {trial.number}: the study's {settings.n_trials} trials are all claimed"
+            )
         hp = suggest(trial, settings.search_space)
-        cfg = RunConfig(model_name=settings.model_name, config_id=settings.config_id, **{**settings.fixed, **hp})
+        cfg = RunConfig(
+            model_name=settings.model_name,
+            config_id=settings.config_id,
+            **{**settings.fixed.run_config(), **hp},
+        )
         callbacks = [PruningCallback(trial)] if settings.pruning else []
         result = train(arrays, train_ids, val_ids, cfg, callbacks=callbacks)
         for key, value in result.metrics.items():
@@ -224,33 +213,54 @@ def run_search(
         f1 = result.metrics["f1"]
         return 0.0 if math.isnan(f1) else f1
 
-    stop_at_target = optuna.study.MaxTrialsCallback(settings.n_trials, states=(TrialState.COMPLETE,))
+    stop_at_target = optuna.study.MaxTrialsCallback(
+        settings.n_trials, states=(TrialState.COMPLETE,)
+    )
     rounds_without_progress = 0
     while (done := _count(study, TrialState.COMPLETE)) < settings.n_trials:
         if shared:
             with warnings.catch_warnings():  # experimental in Optuna since 2.9, and what we need
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)  # dead workers' trials become FAIL, free to redo
+                optuna.storages.fail_stale_trials(
+                    study
+                )  # dead workers' trials become FAIL, free to redo
         claimed = _count(study, *_CLAIMED) if shared else done
         if claimed >= settings.n_trials:  # the rest is running on other workers: wait for them
-            logger.info("Search %s: %d complete, %d running elsewhere; waiting", study.study_name, done, claimed - done)
+            logger.info(
+                "Search %s: %d complete, %d running elsewhere; waiting",
+                study.study_name,
+                done,
+                claimed - done,
+            )
             time.sleep(poll_seconds)
             continue
-        logger.info("Search %s: %d of %d trials complete", study.study_name, done, settings.n_trials)
-        study.optimize(
-            objective, n_trials=settings.n_trials - claimed, callbacks=[stop_at_target], catch=(SurplusTrial,),
-            show_progress_bar=progress, gc_after_trial=True,
+        logger.info(
+            "Search %s: %d of %d trials complete", study.study_name, done, settings.n_trials
         )
-        rounds_without_progress = 0 if _count(study, TrialState.COMPLETE) > done else rounds_without_progress + 1
+        study.optimize(
+            objective,
+            n_trials=settings.n_trials - claimed,
+            callbacks=[stop_at_target],
+            catch=(SurplusTrial,),
+            show_progress_bar=settings.progress,
+            gc_after_trial=True,
+        )
+        rounds_without_progress = (
+            0 if _count(study, TrialState.COMPLETE) > done else rounds_without_progress + 1
+        )
         if rounds_without_progress >= 3:  # e.g. a pruner that prunes everything
-            raise RuntimeError(f"Search {study.study_name}: no trial completed in 3 rounds; check the pruner settings")
+            raise RuntimeError(
+                f"Search {study.study_name}: no trial completed in 3 rounds; check the pruner settings"
+            )
     return study
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: state, objective, hyperparameters, validation metrics, weights provenance
     (and the worker that ran it; ``surplus`` marks a trial given up because all were claimed)."""
-    frame = study.trials_dataframe(attrs=("number", "state", "value", "datetime_start", "duration", "params", "user_attrs"))
+    frame = study.trials_dataframe(
+        attrs=("number", "state", "value", "datetime_start", "duration", "params", "user_attrs")
+    )
     frame.columns = [c.replace("params_", "").replace("user_attrs_", "") for c in frame.columns]
     if "duration" in frame:
         frame["duration_s"] = frame.pop("duration").dt.total_seconds()
@@ -261,13 +271,25 @@ def best_params(study: optuna.Study, settings: SearchSettings) -> dict[str, Any]
     """The best trial's hyperparameters in RunConfig's vocabulary, plus where they came from."""
     best = study.best_trial
     p = dict(best.params)
+    if p["superconvergence"]:
+        peak_fraction, lr_interval, max_epochs = (
+            p["peak_fraction"],
+            p["lr_interval"],
+            p["max_epochs_superconvergence"],
+        )
+    else:  # a constant learning rate has no peak or interval: RunConfig ignores them, the paper's fill them in
+        peak_fraction, lr_interval, max_epochs = (
+            PAPER_OPTIMUM["peak_fraction"],
+            PAPER_OPTIMUM["lr_interval"],
+            p["max_epochs_constant"],
+        )
     hp = {
         "learning_rate": float(p["learning_rate"]),
         "pretrained": bool(p["pretrained"]),
         "superconvergence": bool(p["superconvergence"]),
-        "peak_fraction": float(p.get("peak_fraction", PAPER_OPTIMUM["peak_fraction"])),
-        "lr_interval": str(p.get("lr_interval", "epoch")),
-        "max_epochs": int(p.get("max_epochs_superconvergence", p.get("max_epochs_constant", 0))),
+        "peak_fraction": float(peak_fraction),
+        "lr_interval": str(lr_interval),
+        "max_epochs": int(max_epochs),
         "mask_non_tumor": bool(p["mask_non_tumor"]),
     }
     return {
@@ -284,11 +306,3 @@ def best_params(study: optuna.Study, settings: SearchSettings) -> dict[str, Any]
             "pretrained_loaded": best.user_attrs.get("pretrained_loaded"),
         },
     }
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value

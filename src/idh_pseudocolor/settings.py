@@ -56,7 +56,11 @@ CONFIG_LOADER_ARGS = {
 # Kedro's to fix and would otherwise bury every run's log.
 import warnings  # noqa: E402
 
-warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
+warnings.filterwarnings(
+    "ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning
+)
 # aggregate_study reads each namespace's output by its full name (configuration_15.validation_runs):
 # that is the namespacing Kedro's warning is about, used as intended.
-warnings.filterwarnings("ignore", message=r"One or more dataset names contain '\.' characters", category=UserWarning)
+warnings.filterwarnings(
+    "ignore", message=r"One or more dataset names contain '\.' characters", category=UserWarning
+)

@@ -58,7 +58,9 @@ class Normalization:
         if self.method not in {"percentile", "zscore", "minmax", "none"}:
             raise ValueError(f"Unknown normalization method {self.method!r}")
         if not 0 <= self.lower < self.upper <= 100:
-            raise ValueError(f"Normalization percentiles must satisfy 0 <= lower < upper <= 100, got {self.lower}, {self.upper}")
+            raise ValueError(
+                f"Normalization percentiles must satisfy 0 <= lower < upper <= 100, got {self.lower}, {self.upper}"
+            )
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,9 @@ class SubjectSlice:
 # --------------------------------------------------------------------------- geometry
 
 
-def canonical_geometry(img: nib.spatialimages.SpatialImage) -> tuple[np.ndarray, tuple[int, ...], np.ndarray]:
+def canonical_geometry(
+    img: nib.spatialimages.SpatialImage,
+) -> tuple[np.ndarray, tuple[int, ...], np.ndarray]:
     """(orientation transform to RAS, canonical shape, canonical affine), from the header alone."""
     shape = img.shape[:3]
     ornt = ornt_transform(io_orientation(img.affine), _RAS)
@@ -156,7 +160,11 @@ def read_axial_plane(img: nib.spatialimages.SpatialImage, z: int, ornt: np.ndarr
     index = z if ornt[axial_axis, 1] == 1 else n - 1 - z
     if axial_axis == 2:
         nx, ny = img.shape[:2]
-        plane = _read_voxels(img, index * nx * ny, nx * ny).reshape((nx, ny), order="F").astype(np.float32)
+        plane = (
+            _read_voxels(img, index * nx * ny, nx * ny)
+            .reshape((nx, ny), order="F")
+            .astype(np.float32)
+        )
     else:
         slicer: list[int | slice] = [slice(None)] * 3 + [0] * (len(img.shape) - 3)
         slicer[axial_axis] = index
@@ -204,7 +212,9 @@ def _open_volume(subject_id: str, key: str, path: Path) -> nib.spatialimages.Spa
     try:
         img = nib.load(path)
     except Exception as exc:  # nibabel raises many types for garbage input
-        raise SubjectError(subject_id, path, f"unreadable {key} volume ({type(exc).__name__}: {exc})") from None
+        raise SubjectError(
+            subject_id, path, f"unreadable {key} volume ({type(exc).__name__}: {exc})"
+        ) from None
     if len(img.shape) < 3 or any(s != 1 for s in img.shape[3:]):
         raise SubjectError(subject_id, path, f"{key} volume is not 3-D (shape {img.shape})")
     try:
@@ -239,7 +249,9 @@ def normalize_plane(plane: np.ndarray, normalization: Normalization) -> np.ndarr
 
 
 def extract_subject(
-    subject_id: str, files: Mapping[str, str | os.PathLike], normalization: Normalization = Normalization()
+    subject_id: str,
+    files: Mapping[str, str | os.PathLike],
+    normalization: Normalization = Normalization(),
 ) -> SubjectSlice:
     """Validate one subject's four sequences and mask and return its normalized mid-tumor slice.
 
@@ -255,9 +267,17 @@ def extract_subject(
     for key in SEQUENCES:
         _, shape, affine = geometry[key]
         if shape != ref_shape:
-            raise SubjectError(subject_id, paths[key], f"{key} shape {shape} differs from mask shape {ref_shape} (RAS)")
+            raise SubjectError(
+                subject_id,
+                paths[key],
+                f"{key} shape {shape} differs from mask shape {ref_shape} (RAS)",
+            )
         if not np.allclose(affine, ref_affine, atol=_AFFINE_TOLERANCE_MM):
-            raise SubjectError(subject_id, paths[key], f"{key} affine differs from the mask's (RAS): not co-registered")
+            raise SubjectError(
+                subject_id,
+                paths[key],
+                f"{key} affine differs from the mask's (RAS): not co-registered",
+            )
 
     mask_img = images["mask"]
     try:
@@ -278,10 +298,14 @@ def extract_subject(
         try:
             plane = read_axial_plane(images[key], z, geometry[key][0])
         except Exception as exc:
-            raise SubjectError(subject_id, paths[key], f"unreadable {key} data ({type(exc).__name__}: {exc})") from None
+            raise SubjectError(
+                subject_id, paths[key], f"unreadable {key} data ({type(exc).__name__}: {exc})"
+            ) from None
         bad = int((~np.isfinite(plane)).sum())
         if bad:
-            raise SubjectError(subject_id, paths[key], f"{bad} non-finite values (NaN/inf) in {key} slice z={z}")
+            raise SubjectError(
+                subject_id, paths[key], f"{bad} non-finite values (NaN/inf) in {key} slice z={z}"
+            )
         try:
             channels.append(to_display(normalize_plane(plane, normalization)))
         except ValueError as exc:
@@ -298,7 +322,9 @@ def extract_subject(
     )
 
 
-def _extract_or_error(subject_id: str, files: Mapping[str, str], normalization: Normalization) -> SubjectSlice | SubjectError:
+def _extract_or_error(
+    subject_id: str, files: Mapping[str, str], normalization: Normalization
+) -> SubjectSlice | SubjectError:
     try:
         return extract_subject(subject_id, files, normalization)
     except SubjectError as exc:
@@ -322,11 +348,17 @@ def extract_many(
     subjects = list(subjects)
     n_workers = max(1, min(n_workers or os.cpu_count() or 1, len(subjects) or 1))
     if n_workers == 1:
-        results: Iterable = (_extract_or_error(sid, dict(files), normalization) for sid, files in subjects)
+        results: Iterable = (
+            _extract_or_error(sid, dict(files), normalization) for sid, files in subjects
+        )
     else:
-        tasks = (delayed(_extract_or_error)(sid, dict(files), normalization) for sid, files in subjects)
+        tasks = (
+            delayed(_extract_or_error)(sid, dict(files), normalization) for sid, files in subjects
+        )
         results = Parallel(n_jobs=n_workers, return_as="generator", batch_size=1)(tasks)
-    yield from tqdm(results, total=len(subjects), desc="extracting slices", unit="subject", disable=not progress)
+    yield from tqdm(
+        results, total=len(subjects), desc="extracting slices", unit="subject", disable=not progress
+    )
 
 
 def stack_slices(slices: list[SubjectSlice], labels: Mapping[str, int]) -> dict[str, np.ndarray]:

@@ -31,10 +31,14 @@ def split_subjects(
     ValueError naming the problem when the cohort is too small or too unbalanced to stratify.
     """
     if not np.isclose(train + val + test, 1.0):
-        raise ValueError(f"split fractions must sum to 1, got train={train}, val={val}, test={test}")
+        raise ValueError(
+            f"split fractions must sum to 1, got train={train}, val={val}, test={test}"
+        )
     ids = np.asarray(subject_ids, dtype=str)
     y = np.asarray(labels, dtype=int)
-    order = np.argsort(ids, kind="stable")  # the split depends on the patients, not on the order they are listed in
+    order = np.argsort(
+        ids, kind="stable"
+    )  # the split depends on the patients, not on the order they are listed in
     ids, y = ids[order], y[order]
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate subject ids: a patient may appear only once")
@@ -45,9 +49,19 @@ def split_subjects(
         )
     n_train, n_val, n_test = split_sizes(len(ids), val, test)
     if min(n_val, n_test) < 2 or n_train < 2:
-        raise ValueError(f"cohort of {len(ids)} subjects is too small for splits {n_train}/{n_val}/{n_test}")
-    rest_ids, test_ids, rest_y, _ = train_test_split(ids, y, test_size=n_test, stratify=y, random_state=seed)
-    train_ids, val_ids = train_test_split(rest_ids, test_size=n_val, stratify=rest_y, random_state=seed)
-    split = {**{s: "train" for s in train_ids}, **{s: "val" for s in val_ids}, **{s: "test" for s in test_ids}}
+        raise ValueError(
+            f"cohort of {len(ids)} subjects is too small for splits {n_train}/{n_val}/{n_test}"
+        )
+    rest_ids, test_ids, rest_y, _ = train_test_split(
+        ids, y, test_size=n_test, stratify=y, random_state=seed
+    )
+    train_ids, val_ids = train_test_split(
+        rest_ids, test_size=n_val, stratify=rest_y, random_state=seed
+    )
+    split = {
+        **{s: "train" for s in train_ids},
+        **{s: "val" for s in val_ids},
+        **{s: "test" for s in test_ids},
+    }
     frame = pd.DataFrame({"subject_id": ids, "label": y, "split": [split[s] for s in ids]})
     return frame.sort_values("subject_id", kind="stable").reset_index(drop=True)

@@ -34,7 +34,10 @@ class RunKey:
 
 
 def study_runs(
-    models: Sequence[str], pretrained: bool, seeds: Sequence[int] = PAPER_SEEDS, config_ids: Iterable[int] = PAPER_CONFIGURATION_IDS
+    models: Sequence[str],
+    pretrained: bool,
+    seeds: Sequence[int] = PAPER_SEEDS,
+    config_ids: Iterable[int] = PAPER_CONFIGURATION_IDS,
 ) -> list[RunKey]:
     """Every run of the permutation study: configurations x models x seeds (28 x 2 x 3 = 168 in the paper)."""
     return [RunKey(c, m, pretrained, s) for c, m, s in product(config_ids, models, seeds)]
@@ -111,9 +114,15 @@ def validation_choice(predictions: pd.DataFrame) -> pd.DataFrame:
     """
     keys = ["model_name", "pretrained", "seed"]
     if predictions.groupby(keys)["val_auroc"].nunique(dropna=False).gt(1).any():
-        raise ValueError("val_auroc differs within one run: expected one value per model x pretrained x seed")
-    runs = predictions.drop_duplicates(keys).dropna(subset=["val_auroc"])[[*keys, "val_auroc", "best_epoch"]]
-    runs = runs.assign(seeds_compared=runs.groupby(["model_name", "pretrained"])["seed"].transform("nunique"))
+        raise ValueError(
+            "val_auroc differs within one run: expected one value per model x pretrained x seed"
+        )
+    runs = predictions.drop_duplicates(keys).dropna(subset=["val_auroc"])[
+        [*keys, "val_auroc", "best_epoch"]
+    ]
+    runs = runs.assign(
+        seeds_compared=runs.groupby(["model_name", "pretrained"])["seed"].transform("nunique")
+    )
     ranked = runs.sort_values(["val_auroc", "seed"], ascending=[False, True], kind="stable")
     return ranked.groupby(["model_name", "pretrained"], sort=False).head(1).reset_index(drop=True)
 
@@ -127,18 +136,30 @@ def final_metrics_table(predictions: pd.DataFrame) -> pd.DataFrame:
     from idh_pseudocolor.metrics import invariant_violations
 
     rows = []
-    for (model_name, pretrained), part in predictions.groupby(["model_name", "pretrained"], sort=False):
-        per_seed = pd.DataFrame([
-            binary_metrics(seed_part["label"].to_numpy(), seed_part["prob_mutant"].to_numpy())
-            for _, seed_part in part.groupby("seed")
-        ])
+    for (model_name, pretrained), part in predictions.groupby(
+        ["model_name", "pretrained"], sort=False
+    ):
+        per_seed = pd.DataFrame(
+            [
+                binary_metrics(seed_part["label"].to_numpy(), seed_part["prob_mutant"].to_numpy())
+                for _, seed_part in part.groupby("seed")
+            ]
+        )
         ensemble = ensemble_metrics(part)
-        row = {"model_name": model_name, "pretrained": bool(pretrained), "seeds": int(part["seed"].nunique()),
-               "subjects": int(part["subject_id"].nunique()),
-               "pretrained_loaded": bool(part["pretrained_loaded"].all()) if "pretrained_loaded" in part else None}
+        row = {
+            "model_name": model_name,
+            "pretrained": bool(pretrained),
+            "seeds": int(part["seed"].nunique()),
+            "subjects": int(part["subject_id"].nunique()),
+            "pretrained_loaded": bool(part["pretrained_loaded"].all())
+            if "pretrained_loaded" in part
+            else None,
+        }
         for metric in METRICS:
             row[f"{metric}_mean"] = float(per_seed[metric].mean())
-            row[f"{metric}_std"] = float(per_seed[metric].std(ddof=1)) if len(per_seed) > 1 else float("nan")
+            row[f"{metric}_std"] = (
+                float(per_seed[metric].std(ddof=1)) if len(per_seed) > 1 else float("nan")
+            )
         row.update({f"ensemble_{m}": float(ensemble[m]) for m in METRICS})
         problems = [p for _, r in per_seed.iterrows() for p in invariant_violations(r.to_dict())]
         problems += [f"ensemble: {p}" for p in invariant_violations(ensemble)]

@@ -8,6 +8,8 @@ memory as tensors (a cohort is a few hundred slices), so an epoch does no file I
 from __future__ import annotations
 
 import math
+import multiprocessing
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,10 +20,11 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.callbacks import Callback, EarlyStopping
+from pytorch_lightning.callbacks import Callback, EarlyStopping, TQDMProgressBar
+from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 from torch.utils.data import DataLoader, TensorDataset
 
-from idh_pseudocolor.configurations import configuration
+from idh_pseudocolor.configurations import configuration, configuration_label
 from idh_pseudocolor.metrics import METRICS, binary_metrics
 from idh_pseudocolor.models import WeightsInfo, create_model
 from idh_pseudocolor.pseudocolor import compose, normalization_stats
@@ -53,15 +56,21 @@ class RunConfig:
     mask_non_tumor: bool = False
     batch_size: int = 16
     image_size: int = 224
-    weights_file: str | dict[str, str] | None = None  # one file, or {model_name: file} for several models
+    weights_file: str | dict[str, str] | None = (
+        None  # one file, or {model_name: file} for several models
+    )
     weight_decay: float = 0.01
     early_stopping: bool = True
     early_stopping_patience: int = 10
     precision: str = "32-true"
     accelerator: str = "cpu"
     deterministic: bool = True
-    progress: bool = False
-    torch_threads: int | None = None  # CPU threads torch uses inside the run (None: torch's default, machine-dependent)
+    progress: bool | None = (
+        None  # an epoch bar per run; None: where a person watches (see show_progress)
+    )
+    torch_threads: int | None = (
+        None  # CPU threads torch uses inside the run (None: torch's default, machine-dependent)
+    )
     # GPU efficiency (no effect on results, only on speed): batches sliced from tensors that
     # already live on the device, fused AdamW on CUDA, optional channels_last and torch.compile.
     device_resident: bool = True
@@ -90,7 +99,9 @@ class RunResult:
     history: list[dict[str, float]] = field(default_factory=list)
     val_subject_ids: list[str] = field(default_factory=list)
     val_prob_mutant: list[float] = field(default_factory=list)
-    eval_subject_ids: list[str] = field(default_factory=list)  # held-out subjects scored by the best epoch
+    eval_subject_ids: list[str] = field(
+        default_factory=list
+    )  # held-out subjects scored by the best epoch
     eval_prob_mutant: list[float] = field(default_factory=list)
     state_dict: dict[str, torch.Tensor] | None = None
 
@@ -103,10 +114,22 @@ class DeviceBatches:
     """
 
     def __init__(
-        self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = False,
-        generator: torch.Generator | None = None, drop_last: bool = False,
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
     ) -> None:
-        self.x, self.y, self.batch_size, self.shuffle, self.generator, self.drop_last = x, y, batch_size, shuffle, generator, drop_last
+        self.x, self.y, self.batch_size, self.shuffle, self.generator, self.drop_last = (
+            x,
+            y,
+            batch_size,
+            shuffle,
+            generator,
+            drop_last,
+        )
 
     def __len__(self) -> int:
         n = len(self.y)
@@ -121,10 +144,62 @@ class DeviceBatches:
             order = torch.randperm(n, generator=self.generator).to(self.x.device)
         for i in range(len(self)):
             if order is None:
-                yield self.x[i * self.batch_size : (i + 1) * self.batch_size], self.y[i * self.batch_size : (i + 1) * self.batch_size]
+                yield (
+                    self.x[i * self.batch_size : (i + 1) * self.batch_size],
+                    self.y[i * self.batch_size : (i + 1) * self.batch_size],
+                )
             else:
                 index = order[i * self.batch_size : (i + 1) * self.batch_size]
                 yield self.x[index], self.y[index]
+
+
+def show_progress(progress: bool | None) -> bool:
+    """Whether a run draws its epoch bar: ``progress`` when set; when None, only where a person
+    watches: stderr is a terminal (not CI, not a log file) and this is the main process (the
+    bars of ParallelRunner's or Dask's workers would overwrite each other; their runs' log lines
+    say how far a sweep is)."""
+    if progress is not None:
+        return bool(progress)
+    return sys.stderr.isatty() and multiprocessing.parent_process() is None
+
+
+class RunProgressBar(TQDMProgressBar):
+    """Lightning's bar on stderr (log lines go to stdout), named after the run, with its epoch
+    out of ``max_epochs``; it disappears when the run ends, leaving the run's log line. Its
+    lines are the first free ones, below a bar already shown (the search's trials)."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__(leave=False)
+        self.label = label
+
+    def init_train_tqdm(self) -> Tqdm:
+        return Tqdm(
+            desc=self.label,
+            position=None,
+            disable=self.is_disabled,
+            leave=False,
+            dynamic_ncols=True,
+            file=sys.stderr,
+            smoothing=0,
+            bar_format=self.BAR_FORMAT,
+        )
+
+    def init_validation_tqdm(self) -> Tqdm:
+        return Tqdm(
+            desc="validation",
+            position=None,
+            disable=self.is_disabled,
+            leave=False,
+            dynamic_ncols=True,
+            file=sys.stderr,
+            bar_format=self.BAR_FORMAT,
+        )
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(
+            f"{self.label}: epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
+        )
 
 
 class HardwareUnavailable(RuntimeError):
@@ -135,7 +210,9 @@ def require_accelerator(accelerator: str) -> None:
     """Fail with a plain sentence, before any work, when ``accelerator`` is not here."""
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only"
-        raise HardwareUnavailable(f"torch {torch.__version__} ({build} build) sees no CUDA GPU on this machine")
+        raise HardwareUnavailable(
+            f"torch {torch.__version__} ({build} build) sees no CUDA GPU on this machine"
+        )
 
 
 def weights_file_for(weights_file: str | dict[str, str] | None, model_name: str) -> str | None:
@@ -149,7 +226,11 @@ def software_versions() -> dict[str, str]:
     """What a run's numbers depend on besides its settings and seed; recorded with every run."""
     import timm
 
-    return {"torch_version": torch.__version__, "timm_version": timm.__version__, "lightning_version": pl.__version__}
+    return {
+        "torch_version": torch.__version__,
+        "timm_version": timm.__version__,
+        "lightning_version": pl.__version__,
+    }
 
 
 def training_device(accelerator: str) -> torch.device:
@@ -162,9 +243,16 @@ def training_device(accelerator: str) -> torch.device:
 class PseudocolorClassifier(pl.LightningModule):
     """Cross-entropy on two classes; AdamW; OneCycle or constant LR; metrics from one confusion matrix."""
 
-    def __init__(self, model: torch.nn.Module, cfg: RunConfig, steps_per_epoch: int, keep_state: bool = False) -> None:
+    def __init__(
+        self, model: torch.nn.Module, cfg: RunConfig, steps_per_epoch: int, keep_state: bool = False
+    ) -> None:
         super().__init__()
-        self.model, self.cfg, self.steps_per_epoch, self.keep_state = model, cfg, steps_per_epoch, keep_state
+        self.model, self.cfg, self.steps_per_epoch, self.keep_state = (
+            model,
+            cfg,
+            steps_per_epoch,
+            keep_state,
+        )
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {"val_loss": math.inf}
         self._val_logits: list[torch.Tensor] = []
@@ -178,7 +266,9 @@ class PseudocolorClassifier(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = F.cross_entropy(self(x), y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True)  # accumulated on device: no per-step sync
+        self.log(
+            "train_loss", loss, on_step=False, on_epoch=True
+        )  # accumulated on device: no per-step sync
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -192,17 +282,35 @@ class PseudocolorClassifier(pl.LightningModule):
         self._val_labels.clear()
         loss = float(F.cross_entropy(logits, labels))
         prob = torch.softmax(logits, dim=1)[:, 1].cpu().numpy()
-        metrics = {k: v for k, v in binary_metrics(labels.cpu().numpy(), prob).items() if k in METRICS}
-        self.log_dict({"val_loss": loss, **{f"val_{k}": (0.0 if math.isnan(v) else v) for k, v in metrics.items()}})
+        metrics = {
+            k: v for k, v in binary_metrics(labels.cpu().numpy(), prob).items() if k in METRICS
+        }
+        self.log_dict(
+            {
+                "val_loss": loss,
+                **{f"val_{k}": (0.0 if math.isnan(v) else v) for k, v in metrics.items()},
+            }
+        )
         row = {"epoch": int(self.current_epoch), "val_loss": loss, **metrics}
         self.history.append(row)
         if loss < self.best["val_loss"]:  # the epoch early stopping will point back to
-            state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()} if self.keep_state else None
+            state = (
+                {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+                if self.keep_state
+                else None
+            )
             self.best = {**row, "prob": prob, "state": state}
 
     def configure_optimizers(self):
-        fused = self.cfg.fused_optimizer and self.device.type == "cuda"  # one kernel for all parameters, not a loop
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.cfg.learning_rate, weight_decay=self.cfg.weight_decay, fused=fused)
+        fused = (
+            self.cfg.fused_optimizer and self.device.type == "cuda"
+        )  # one kernel for all parameters, not a loop
+        optimizer = torch.optim.AdamW(
+            self.parameters(),
+            lr=self.cfg.learning_rate,
+            weight_decay=self.cfg.weight_decay,
+            fused=fused,
+        )
         if not self.cfg.superconvergence:
             return optimizer
         per_step = self.cfg.lr_interval == "step"
@@ -212,17 +320,33 @@ class PseudocolorClassifier(pl.LightningModule):
             total_steps=self.cfg.max_epochs * (self.steps_per_epoch if per_step else 1),
             pct_start=self.cfg.peak_fraction,
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.cfg.lr_interval}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.cfg.lr_interval},
+        }
 
 
 def prepare_inputs(
-    arrays: dict[str, np.ndarray], index: np.ndarray, cfg: RunConfig
+    arrays: dict[str, np.ndarray],
+    index: np.ndarray,
+    cfg: RunConfig,
+    weights: WeightsInfo | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Composite images and labels for the subjects at ``index`` (ImageNet-normalized if pretrained)."""
+    """Composite images and labels for the subjects at ``index``, standardized as the run's
+    ``weights`` expect (their ``mean``/``std``: timm's data config for the model); a run from
+    scratch keeps the [0, 1] values."""
+    if cfg.pretrained and weights is None:
+        raise ValueError(
+            "a pretrained run's inputs are standardized as its weights expect: pass its WeightsInfo"
+        )
     n_channels = len(configuration(cfg.config_id))
     x = compose(
-        arrays["images"][index], arrays["masks"][index], cfg.config_id, cfg.image_size,
-        mask_tumor_only=cfg.mask_non_tumor, normalize=normalization_stats(n_channels, cfg.pretrained),
+        arrays["images"][index],
+        arrays["masks"][index],
+        cfg.config_id,
+        cfg.image_size,
+        mask_tumor_only=cfg.mask_non_tumor,
+        normalize=normalization_stats(n_channels, weights.normalization if weights else None),
     )
     return x, torch.as_tensor(arrays["labels"][index].astype(np.int64))
 
@@ -271,16 +395,23 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 def _train_run(
-    arrays: dict[str, np.ndarray], train_ids: Sequence[str], val_ids: Sequence[str], cfg: RunConfig,
-    callbacks: Sequence[Callback], keep_state: bool, evaluate_ids: Sequence[str],
+    arrays: dict[str, np.ndarray],
+    train_ids: Sequence[str],
+    val_ids: Sequence[str],
+    cfg: RunConfig,
+    callbacks: Sequence[Callback],
+    keep_state: bool,
+    evaluate_ids: Sequence[str],
 ) -> RunResult:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     model, weights = create_model(
-        cfg.model_name, cfg.pretrained, weights_file_for(cfg.weights_file, cfg.model_name),
+        cfg.model_name,
+        cfg.pretrained,
+        weights_file_for(cfg.weights_file, cfg.model_name),
         in_chans=len(configuration(cfg.config_id)),
     )
-    x_train, y_train = prepare_inputs(arrays, split_index(arrays, train_ids), cfg)
-    x_val, y_val = prepare_inputs(arrays, split_index(arrays, val_ids), cfg)
+    x_train, y_train = prepare_inputs(arrays, split_index(arrays, train_ids), cfg, weights)
+    x_val, y_val = prepare_inputs(arrays, split_index(arrays, val_ids), cfg, weights)
     generator = torch.Generator().manual_seed(cfg.seed)
     drop_last = len(y_train) > cfg.batch_size  # a last batch of one would break BatchNorm
     if cfg.device_resident:  # the whole split is a few hundred slices: put it on the device once
@@ -288,18 +419,38 @@ def _train_run(
         fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
         x_train, x_val = (t.to(device, memory_format=fmt) for t in (x_train, x_val))
         y_train, y_val = y_train.to(device), y_val.to(device)
-        train_loader: Any = DeviceBatches(x_train, y_train, cfg.batch_size, shuffle=True, generator=generator, drop_last=drop_last)
+        train_loader: Any = DeviceBatches(
+            x_train, y_train, cfg.batch_size, shuffle=True, generator=generator, drop_last=drop_last
+        )
         val_loader: Any = DeviceBatches(x_val, y_val, max(64, cfg.batch_size))
     else:
-        train_loader = DataLoader(TensorDataset(x_train, y_train), batch_size=cfg.batch_size, shuffle=True, generator=generator, drop_last=drop_last)
+        train_loader = DataLoader(
+            TensorDataset(x_train, y_train),
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            generator=generator,
+            drop_last=drop_last,
+        )
         val_loader = DataLoader(TensorDataset(x_val, y_val), batch_size=max(64, cfg.batch_size))
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
 
-    module = PseudocolorClassifier(model, cfg, steps_per_epoch=len(train_loader), keep_state=keep_state or bool(evaluate_ids))
+    module = PseudocolorClassifier(
+        model, cfg, steps_per_epoch=len(train_loader), keep_state=keep_state or bool(evaluate_ids)
+    )
     all_callbacks = list(callbacks)
     if cfg.early_stopping:
-        all_callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.early_stopping_patience))
+        all_callbacks.append(
+            EarlyStopping(monitor="val_loss", mode="min", patience=cfg.early_stopping_patience)
+        )
+    progress = show_progress(cfg.progress)
+    if progress:
+        arm = "pretrained" if cfg.pretrained else "scratch"
+        all_callbacks.append(
+            RunProgressBar(
+                f"{configuration_label(cfg.config_id)} {cfg.model_name} {arm} seed {cfg.seed}"
+            )
+        )
     trainer = pl.Trainer(
         max_epochs=cfg.max_epochs,
         accelerator=cfg.accelerator,
@@ -311,7 +462,7 @@ def _train_run(
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=cfg.progress,
+        enable_progress_bar=progress,
         num_sanity_val_steps=0,
     )
     trainer.fit(module, train_loader, val_loader)
@@ -319,7 +470,7 @@ def _train_run(
     eval_prob: list[float] = []
     if evaluate_ids:
         model.load_state_dict(best["state"])
-        x_eval, _ = prepare_inputs(arrays, split_index(arrays, evaluate_ids), cfg)
+        x_eval, _ = prepare_inputs(arrays, split_index(arrays, evaluate_ids), cfg, weights)
         eval_prob = predict_proba(model, x_eval).tolist()
     return RunResult(
         config=cfg,
@@ -340,5 +491,8 @@ def _train_run(
 def predict_proba(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 64) -> np.ndarray:
     """P(IDH mutant) for prepared inputs, in eval mode on the CPU."""
     model = model.to("cpu").eval()
-    out = [torch.softmax(model(x[i : i + batch_size]).float(), dim=1)[:, 1] for i in range(0, len(x), batch_size)]
+    out = [
+        torch.softmax(model(x[i : i + batch_size]).float(), dim=1)[:, 1]
+        for i in range(0, len(x), batch_size)
+    ]
     return torch.cat(out).numpy()

@@ -73,7 +73,9 @@ def platform_tags(platform: str | None) -> list[str]:
     return tags + [f"manylinux{legacy}_{arch}" for legacy in ("2014", "2010", "1")]
 
 
-def target_environment(python_version: str | None = None, platform: str | None = None) -> dict[str, str]:
+def target_environment(
+    python_version: str | None = None, platform: str | None = None
+) -> dict[str, str]:
     """Marker environment of the target: this machine's, with the target's Python version
     and, for a Linux platform tag, its architecture (markers decide which dependencies exist)."""
     env = dict(default_environment())
@@ -93,8 +95,12 @@ def _applies(requirement: Requirement, env: Mapping[str, str], extra: str) -> bo
     return requirement.marker is None or requirement.marker.evaluate({**env, "extra": extra})
 
 
-def closure(requirements: Iterable[Requirement], env: Mapping[str, str], exclude: Collection[str] = TORCH,
-            extras: Collection[str] = ()) -> list[Pin]:
+def closure(
+    requirements: Iterable[Requirement],
+    env: Mapping[str, str],
+    exclude: Collection[str] = TORCH,
+    extras: Collection[str] = (),
+) -> list[Pin]:
     """Every installed distribution the requirements need on the target, transitively, pinned
     to its installed version; ``exclude`` (canonical names) is neither pinned nor walked into.
 
@@ -118,30 +124,42 @@ def closure(requirements: Iterable[Requirement], env: Mapping[str, str], exclude
                 missing.append(str(requirement))
                 continue
         dist = found[name]
-        if requirement.specifier and not requirement.specifier.contains(dist.version, prereleases=True):
-            raise RuntimeError(f"{requirement} is needed, but {dist.metadata['Name']} {dist.version} is installed here")
+        if requirement.specifier and not requirement.specifier.contains(
+            dist.version, prereleases=True
+        ):
+            raise RuntimeError(
+                f"{requirement} is needed, but {dist.metadata['Name']} {dist.version} is installed here"
+            )
         for extra in ("", *sorted(canonicalize_name(e) for e in requirement.extras)):
             if (name, extra) in expanded:
                 continue
             expanded.add((name, extra))
             queue += [r for r in map(Requirement, dist.requires or []) if _applies(r, env, extra)]
     if missing:
-        raise RuntimeError("needed on the target but not installed here, so no version to pin: "
-                           + ", ".join(sorted(set(missing)))
-                           + " (install the project with these extras here, on the target's Python version)")
-    return sorted((Pin(d.metadata["Name"], d.version) for d in found.values()), key=lambda p: p.name.lower())
+        raise RuntimeError(
+            "needed on the target but not installed here, so no version to pin: "
+            + ", ".join(sorted(set(missing)))
+            + " (install the project with these extras here, on the target's Python version)"
+        )
+    return sorted(
+        (Pin(d.metadata["Name"], d.version) for d in found.values()), key=lambda p: p.name.lower()
+    )
 
 
 def wheel_requirements(wheel: Path, extras: Collection[str] = ()) -> list[Requirement]:
     """``Requires-Dist`` of a built wheel: exactly what pip will ask for on the box. An extra
     the wheel does not provide is an error (a typo would silently leave its wheels out)."""
     with zipfile.ZipFile(wheel) as archive:
-        meta = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1)
+        meta = next(
+            n for n in archive.namelist() if n.endswith(".dist-info/METADATA") and n.count("/") == 1
+        )
         message = email.parser.Parser().parsestr(archive.read(meta).decode())
     provided = {canonicalize_name(e) for e in message.get_all("Provides-Extra") or []}
     unknown = {canonicalize_name(e) for e in extras} - provided
     if unknown:
-        raise RuntimeError(f"{wheel.name} has no extra {', '.join(sorted(unknown))} (it has: {', '.join(sorted(provided))})")
+        raise RuntimeError(
+            f"{wheel.name} has no extra {', '.join(sorted(unknown))} (it has: {', '.join(sorted(provided))})"
+        )
     return [Requirement(line) for line in message.get_all("Requires-Dist") or []]
 
 
@@ -160,18 +178,33 @@ def build_project_wheel(project: Path, out: Path) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "project"
         copy.mkdir()
-        for name in ("pyproject.toml", "setup.cfg", "setup.py", "README.md", "LICENSE", "MANIFEST.in"):
+        for name in (
+            "pyproject.toml",
+            "setup.cfg",
+            "setup.py",
+            "README.md",
+            "LICENSE",
+            "MANIFEST.in",
+        ):
             if (project / name).exists():
                 shutil.copy2(project / name, copy / name)
-        shutil.copytree(project / "src", copy / "src",
-                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"))
+        shutil.copytree(
+            project / "src",
+            copy / "src",
+            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc"),
+        )
         before = set(out.glob("*.whl"))
-        _checked(_pip("wheel", "--no-deps", "--wheel-dir", str(out), str(copy)), f"building the wheel of {project}")
+        _checked(
+            _pip("wheel", "--no-deps", "--wheel-dir", str(out), str(copy)),
+            f"building the wheel of {project}",
+        )
     (wheel,) = set(out.glob("*.whl")) - before
     return wheel
 
 
-def download(pins: Sequence[Pin], out: Path, python_version: str | None, platform: str | None) -> list[Pin]:
+def download(
+    pins: Sequence[Pin], out: Path, python_version: str | None, platform: str | None
+) -> list[Pin]:
     """Wheels of ``pins`` for the target into ``out``; the pins with no wheel on the index are
     built here instead (pure Python only, since they could not run elsewhere otherwise).
     Returns the pins that were built."""
@@ -186,22 +219,41 @@ def download(pins: Sequence[Pin], out: Path, python_version: str | None, platfor
         if result.returncode == 0:
             break
         match = _NO_WHEEL.search(result.stderr)
-        pin = next((p for p in todo if match and canonicalize_name(match.group(1).split("==")[0]) == canonicalize_name(p.name)), None)
+        pin = next(
+            (
+                p
+                for p in todo
+                if match
+                and canonicalize_name(match.group(1).split("==")[0]) == canonicalize_name(p.name)
+            ),
+            None,
+        )
         if pin is None:
             _checked(result, "pip download")
         todo.remove(pin)
         built.append(pin)
     for pin in built:
         before = set(out.glob("*.whl"))
-        _checked(_pip("wheel", "--no-deps", "--wheel-dir", str(out), str(pin)), f"building a wheel of {pin}")
+        _checked(
+            _pip("wheel", "--no-deps", "--wheel-dir", str(out), str(pin)),
+            f"building a wheel of {pin}",
+        )
         for wheel in set(out.glob("*.whl")) - before:
             if not wheel.name.endswith("-none-any.whl") and (python_version or platform):
-                raise RuntimeError(f"{pin} has no wheel for the target and builds a compiled one here ({wheel.name})")
+                raise RuntimeError(
+                    f"{pin} has no wheel for the target and builds a compiled one here ({wheel.name})"
+                )
     return built
 
 
-def build_wheelhouse(out: Path, project: Path = Path("."), python_version: str | None = None,
-                     platform: str | None = None, skip: Iterable[str] = (), extras: Iterable[str] = ()) -> list[Path]:
+def build_wheelhouse(
+    out: Path,
+    project: Path = Path("."),
+    python_version: str | None = None,
+    platform: str | None = None,
+    skip: Iterable[str] = (),
+    extras: Iterable[str] = (),
+) -> list[Path]:
     """Fill ``out`` (its old wheels removed) with this project's wheel and its dependencies'
     for the target, minus torch, torchvision and ``skip``; writes ``out/requirements.txt``
     with the pins. Returns the wheels."""
@@ -211,12 +263,17 @@ def build_wheelhouse(out: Path, project: Path = Path("."), python_version: str |
     project_wheel = build_project_wheel(project.resolve(), out)
     extras = [canonicalize_name(e) for e in extras]
     skipped = {canonicalize_name(name) for name in skip}
-    pins = closure(wheel_requirements(project_wheel, extras), target_environment(python_version, platform),
-                   exclude=TORCH | skipped, extras=extras)
+    pins = closure(
+        wheel_requirements(project_wheel, extras),
+        target_environment(python_version, platform),
+        exclude=TORCH | skipped,
+        extras=extras,
+    )
     (out / "requirements.txt").write_text(
         f"# {project_wheel.name}'s dependencies{' with [' + ','.join(extras) + ']' if extras else ''}, "
         f"pinned to the versions they were tested with; not here: {', '.join(sorted(TORCH | skipped))}\n"
-        + "".join(f"{pin}\n" for pin in pins))
+        + "".join(f"{pin}\n" for pin in pins)
+    )
     built = download(pins, out, python_version, platform)
     wheels = sorted(out.glob("*.whl"))
     for pin in built:
@@ -237,16 +294,41 @@ def summary(wheels: Sequence[Path]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m idh_pseudocolor.wheelhouse", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", required=True, type=Path, help="Folder for the wheels (its old wheels are removed).")
-    parser.add_argument("--project", type=Path, default=Path("."), help="Project root to build the wheel of (default: .).")
-    parser.add_argument("--python-version", help="Target Python, e.g. 3.12 (default: this interpreter's).")
-    parser.add_argument("--platform", help="Target platform tag, e.g. manylinux2014_x86_64 (default: this machine).")
-    parser.add_argument("--skip", nargs="*", default=[], help="Distributions the target already has.")
-    parser.add_argument("--extras", nargs="*", default=[], help="Extras of this project to include, e.g. explain viz.")
+    parser = argparse.ArgumentParser(
+        prog="python -m idh_pseudocolor.wheelhouse", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="Folder for the wheels (its old wheels are removed).",
+    )
+    parser.add_argument(
+        "--project",
+        type=Path,
+        default=Path("."),
+        help="Project root to build the wheel of (default: .).",
+    )
+    parser.add_argument(
+        "--python-version", help="Target Python, e.g. 3.12 (default: this interpreter's)."
+    )
+    parser.add_argument(
+        "--platform", help="Target platform tag, e.g. manylinux2014_x86_64 (default: this machine)."
+    )
+    parser.add_argument(
+        "--skip", nargs="*", default=[], help="Distributions the target already has."
+    )
+    parser.add_argument(
+        "--extras",
+        nargs="*",
+        default=[],
+        help="Extras of this project to include, e.g. explain viz.",
+    )
     args = parser.parse_args(argv)
     try:
-        wheels = build_wheelhouse(args.out, args.project, args.python_version, args.platform, args.skip, args.extras)
+        wheels = build_wheelhouse(
+            args.out, args.project, args.python_version, args.platform, args.skip, args.extras
+        )
     except RuntimeError as err:
         raise SystemExit(f"wheelhouse: {err}") from err
     _say(f"{summary(wheels)} -> {args.out}")

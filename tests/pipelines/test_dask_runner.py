@@ -3,9 +3,13 @@ results as a sequential run (real Kedro sessions, a real local Dask cluster, rea
 
 from __future__ import annotations
 
+import copy
+import logging
 import os
 import shutil
 import socket
+import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,6 +19,7 @@ from kedro.framework.startup import bootstrap_project
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import node, pipeline
 
+from idh_pseudocolor.configurations import configuration_label
 from idh_pseudocolor.pipelines.permutation_study.nodes import PROVENANCE_COLUMNS
 from idh_pseudocolor.runner import DaskRunner
 from tests.conftest import write_best_params
@@ -25,12 +30,42 @@ CONFIGURATIONS = ["configuration_15", "configuration_21"]
 
 def outputs(project) -> tuple[pd.DataFrame, pd.DataFrame]:
     root = project / "data/07_model_output/permutation_study"
-    runs = pd.concat([pd.read_csv(root / ns / "validation_runs.csv") for ns in CONFIGURATIONS], ignore_index=True)
-    predictions = pd.concat([pd.read_csv(root / ns / "validation_predictions.csv") for ns in CONFIGURATIONS], ignore_index=True)
+    runs = pd.concat(
+        [pd.read_csv(root / ns / "validation_runs.csv") for ns in CONFIGURATIONS], ignore_index=True
+    )
+    predictions = pd.concat(
+        [pd.read_csv(root / ns / "validation_predictions.csv") for ns in CONFIGURATIONS],
+        ignore_index=True,
+    )
     return runs, predictions
 
 
-def test_runs_go_to_separate_workers_concurrently_and_equal_a_sequential_run(kedro_project, tiny_cohort):
+@pytest.fixture()
+def run_log(tmp_path):
+    """The driver's logging as conf/logging.yml makes it, plus a file handler writing each
+    record's process id: what this process's handlers receive. Restored afterwards."""
+    from kedro.framework.project import LOGGING, configure_logging
+
+    before = copy.deepcopy(dict(LOGGING))
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "conf/logging.yml").read_text())
+    path = tmp_path / "run.log"
+    config["formatters"]["with_pid"] = {"format": "%(process)d %(levelname)s %(name)s: %(message)s"}
+    config["handlers"]["file"] = {
+        "class": "logging.FileHandler",
+        "filename": str(path),
+        "formatter": "with_pid",
+    }
+    config["root"]["handlers"] = [*config["root"]["handlers"], "file"]
+    configure_logging(config)
+    try:
+        yield path
+    finally:
+        configure_logging(before)
+
+
+def test_runs_go_to_separate_workers_log_to_the_driver_and_equal_a_sequential_run(
+    kedro_project, tiny_cohort, run_log
+):
     prepare(kedro_project, tiny_cohort)
     params = yaml.safe_load((kedro_project / "conf/local/parameters.yml").read_text())
     params["permutation_study"]["overrides"] = {"max_epochs": 3}
@@ -42,12 +77,29 @@ def test_runs_go_to_separate_workers_concurrently_and_equal_a_sequential_run(ked
     dask_runs, dask_predictions = outputs(kedro_project)
     assert len(runner.worker_pids) == 2 and os.getpid() not in runner.worker_pids
     workers = {int(w.rsplit(":", 1)[1]) for w in dask_runs["worker"]}
-    assert workers == set(runner.worker_pids)  # one configuration per worker process
-    assert dask_runs["started_at"].max() < dask_runs["finished_at"].min()  # and at the same time
+    assert workers == set(
+        runner.worker_pids
+    )  # one configuration per worker process (placement, not timing)
+    # each run's INFO line (permutation_study.nodes.log_run), logged on a worker at conf/logging.yml's
+    # levels, reached this process's handlers: once each, from the worker that trained the run
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    lines = [line for line in run_log.read_text().splitlines() if "best val AUROC" in line]
+    assert len(lines) == len(dask_runs), run_log.read_text()[-3000:]
+    for row in dask_runs.itertuples():
+        arm = "pretrained" if row.pretrained else "scratch"
+        said = f"{configuration_label(row.config_id)}: {row.model_name} {arm} seed {row.seed}: {row.epochs_run} epochs, best val AUROC"
+        (line,) = [x for x in lines if said in x]
+        pid, level, _ = line.split(" ", 2)
+        assert level == "INFO" and int(pid) == int(row.worker.rsplit(":", 1)[1])
 
     shutil.rmtree(kedro_project / "data/07_model_output/permutation_study")
-    with KedroSession.create(project_path=kedro_project) as session:  # this process's own thread count:
-        session.run(pipeline_names=["permutation_study"], namespaces=CONFIGURATIONS)  # fixed.torch_threads rules
+    with KedroSession.create(
+        project_path=kedro_project
+    ) as session:  # this process's own thread count:
+        session.run(
+            pipeline_names=["permutation_study"], namespaces=CONFIGURATIONS
+        )  # fixed.torch_threads rules
     seq_runs, seq_predictions = outputs(kedro_project)
     assert set(seq_runs["worker"].str.rsplit(":", n=1).str[1].astype(int)) == {os.getpid()}
     results = [c for c in dask_runs.columns if c not in PROVENANCE_COLUMNS]
@@ -59,11 +111,54 @@ def test_runs_go_to_separate_workers_concurrently_and_equal_a_sequential_run(ked
 
     shutil.rmtree(kedro_project / "data/07_model_output/permutation_study")
     with KedroSession.create(project_path=kedro_project) as session:
-        session.run(pipeline_names=["permutation_study"], namespaces=CONFIGURATIONS, runner=ParallelRunner(max_workers=2))
+        session.run(
+            pipeline_names=["permutation_study"],
+            namespaces=CONFIGURATIONS,
+            runner=ParallelRunner(max_workers=2),
+        )
     par_runs, par_predictions = outputs(kedro_project)
     assert os.getpid() not in set(par_runs["worker"].str.rsplit(":", n=1).str[1].astype(int))
     pd.testing.assert_frame_equal(par_runs[results], seq_runs[results])
     pd.testing.assert_frame_equal(par_predictions, seq_predictions)
+
+
+def _meet(folder: str, me: str, other: str) -> int:
+    """Leave a marker, then wait for the other node's: returns only when both run at once."""
+    (Path(folder) / me).touch()
+    deadline = time.monotonic() + 180
+    while not (Path(folder) / other).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{me} ran without {other}: the nodes did not run at the same time")
+        time.sleep(0.05)
+    return os.getpid()
+
+
+def test_independent_nodes_run_at_the_same_time_on_separate_workers(tmp_path):
+    """Deterministic concurrency: each node waits for the other's marker file (no wall-clock race)."""
+    from functools import partial, update_wrapper
+
+    from kedro_datasets.json import JSONDataset
+
+    def meeting(me: str, other: str):
+        return update_wrapper(partial(_meet, me=me, other=other), _meet)
+
+    catalog = DataCatalog(
+        {
+            "folder": MemoryDataset(str(tmp_path)),
+            "a": JSONDataset(filepath=str(tmp_path / "a.json")),
+            "b": JSONDataset(filepath=str(tmp_path / "b.json")),
+        }
+    )
+    both = pipeline(
+        [
+            node(meeting("a", "b"), "folder", "a", name="a"),
+            node(meeting("b", "a"), "folder", "b", name="b"),
+        ]
+    )
+    runner = DaskRunner(n_workers=2)
+    runner.run(both, catalog)
+    pids = {int((tmp_path / f"{n}.json").read_text()) for n in ("a", "b")}
+    assert pids == set(runner.worker_pids) and len(pids) == 2
 
 
 def _double(x):
@@ -72,7 +167,9 @@ def _double(x):
 
 def test_data_passed_in_memory_between_nodes_is_refused():
     catalog = DataCatalog({"a": MemoryDataset(1)})
-    two_steps = pipeline([node(_double, "a", "b", name="first"), node(_double, "b", "c", name="second")])
+    two_steps = pipeline(
+        [node(_double, "a", "b", name="first"), node(_double, "b", "c", name="second")]
+    )
     with pytest.raises(ValueError, match="in memory: b, c"):
         DaskRunner(n_workers=1).run(two_steps, catalog)
 
@@ -84,29 +181,59 @@ def _refuse(x):
 def test_a_node_failing_on_a_worker_reports_its_traceback(tmp_path):
     from kedro_datasets.json import JSONDataset
 
-    catalog = DataCatalog({"a": MemoryDataset(1), "b": JSONDataset(filepath=str(tmp_path / "b.json"))})
+    catalog = DataCatalog(
+        {"a": MemoryDataset(1), "b": JSONDataset(filepath=str(tmp_path / "b.json"))}
+    )
     failing = pipeline([node(_refuse, "a", "b", name="refuse")])
-    with pytest.raises(Exception, match=r"(?s)node refuse failed on .*:\d+.*PHANTOM-0007 has no tumour voxels"):
+    with pytest.raises(
+        Exception, match=r"(?s)node refuse failed on .*:\d+.*PHANTOM-0007 has no tumour voxels"
+    ):
         DaskRunner(n_workers=1).run(failing, catalog)
 
 
-def test_kedro_cli_with_dask_runner_writes_under_a_shared_data_root(kedro_project, tiny_cohort, tmp_path):
+def test_kedro_cli_with_dask_runner_writes_under_a_shared_data_root(
+    kedro_project, tiny_cohort, tmp_path
+):
     """What a cluster user types: `kedro run --runner ...DaskRunner`, data under `data_root` from conf."""
     import subprocess
     import sys
 
     shared = tmp_path / "shared" / "data"
-    (kedro_project / "conf/local/globals.yml").write_text(yaml.safe_dump({"data_root": str(shared)}))
-    (kedro_project / "conf/local/parameters.yml").write_text(yaml.safe_dump({"data_engineering": {"progress": False}}))
+    (kedro_project / "conf/local/globals.yml").write_text(
+        yaml.safe_dump({"data_root": str(shared)})
+    )
+    (kedro_project / "conf/local/parameters.yml").write_text(
+        yaml.safe_dump({"data_engineering": {"progress": False}})
+    )
     done = subprocess.run(
-        [sys.executable, "-m", "kedro", "run", "--pipelines", "data_engineering", "--params", f"cohort_path={tiny_cohort}",
-         "--runner", "idh_pseudocolor.runner.DaskRunner", "--runner-params", "n_workers=2"],
-        cwd=kedro_project, env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "kedro",
+            "run",
+            "--pipelines",
+            "data_engineering",
+            "--params",
+            f"cohort_path={tiny_cohort}",
+            "--runner",
+            "idh_pseudocolor.runner.DaskRunner",
+            "--runner-params",
+            "n_workers=2",
+        ],
+        cwd=kedro_project,
+        env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert len(pd.read_csv(shared / "02_intermediate/subject_manifest.csv")) == 24
-    assert (shared / "03_primary/slice_arrays.npz").is_file() and (shared / "08_reporting/qc_montage.png").is_file()
-    assert not (kedro_project / "data/02_intermediate/subject_manifest.csv").exists()  # nothing went to the default
+    assert (shared / "03_primary/slice_arrays.npz").is_file() and (
+        shared / "08_reporting/qc_montage.png"
+    ).is_file()
+    assert not (
+        kedro_project / "data/02_intermediate/subject_manifest.csv"
+    ).exists()  # nothing went to the default
 
 
 def test_an_existing_scheduler_is_used_and_left_running(tmp_path):
@@ -114,39 +241,67 @@ def test_an_existing_scheduler_is_used_and_left_running(tmp_path):
     from dask.distributed import Client, LocalCluster
     from kedro_datasets.json import JSONDataset
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        catalog = DataCatalog({"a": MemoryDataset(3), "b": JSONDataset(filepath=str(tmp_path / "b.json")),
-                               "c": JSONDataset(filepath=str(tmp_path / "c.json"))})
-        two_steps = pipeline([node(_double, "a", "b", name="first"), node(_double, "b", "c", name="second")])
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        catalog = DataCatalog(
+            {
+                "a": MemoryDataset(3),
+                "b": JSONDataset(filepath=str(tmp_path / "b.json")),
+                "c": JSONDataset(filepath=str(tmp_path / "c.json")),
+            }
+        )
+        two_steps = pipeline(
+            [node(_double, "a", "b", name="first"), node(_double, "b", "c", name="second")]
+        )
         runner = DaskRunner(scheduler=cluster.scheduler_address)
         runner.run(two_steps, catalog)
         assert (tmp_path / "c.json").read_text() == "12"
         with Client(cluster.scheduler_address) as client:  # still serving
             assert client.submit(_double, 5).result() == 10
-        assert len(runner.worker_pids) == 1 and runner.worker_pids[0] != os.getpid()  # the cluster's one worker
+            # and no longer sends its workers' log records to the run that has ended
+            (plugins,) = client.run(lambda dask_worker: sorted(dask_worker.plugins)).values()
+            assert not [p for p in plugins if "logging" in p], plugins
+        assert (
+            len(runner.worker_pids) == 1 and runner.worker_pids[0] != os.getpid()
+        )  # the cluster's one worker
 
 
 def _pid(_):
     return os.getpid()
 
 
-def test_gpu_tagged_nodes_go_to_the_worker_with_a_gpu_found_through_the_environment(tmp_path, monkeypatch):
+def test_gpu_tagged_nodes_go_to_the_worker_with_a_gpu_found_through_the_environment(
+    tmp_path, monkeypatch
+):
     """A cluster of one worker advertising GPU=1 and one without (CPU processes standing in): every
     node tagged ``gpu`` runs on the first, found through $IDH_DASK_SCHEDULER; untagged nodes may go
     to either."""
     from dask.distributed import Client, Nanny, Scheduler, SpecCluster
     from kedro_datasets.json import JSONDataset
 
-    workers = {"with_gpu": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"GPU": 1}}},
-               "without": {"cls": Nanny, "options": {"nthreads": 1}}}
+    workers = {
+        "with_gpu": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"GPU": 1}}},
+        "without": {"cls": Nanny, "options": {"nthreads": 1}},
+    }
     scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
     with SpecCluster(workers=workers, scheduler=scheduler) as cluster, Client(cluster) as client:
         client.wait_for_workers(2)
-        gpu_pid = next(pid for address, pid in client.run(os.getpid).items()
-                       if client.scheduler_info()["workers"][address].get("resources", {}).get("GPU"))
+        gpu_pid = next(
+            pid
+            for address, pid in client.run(os.getpid).items()
+            if client.scheduler_info()["workers"][address].get("resources", {}).get("GPU")
+        )
         names = [f"gpu_{i}" for i in range(6)] + [f"cpu_{i}" for i in range(6)]
-        catalog = DataCatalog({"a": MemoryDataset(0), **{n: JSONDataset(filepath=str(tmp_path / f"{n}.json")) for n in names}})
-        nodes = [node(_pid, "a", n, name=n, tags=["gpu"] if n.startswith("gpu") else None) for n in names]
+        catalog = DataCatalog(
+            {
+                "a": MemoryDataset(0),
+                **{n: JSONDataset(filepath=str(tmp_path / f"{n}.json")) for n in names},
+            }
+        )
+        nodes = [
+            node(_pid, "a", n, name=n, tags=["gpu"] if n.startswith("gpu") else None) for n in names
+        ]
         monkeypatch.setenv("IDH_DASK_SCHEDULER", cluster.scheduler_address)
         DaskRunner().run(pipeline(nodes), catalog)
         ran_on = {n: int((tmp_path / f"{n}.json").read_text()) for n in names}
@@ -154,36 +309,64 @@ def test_gpu_tagged_nodes_go_to_the_worker_with_a_gpu_found_through_the_environm
     assert os.getpid() not in ran_on.values()
 
 
-def test_the_whole_sweep_under_env_gives_the_same_numbers_on_both_runners(kedro_project, tiny_cohort):
+def test_the_whole_sweep_under_env_gives_the_same_numbers_on_both_runners(
+    kedro_project, tiny_cohort
+):
     """All 28 configurations (one epoch at 32 px each), under `--env l4+rehearsal`: the DaskRunner's worker
     processes and the sequential runner give identical runs (torch threads are a run setting)."""
     env = "l4+rehearsal"
-    local = {"data_engineering": {"progress": False},
-             "permutation_study": {"seeds": [42], "overrides": {"max_epochs": 1}, "fixed": {"image_size": 32}}}
+    local = {
+        "data_engineering": {"progress": False},
+        "permutation_study": {
+            "seeds": [42],
+            "overrides": {"max_epochs": 1},
+            "fixed": {"image_size": 32},
+        },
+    }
     (kedro_project / "conf/local/parameters.yml").write_text(yaml.safe_dump(local))
     bootstrap_project(kedro_project)
-    with KedroSession.create(project_path=kedro_project, env=env, runtime_params={"cohort_path": str(tiny_cohort)}) as session:
+    with KedroSession.create(
+        project_path=kedro_project, env=env, runtime_params={"cohort_path": str(tiny_cohort)}
+    ) as session:
         session.run(pipeline_names=["data_engineering"])
-    write_best_params(kedro_project, {**BEST["hyperparameters"], "learning_rate": 6e-4}, env=env, outputs="data/rehearsal")
+    write_best_params(
+        kedro_project,
+        {**BEST["hyperparameters"], "learning_rate": 6e-4},
+        env=env,
+        outputs="data/rehearsal",
+    )
     study = kedro_project / "data/rehearsal/07_model_output"
 
     def sweep(runner=None) -> tuple[pd.DataFrame, pd.DataFrame]:
         shutil.rmtree(study, ignore_errors=True)
         with KedroSession.create(project_path=kedro_project, env=env) as session:
-            session.run(pipeline_names=["permutation_study"], node_names=None, runner=runner,
-                        to_outputs=["study_runs"])
+            session.run(
+                pipeline_names=["permutation_study"],
+                node_names=None,
+                runner=runner,
+                to_outputs=["study_runs"],
+            )
         runs = pd.read_csv(study / "study_runs.csv")
-        predictions = pd.concat([pd.read_csv(p) for p in sorted(study.glob("permutation_study/*/validation_predictions.csv"))])
+        predictions = pd.concat(
+            [
+                pd.read_csv(p)
+                for p in sorted(study.glob("permutation_study/*/validation_predictions.csv"))
+            ]
+        )
         return runs, predictions.reset_index(drop=True)
 
     dask_runner = DaskRunner(n_workers=2)
     dask_runs, dask_predictions = sweep(dask_runner)
     seq_runs, seq_predictions = sweep()
-    assert len(dask_runs) == 28 * 2 and len(set(dask_runs["worker"])) == 2  # both worker processes trained
+    assert (
+        len(dask_runs) == 28 * 2 and len(set(dask_runs["worker"])) == 2
+    )  # both worker processes trained
     assert set(seq_runs["worker"]) == {f"{socket.gethostname()}:{os.getpid()}"}
     assert (dask_runs["torch_threads"] == 2).all() and (dask_runs["epochs_run"] >= 1).all()
     results = [c for c in dask_runs.columns if c not in PROVENANCE_COLUMNS]
     key = ["config_id", "model_name", "seed"]
-    pd.testing.assert_frame_equal(dask_runs[results].sort_values(key).reset_index(drop=True),
-                                  seq_runs[results].sort_values(key).reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        dask_runs[results].sort_values(key).reset_index(drop=True),
+        seq_runs[results].sort_values(key).reset_index(drop=True),
+    )
     pd.testing.assert_frame_equal(dask_predictions, seq_predictions)

@@ -24,10 +24,15 @@ def run_data_engineering(project: Path, **runtime_params) -> None:
 
 
 def outputs(project: Path):
-    manifest = pd.read_csv(project / "data/02_intermediate/subject_manifest.csv", dtype={"subject_id": str})
+    manifest = pd.read_csv(
+        project / "data/02_intermediate/subject_manifest.csv", dtype={"subject_id": str}
+    )
     arrays = NpzDataset(str(project / "data/03_primary/slice_arrays.npz")).load()
     splits = pd.concat(
-        [pd.read_csv(project / "data/03_primary/development_split.csv"), pd.read_csv(project / "data/03_primary/test_split.csv")]
+        [
+            pd.read_csv(project / "data/03_primary/development_split.csv"),
+            pd.read_csv(project / "data/03_primary/test_split.csv"),
+        ]
     )
     qc = json.loads((project / "data/08_reporting/qc_summary.json").read_text())
     return manifest, arrays, splits, qc
@@ -54,8 +59,12 @@ def test_session_run_on_phantom_cohort(kedro_project, tiny_cohort):
 
 def test_brats_layout_with_csv_labels_via_runtime_params(kedro_project, tmp_path):
     cohort = tmp_path / "brats"
-    generate_cohort(cohort, n_subjects=14, seed=4, voxel_size=4.0, layout="brats", n_workers=1, progress=False)
-    run_data_engineering(kedro_project, cohort_path=str(cohort), cohort_layout="brats", cohort_labels="labels.csv")
+    generate_cohort(
+        cohort, n_subjects=14, seed=4, voxel_size=4.0, layout="brats", n_workers=1, progress=False
+    )
+    run_data_engineering(
+        kedro_project, cohort_path=str(cohort), cohort_layout="brats", cohort_labels="labels.csv"
+    )
     manifest, arrays, splits, _ = outputs(kedro_project)
     assert (manifest["status"] == "included").all() and len(manifest) == 14
     assert manifest["label"].sum() == 5 and manifest["file_T1ce"].str.endswith("_t1ce.nii.gz").all()
@@ -64,12 +73,18 @@ def test_brats_layout_with_csv_labels_via_runtime_params(kedro_project, tmp_path
 def test_same_subject_in_egd_and_brats_layout_gives_the_same_slice(kedro_project, tmp_path):
     egd, brats = tmp_path / "egd", tmp_path / "brats"
     generate_cohort(egd, n_subjects=14, seed=9, voxel_size=4.0, n_workers=1, progress=False)
-    generate_cohort(brats, n_subjects=14, seed=9, voxel_size=4.0, layout="brats", n_workers=1, progress=False)
+    generate_cohort(
+        brats, n_subjects=14, seed=9, voxel_size=4.0, layout="brats", n_workers=1, progress=False
+    )
     run_data_engineering(kedro_project, cohort_path=str(egd))
     egd_arrays = outputs(kedro_project)[1]
-    run_data_engineering(kedro_project, cohort_path=str(brats), cohort_layout="brats", cohort_labels="labels.csv")
+    run_data_engineering(
+        kedro_project, cohort_path=str(brats), cohort_layout="brats", cohort_labels="labels.csv"
+    )
     brats_arrays = outputs(kedro_project)[1]
-    np.testing.assert_allclose(egd_arrays["images"], brats_arrays["images"], atol=1e-6)  # RAS vs LPS storage
+    np.testing.assert_allclose(
+        egd_arrays["images"], brats_arrays["images"], atol=1e-6
+    )  # RAS vs LPS storage
     np.testing.assert_array_equal(egd_arrays["masks"], brats_arrays["masks"])
 
 
@@ -86,9 +101,15 @@ def test_bad_subjects_are_excluded_with_reasons_and_the_run_goes_on(kedro_projec
     data = (s[3] / "T1.nii.gz").read_bytes()
     (s[3] / "T1.nii.gz").write_bytes(data[: len(data) * 2 // 3])  # truncated
     ref = nib.load(s[4] / "T1.nii.gz")
-    nib.save(nib.Nifti1Image(np.zeros((*ref.shape, 2), np.float32), ref.affine), s[4] / "T1.nii.gz")  # 4-D
-    nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.float32), ref.affine), s[5] / "T2.nii.gz")  # shape
-    nib.save(nib.Nifti1Image(np.zeros(ref.shape, np.uint8), ref.affine), s[6] / "MASK.nii.gz")  # empty mask
+    nib.save(
+        nib.Nifti1Image(np.zeros((*ref.shape, 2), np.float32), ref.affine), s[4] / "T1.nii.gz"
+    )  # 4-D
+    nib.save(
+        nib.Nifti1Image(np.zeros((10, 10, 10), np.float32), ref.affine), s[5] / "T2.nii.gz"
+    )  # shape
+    nib.save(
+        nib.Nifti1Image(np.zeros(ref.shape, np.uint8), ref.affine), s[6] / "MASK.nii.gz"
+    )  # empty mask
     nan = ref.get_fdata().astype(np.float32)
     nan[...] = np.nan
     nib.save(nib.Nifti1Image(nan, ref.affine), s[7] / "FLAIR.nii.gz")  # non-finite
@@ -97,7 +118,9 @@ def test_bad_subjects_are_excluded_with_reasons_and_the_run_goes_on(kedro_projec
     (s[10] / "metadata.json").unlink()  # no label source at all
     shifted = ref.affine.copy()
     shifted[:3, 3] += 8
-    nib.save(nib.Nifti1Image(ref.get_fdata().astype(np.float32), shifted), s[11] / "T1GD.nii.gz")  # not co-registered
+    nib.save(
+        nib.Nifti1Image(ref.get_fdata().astype(np.float32), shifted), s[11] / "T1GD.nii.gz"
+    )  # not co-registered
 
     run_data_engineering(kedro_project, cohort_path=str(cohort_copy))
     manifest, arrays, splits, qc = outputs(kedro_project)
@@ -119,15 +142,21 @@ def test_bad_subjects_are_excluded_with_reasons_and_the_run_goes_on(kedro_projec
         reason = reasons[f"PHANTOM-{i:04d}"]
         assert f"PHANTOM-{i:04d}/{file}" in reason and text in reason, (i, reason)
     assert qc["excluded"] == 11 and qc["included"] == 13 and len(qc["exclusions"]) == 11
-    assert set(manifest.loc[manifest["status"] == "included", "subject_id"]) == set(arrays["subject_ids"])
-    assert len(splits) == 13 and not set(splits["subject_id"]) & {f"PHANTOM-{i:04d}" for i in expected}
+    assert set(manifest.loc[manifest["status"] == "included", "subject_id"]) == set(
+        arrays["subject_ids"]
+    )
+    assert len(splits) == 13 and not set(splits["subject_id"]) & {
+        f"PHANTOM-{i:04d}" for i in expected
+    }
 
 
 def test_nothing_usable_fails_with_a_clear_message(kedro_project, cohort_copy):
     for folder in cohort_copy.iterdir():
         if folder.is_dir():
             (folder / "MASK.nii.gz").unlink()
-    with pytest.raises(ValueError, match=r"No usable subject in the cohort \(24 found.*missing mask file"):
+    with pytest.raises(
+        ValueError, match=r"No usable subject in the cohort \(24 found.*missing mask file"
+    ):
         run_data_engineering(kedro_project, cohort_path=str(cohort_copy))
 
 

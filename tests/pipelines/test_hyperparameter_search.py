@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -31,20 +32,30 @@ FAST_SEARCH = {
 }
 
 
-def prepare(project: Path, cohort: Path, n_trials: int = 3, grace: int = 2, env: str | None = None) -> None:
+def prepare(
+    project: Path, cohort: Path, n_trials: int = 3, grace: int = 2, env: str | None = None
+) -> None:
     """Data for the search, and conf/local deltas: a fast search and a short heartbeat."""
-    params = {**FAST_SEARCH, "hyperparameter_search": {**FAST_SEARCH["hyperparameter_search"], "n_trials": n_trials}}
+    params = {
+        **FAST_SEARCH,
+        "hyperparameter_search": {**FAST_SEARCH["hyperparameter_search"], "n_trials": n_trials},
+    }
     (project / "conf/local/parameters.yml").write_text(yaml.safe_dump(params))
     (project / "conf/local/catalog.yml").write_text(
         yaml.safe_dump({"search_study": {"heartbeat_interval": 1, "grace_period": grace}})
     )
     bootstrap_project(project)
-    with KedroSession.create(project_path=project, env=env, runtime_params={"cohort_path": str(cohort)}) as session:
+    with KedroSession.create(
+        project_path=project, env=env, runtime_params={"cohort_path": str(cohort)}
+    ) as session:
         session.run(pipeline_names=["data_engineering"])
 
 
 def study_at(project: Path) -> optuna.Study:
-    return optuna.load_study(study_name="idh_search", storage=f"sqlite:///{project / 'data/06_models/hyperparameter_search.db'}")
+    return optuna.load_study(
+        study_name="idh_search",
+        storage=f"sqlite:///{project / 'data/06_models/hyperparameter_search.db'}",
+    )
 
 
 def test_search_through_a_kedro_session(kedro_project, tiny_cohort):
@@ -56,12 +67,41 @@ def test_search_through_a_kedro_session(kedro_project, tiny_cohort):
     assert states.count(optuna.trial.TrialState.COMPLETE) == 3
     best = yaml.safe_load((kedro_project / "data/06_models/best_params.yml").read_text())
     hp = best["hyperparameters"]
-    lo, hi = TABLE_1["learning_rate"]
-    assert lo <= hp["learning_rate"] <= hi
-    assert hp["pretrained"] in TABLE_1["pretrained"] and hp["mask_non_tumor"] in TABLE_1["mask_non_tumor"]
-    assert hp["lr_interval"] in TABLE_1["lr_interval"]
-    lo, hi = TABLE_1["peak_fraction"]
-    assert lo <= hp["peak_fraction"] <= hi
+    p = (
+        study.best_trial.params
+    )  # the winner as the storage holds it, mapped here to training vocabulary by hand
+    schedule = (
+        {
+            "peak_fraction": p["peak_fraction"],
+            "lr_interval": p["lr_interval"],
+            "max_epochs": p["max_epochs_superconvergence"],
+        }
+        if p["superconvergence"]
+        else {
+            "peak_fraction": 0.437,
+            "lr_interval": "epoch",
+            "max_epochs": p["max_epochs_constant"],
+        }
+    )
+    assert hp == {
+        "learning_rate": p["learning_rate"],
+        "pretrained": p["pretrained"],
+        "superconvergence": p["superconvergence"],
+        "mask_non_tumor": p["mask_non_tumor"],
+        **schedule,
+    }
+    assert [
+        type(hp[k])
+        for k in (
+            "learning_rate",
+            "pretrained",
+            "superconvergence",
+            "peak_fraction",
+            "lr_interval",
+            "max_epochs",
+            "mask_non_tumor",
+        )
+    ] == [float, bool, bool, float, str, int, bool]
     assert 1 <= hp["max_epochs"] <= 3  # the demo's delta of Table 1's epoch ranges
     assert best["provenance"]["trial"] == study.best_trial.number
     assert best["provenance"]["validation_f1"] == pytest.approx(study.best_value)
@@ -69,6 +109,100 @@ def test_search_through_a_kedro_session(kedro_project, tiny_cohort):
         assert (kedro_project / "data/08_reporting" / name).stat().st_size > 1000
     trials = (kedro_project / "data/07_model_output/search_trials.csv").read_text()
     assert "val_auroc" in trials and "pretrained_loaded" in trials
+
+
+def test_best_params_of_a_constant_learning_rate_winner(kedro_project, tiny_cohort):
+    """The search's one trial is a constant-learning-rate point, enqueued with fixed values and really
+    trained: best_params.yml takes its epochs from ``max_epochs_constant`` and fills the OneCycle
+    fields it has not (peak, interval) with the paper's optimum, all in training vocabulary."""
+    from dataclasses import fields
+
+    from idh_pseudocolor.training import RunConfig
+
+    prepare(kedro_project, tiny_cohort, n_trials=1)
+    db = kedro_project / "data/06_models/hyperparameter_search.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    chosen = {
+        "learning_rate": 1e-4,
+        "pretrained": False,
+        "superconvergence": False,
+        "max_epochs_constant": 2,
+        "mask_non_tumor": True,
+    }  # max_epochs_constant within FAST_SEARCH's [2, 3]
+    optuna.create_study(
+        study_name="idh_search", storage=f"sqlite:///{db}", direction="maximize"
+    ).enqueue_trial(chosen)
+    with KedroSession.create(project_path=kedro_project) as session:
+        session.run(pipeline_names=["hyperparameter_search"])
+
+    (trial,) = study_at(kedro_project).trials
+    assert trial.state.name == "COMPLETE" and trial.params == chosen
+    assert (
+        trial.user_attrs["epochs_run"] == 2
+    )  # trained for max_epochs_constant (patience 2 cannot stop it sooner)
+    best = yaml.safe_load((kedro_project / "data/06_models/best_params.yml").read_text())
+    assert best["hyperparameters"] == {
+        "learning_rate": 1e-4,
+        "pretrained": False,
+        "superconvergence": False,
+        "peak_fraction": 0.437,
+        "lr_interval": "epoch",
+        "max_epochs": 2,
+        "mask_non_tumor": True,
+    }
+    assert set(best["hyperparameters"]) <= {
+        f.name for f in fields(RunConfig)
+    }  # training's own names
+    provenance = best["provenance"]
+    assert (provenance["trial"], provenance["completed_trials"], provenance["n_trials"]) == (
+        0,
+        1,
+        1,
+    )
+    assert provenance["validation_f1"] == pytest.approx(trial.value)
+
+
+def test_search_runs_and_resumes_on_a_journal_file(kedro_project, tiny_cohort, tmp_path):
+    """``storage: journal`` in conf/local (docs/search.md): the study lives in that file, and a second
+    run asking for more trials continues the same study (numbers go on, earlier trials kept as they were)."""
+    prepare(kedro_project, tiny_cohort, n_trials=2)
+    journal = tmp_path / "shared" / "idh_search.log"
+    (kedro_project / "conf/local/catalog.yml").write_text(
+        yaml.safe_dump({"search_study": {"storage": "journal", "filepath": str(journal)}})
+    )
+
+    def search(n_trials: int) -> list[optuna.trial.FrozenTrial]:
+        local = yaml.safe_load((kedro_project / "conf/local/parameters.yml").read_text())
+        local["hyperparameter_search"]["n_trials"] = n_trials
+        (kedro_project / "conf/local/parameters.yml").write_text(yaml.safe_dump(local))
+        with KedroSession.create(project_path=kedro_project) as session:
+            session.run(pipeline_names=["hyperparameter_search"])
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(journal))
+        )
+        return optuna.load_study(study_name="idh_search", storage=storage).trials
+
+    first = search(2)
+    assert [(t.number, t.state.name) for t in first] == [(0, "COMPLETE"), (1, "COMPLETE")]
+    second = search(3)
+    assert [(t.number, t.state.name) for t in second] == [
+        (0, "COMPLETE"),
+        (1, "COMPLETE"),
+        (2, "COMPLETE"),
+    ]
+    kept = [(t.params, t.value, t.datetime_start, t.datetime_complete) for t in second[:2]]
+    assert kept == [
+        (t.params, t.value, t.datetime_start, t.datetime_complete) for t in first
+    ]  # not redone
+    assert not (
+        kedro_project / "data/06_models/hyperparameter_search.db"
+    ).exists()  # nothing went to SQLite
+    provenance = yaml.safe_load((kedro_project / "data/06_models/best_params.yml").read_text())[
+        "provenance"
+    ]
+    assert (provenance["completed_trials"], provenance["n_trials"]) == (3, 3)
+    assert provenance["validation_f1"] == pytest.approx(max(t.value for t in second))
+    assert second[provenance["trial"]].value == pytest.approx(provenance["validation_f1"])
 
 
 def _complete_count(db: Path) -> int:
@@ -84,7 +218,14 @@ def test_search_survives_sigkill_and_finishes_exactly(kedro_project, tiny_cohort
     db = kedro_project / "data/06_models/hyperparameter_search.db"
     cmd = [sys.executable, "-m", "kedro", "run", "--pipelines", "hyperparameter_search"]
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, cwd=kedro_project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=kedro_project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 240
     while _complete_count(db) < 2:
         assert proc.poll() is None, "the search ended before it could be killed"
@@ -93,26 +234,46 @@ def test_search_survives_sigkill_and_finishes_exactly(kedro_project, tiny_cohort
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 
-    before = {t.number: (t.value, t.params) for t in study_at(kedro_project).trials if t.state.name == "COMPLETE"}
+    before = {
+        t.number: (t.value, t.params)
+        for t in study_at(kedro_project).trials
+        if t.state.name == "COMPLETE"
+    }
     assert 2 <= len(before) < 4
     time.sleep(3)  # past the heartbeat grace period: a trial left RUNNING is now stale
-    rerun = subprocess.run(cmd, cwd=kedro_project, env=env, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(
+        cmd, cwd=kedro_project, env=env, capture_output=True, text=True, timeout=300
+    )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
 
     trials = study_at(kedro_project).trials
     after = {t.number: (t.value, t.params) for t in trials if t.state.name == "COMPLETE"}
     assert len(after) == 4  # exactly the target
     assert all(after[n] == before[n] for n in before)  # nothing completed was lost or redone
-    assert {t.state.name for t in trials} <= {"COMPLETE", "FAIL"}  # the killed trial, if any, is FAILED
+    assert {t.state.name for t in trials} <= {
+        "COMPLETE",
+        "FAIL",
+    }  # the killed trial, if any, is FAILED
     assert not any(t.state.name == "RUNNING" for t in trials)
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path):
     location = OptunaStorageDataset("s", filepath=str(tmp_path / "s.db")).load()
-    open_study(location, SearchSettings(model_name="resnet18"))
-    open_study(location, SearchSettings(model_name="resnet18"))  # same settings: resumes
+    demo = SearchSettings.from_params(project_parameters(REPO, None)["hyperparameter_search"])
+    open_study(location, replace(demo, model_name="resnet18"))
+    open_study(
+        location, replace(demo, model_name="resnet18", worker=1, progress=False)
+    )  # same settings: resumes
+    open_study(
+        location,
+        replace(demo, model_name="resnet18", fixed=replace(demo.fixed, precision="bf16-mixed")),
+    )  # hardware
     with pytest.raises(ValueError, match="created with other settings"):
-        open_study(location, SearchSettings(model_name="resnet34"))
+        open_study(location, replace(demo, model_name="resnet34"))
+    with pytest.raises(ValueError, match="created with other settings"):
+        open_study(
+            location, replace(demo, model_name="resnet18", fixed=replace(demo.fixed, batch_size=8))
+        )
 
 
 def test_a4000_environment_is_table_1_and_holds_only_deltas():
@@ -121,11 +282,21 @@ def test_a4000_environment_is_table_1_and_holds_only_deltas():
 
     paper, demo = params("a4000"), params("local")
     assert paper["search_space"] == TABLE_1
-    assert paper["model_name"] == "resnext101_32x16d.fb_swsl_ig1b_ft_in1k" and paper["config_id"] == 21
-    assert paper["n_trials"] == 297 and paper["fixed"]["batch_size"] == 16 and paper["fixed"]["image_size"] == 224
+    assert (
+        paper["model_name"] == "resnext101_32x16d.fb_swsl_ig1b_ft_in1k" and paper["config_id"] == 21
+    )
+    assert (
+        paper["n_trials"] == 297
+        and paper["fixed"]["batch_size"] == 16
+        and paper["fixed"]["image_size"] == 224
+    )
     assert paper["sampler"] == demo["sampler"]  # inherited from base, not repeated
     differing = {k for k in TABLE_1 if demo["search_space"][k] != TABLE_1[k]}
-    assert differing == {"pretrained", "max_epochs_superconvergence", "max_epochs_constant"}  # the documented DEMO keys
+    assert differing == {
+        "pretrained",
+        "max_epochs_superconvergence",
+        "max_epochs_constant",
+    }  # the documented DEMO keys
     a4000_text = (REPO / "conf/a4000/parameters_hyperparameter_search.yml").read_text()
     assert "sampler" not in a4000_text and "learning_rate" not in a4000_text
     # the A4000 box and the L4 cluster differ in hardware settings only, so they can share one study
@@ -133,7 +304,10 @@ def test_a4000_environment_is_table_1_and_holds_only_deltas():
 
     l4 = params("l4")
     assert l4["fixed"]["precision"] != paper["fixed"]["precision"]
-    assert SearchSettings.from_params(l4).fingerprint() == SearchSettings.from_params(paper).fingerprint()
+    assert (
+        SearchSettings.from_params(l4).fingerprint()
+        == SearchSettings.from_params(paper).fingerprint()
+    )
 
 
 def test_two_workers_share_one_postgresql_study_exactly(kedro_project, tiny_cohort, postgres_url):
@@ -144,19 +318,49 @@ def test_two_workers_share_one_postgresql_study_exactly(kedro_project, tiny_coho
 
     n_trials = 8
     prepare(kedro_project, tiny_cohort, n_trials=n_trials, env="a4000+rehearsal")
-    local = yaml.safe_load((kedro_project / "conf/local/parameters.yml").read_text())  # Table 1 has pretrained trials:
-    local["hyperparameter_search"]["fixed"]["weights_file"] = write_weights(kedro_project, ["test_resnet"])  # offline weights
+    local = yaml.safe_load(
+        (kedro_project / "conf/local/parameters.yml").read_text()
+    )  # Table 1 has pretrained trials:
+    local["hyperparameter_search"]["fixed"]["weights_file"] = write_weights(
+        kedro_project, ["test_resnet"]
+    )  # offline weights
     (kedro_project / "conf/local/parameters.yml").write_text(yaml.safe_dump(local))
     study_name = f"two_workers_{uuid.uuid4().hex[:8]}"  # a kept server (IDH_TEST_POSTGRES_URL) never holds it already
-    (kedro_project / "conf/local/credentials.yml").write_text(yaml.safe_dump({"optuna_db": {"con": postgres_url}}))
-    (kedro_project / "conf/local/catalog.yml").write_text(yaml.safe_dump({"search_study": {
-        "credentials": "optuna_db", "study_name": study_name, "heartbeat_interval": 1, "grace_period": 30}}))
+    (kedro_project / "conf/local/credentials.yml").write_text(
+        yaml.safe_dump({"optuna_db": {"con": postgres_url}})
+    )
+    (kedro_project / "conf/local/catalog.yml").write_text(
+        yaml.safe_dump(
+            {
+                "search_study": {
+                    "credentials": "optuna_db",
+                    "study_name": study_name,
+                    "heartbeat_interval": 1,
+                    "grace_period": 30,
+                }
+            }
+        )
+    )
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "kedro", "run", "--env", box, "--pipelines", "hyperparameter_search",
-             "--params", f"hyperparameter_search.worker={k}"],
-            cwd=kedro_project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "kedro",
+                "run",
+                "--env",
+                box,
+                "--pipelines",
+                "hyperparameter_search",
+                "--params",
+                f"hyperparameter_search.worker={k}",
+            ],
+            cwd=kedro_project,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for k, box in enumerate(("a4000+rehearsal", "l4+rehearsal"))
     ]
@@ -171,7 +375,14 @@ def test_two_workers_share_one_postgresql_study_exactly(kedro_project, tiny_coho
     points = [tuple(sorted(t.params.items())) for t in complete]
     assert len(set(points)) == n_trials  # no point evaluated twice (per-worker sampler seeds)
     others = [t for t in study.trials if t.state.name != "COMPLETE"]
-    assert all(t.state.name == "FAIL" and t.user_attrs.get("surplus") for t in others)  # only given-up surplus claims
-    assert not (kedro_project / "data/06_models").exists()  # nothing went to the demo's SQLite study
+    assert all(
+        t.state.name == "FAIL" and t.user_attrs.get("surplus") for t in others
+    )  # only given-up surplus claims
+    assert not (
+        kedro_project / "data/06_models"
+    ).exists()  # nothing went to the demo's SQLite study
     best = yaml.safe_load((kedro_project / "data/rehearsal/06_models/best_params.yml").read_text())
-    assert best["provenance"]["trial"] == study.best_trial.number and best["provenance"]["completed_trials"] == n_trials
+    assert (
+        best["provenance"]["trial"] == study.best_trial.number
+        and best["provenance"]["completed_trials"] == n_trials
+    )

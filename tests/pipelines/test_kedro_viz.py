@@ -20,14 +20,24 @@ LAYERS = ["raw", "intermediate", "primary", "model_input", "model_output", "mode
 
 def test_every_catalog_entry_has_a_known_layer():
     catalog = yaml.safe_load((REPO / "conf/base/catalog.yml").read_text())
-    missing = {name for name, entry in catalog.items() if entry.get("metadata", {}).get("kedro-viz", {}).get("layer") not in LAYERS}
+    missing = {
+        name
+        for name, entry in catalog.items()
+        if entry.get("metadata", {}).get("kedro-viz", {}).get("layer") not in LAYERS
+    }
     assert missing == set()
 
 
 def test_viz_build_renders_layers_and_collapsed_configurations(kedro_project, tmp_path):
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}
-    done = subprocess.run([sys.executable, "-m", "kedro", "viz", "build"], cwd=kedro_project, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "kedro", "viz", "build"],
+        cwd=kedro_project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     site = kedro_project / "build"
     assert (site / "index.html").is_file() and (site / "api/main").is_file()
@@ -39,19 +49,52 @@ def test_viz_build_renders_layers_and_collapsed_configurations(kedro_project, tm
     try:
         base = f"http://127.0.0.1:{server.server_port}/"
         shot = tmp_path / "kedro_viz.png"
-        page = visit(base, shot, wait_for=".pipeline-node", evaluate={
-            "layers": "Array.from(document.querySelectorAll('.pipeline-layer-name')).map(e => e.textContent)",
-            "names": "Array.from(document.querySelectorAll('.pipeline-node__text')).map(e => e.textContent)",
-        })
-        study = visit(base + "?pid=permutation_study", tmp_path / "permutation_study.png", wait_for=".pipeline-node",
-                      evaluate={"names": "Array.from(document.querySelectorAll('.pipeline-node__text')).map(e => e.textContent)"})
+        page = visit(
+            base,
+            shot,
+            wait_for=".pipeline-node",
+            evaluate={
+                "layers": "Array.from(document.querySelectorAll('.pipeline-layer-name')).map(e => e.textContent)",
+                "names": "Array.from(document.querySelectorAll('.pipeline-node__text')).map(e => e.textContent)",
+            },
+        )
+        study = visit(
+            base + "?pid=permutation_study",
+            tmp_path / "permutation_study.png",
+            wait_for=".pipeline-node",
+            evaluate={
+                "names": "Array.from(document.querySelectorAll('.pipeline-node__text')).map(e => e.textContent)"
+            },
+        )
     finally:
         server.shutdown()
-    assert not [e for e in page.errors + study.errors if e.startswith("pageerror")]  # the app itself did not crash
+    # Every console error fails the test except three that a static build served offline always
+    # gives, each named: kedro-viz's web font (no internet in tests) and the /api/metadata
+    # endpoint that `kedro viz build` does not write (the 404 and the app's note that it got HTML).
+    expected = {
+        "console: Failed to load resource: net::ERR_NAME_NOT_RESOLVED",
+        "console: Failed to load resource: the server responded with a status of 404 (File not found)",
+        "console: metadata fetch error:  SyntaxError: Unexpected token '<', \"<!DOCTYPE \"... is not valid JSON",
+    }
+    for visited in (page, study):
+        assert set(visited.errors) <= expected, visited.errors
+        assert all(
+            url.startswith("https://fonts.googleapis.com/") for url in visited.failed_requests
+        )
     assert page.checks["layers"] == LAYERS
     names = set(page.checks["names"])
-    assert {"extract_slices", "search_hyperparameters", "evaluate_winner_on_test", "build_report", "report"} <= names
+    assert {
+        "extract_slices",
+        "search_hyperparameters",
+        "evaluate_winner_on_test",
+        "build_report",
+        "report",
+    } <= names
     # the 28 configurations are collapsed namespaces, not 28 expanded copies of the training node
-    assert {f"configuration_{c}" for c in range(28)} <= set(study.checks["names"])
+    shown = [name for name in study.checks["names"] if name.startswith("configuration_")]
+    assert set(shown) >= {f"configuration_{c:02d}" for c in range(28)}
+    assert sorted(shown) == sorted(
+        shown, key=lambda name: int(name.split("_")[1])
+    )  # text order is numeric order
     assert "train_configuration" not in set(study.checks["names"])
     assert shot.stat().st_size > 30_000

@@ -16,21 +16,33 @@ TINY = {
     "data_engineering": {"progress": False},
     "demo_pretraining": {"enabled": False},  # the final evaluation below has no pretrained arm
     "permutation_study": {
-        "models": ["resnet10t"], "seeds": [42],
+        "models": ["resnet10t"],
+        "seeds": [42],
         "overrides": {"max_epochs": 1},
         "fixed": {"image_size": 32, "early_stopping": False},
         "final_evaluation": {"pretrained": [False]},
     },
 }
-BEST = {"hyperparameters": {"learning_rate": 1e-3, "pretrained": False, "superconvergence": True, "peak_fraction": 0.3,
-                            "lr_interval": "epoch", "max_epochs": 5, "mask_non_tumor": False}}
+BEST = {
+    "hyperparameters": {
+        "learning_rate": 1e-3,
+        "pretrained": False,
+        "superconvergence": True,
+        "peak_fraction": 0.3,
+        "lr_interval": "epoch",
+        "max_epochs": 5,
+        "mask_non_tumor": False,
+    }
+}
 
 
 def prepare(project, cohort) -> None:
     (project / "conf/local/parameters.yml").write_text(yaml.safe_dump(TINY))
     write_best_params(project, BEST["hyperparameters"])  # as this environment's search writes it
     bootstrap_project(project)
-    with KedroSession.create(project_path=project, runtime_params={"cohort_path": str(cohort)}) as session:
+    with KedroSession.create(
+        project_path=project, runtime_params={"cohort_path": str(cohort)}
+    ) as session:
         session.run(pipeline_names=["data_engineering"])
 
 
@@ -45,7 +57,9 @@ def test_one_namespace_runs_alone(kedro_project, tiny_cohort):
     assert runs["epochs_run"].tolist() == [1] and not runs["pretrained_loaded"].any()
     predictions = pd.read_csv(out / "configuration_15/validation_predictions.csv")
     splits = pd.read_csv(kedro_project / "data/03_primary/development_split.csv")
-    assert set(predictions["subject_id"]) == set(splits.loc[splits["split"] == "val", "subject_id"])  # never test
+    assert set(predictions["subject_id"]) == set(
+        splits.loc[splits["split"] == "val", "subject_id"]
+    )  # never test
 
 
 def test_all_28_configurations_then_the_winner(kedro_project, tiny_cohort):
@@ -66,7 +80,9 @@ def test_all_28_configurations_then_the_winner(kedro_project, tiny_cohort):
     assert set(predictions["config_id"]) == {winner["config_id"]}
     assert set(predictions["subject_id"]) == set(test["subject_id"])
     metrics = pd.read_csv(kedro_project / "data/08_reporting/test_metrics.csv")
-    assert metrics[["model_name", "pretrained", "seeds", "subjects"]].values.tolist() == [["resnet10t", False, 1, len(test)]]
+    assert metrics[["model_name", "pretrained", "seeds", "subjects"]].values.tolist() == [
+        ["resnet10t", False, 1, len(test)]
+    ]
     # the kept weights are the evaluated model: rebuilt from the bundle, they give the same test probabilities
     from idh_pseudocolor.datasets import ModelBundleDataset, NpzDataset
     from idh_pseudocolor.models import create_model
@@ -82,7 +98,12 @@ def test_all_28_configurations_then_the_winner(kedro_project, tiny_cohort):
     x, _ = prepare_inputs(arrays, split_index(arrays, predictions["subject_id"].tolist()), cfg)
     assert predict_proba(model, x) == pytest.approx(predictions["prob_mutant"].to_numpy(), abs=1e-6)
     # checkpoints of the sweep are off by default: the bundle only marks the configuration as done
-    assert ModelBundleDataset(path=str(kedro_project / "data/06_models/permutation_study/configuration_3")).load() == {}
+    assert (
+        ModelBundleDataset(
+            path=str(kedro_project / "data/06_models/permutation_study/configuration_03")
+        ).load()
+        == {}
+    )
 
 
 def test_four_channel_switch_trains_configuration_28_and_ranks_it(kedro_project, tiny_cohort):
@@ -90,10 +111,23 @@ def test_four_channel_switch_trains_configuration_28_and_ranks_it(kedro_project,
     from idh_pseudocolor.paper import best_params_id
 
     best = yaml.safe_load((kedro_project / "data/06_models/best_params.yml").read_text())
-    runs = pd.DataFrame([  # a finished study of the 28 (as aggregate_study writes it)
-        {"config_id": c, "model_name": "resnet10t", "seed": 42, "auroc": 0.6 + c / 100, "accuracy": 0.5, "f1": 0.5,
-         "precision": 0.5, "recall": 0.5, "specificity": 0.5, "best_params_id": best_params_id(best)} for c in range(28)
-    ])
+    runs = pd.DataFrame(
+        [  # a finished study of the 28 (as aggregate_study writes it)
+            {
+                "config_id": c,
+                "model_name": "resnet10t",
+                "seed": 42,
+                "auroc": 0.6 + c / 100,
+                "accuracy": 0.5,
+                "f1": 0.5,
+                "precision": 0.5,
+                "recall": 0.5,
+                "specificity": 0.5,
+                "best_params_id": best_params_id(best),
+            }
+            for c in range(28)
+        ]
+    )
     (kedro_project / "data/07_model_output").mkdir(parents=True, exist_ok=True)
     runs.to_csv(kedro_project / "data/07_model_output/study_runs.csv", index=False)
     params = yaml.safe_load((kedro_project / "conf/local/parameters.yml").read_text())
@@ -105,10 +139,15 @@ def test_four_channel_switch_trains_configuration_28_and_ranks_it(kedro_project,
     assert sorted(table["config_id"]) == list(range(29))
     row = table.set_index("config_id").loc[28]
     expected_rank = 1 + int((runs["auroc"] > row["auroc_mean"]).sum())  # ranked by the same rule
-    assert row["rank_by_sum_mean_auroc"] == expected_rank and row["configuration"] == "28: all four (extension)"
+    assert (
+        row["rank_by_sum_mean_auroc"] == expected_rank
+        and row["configuration"] == "28: all four (extension)"
+    )
     from idh_pseudocolor.datasets import ModelBundleDataset
 
-    bundle = ModelBundleDataset(path=str(kedro_project / "data/06_models/permutation_study/configuration_28")).load()
+    bundle = ModelBundleDataset(
+        path=str(kedro_project / "data/06_models/permutation_study/configuration_28")
+    ).load()
     (entry,) = bundle.values()
     from idh_pseudocolor.models import create_model
 
@@ -132,14 +171,16 @@ def test_only_the_final_evaluation_reads_the_test_split():
 
 
 def test_l4_environment_is_the_papers_sweep_as_deltas():
-    from idh_pseudocolor.pipelines.permutation_study.nodes import hyperparameters
+    from idh_pseudocolor.pipeline_settings import PermutationStudySettings
     from tests.conftest import REPO
 
-    params = project_parameters(REPO, "l4")["permutation_study"]
-    assert params["models"] == ["vgg16.tv_in1k", "resnext101_32x16d.fb_swsl_ig1b_ft_in1k"]
-    assert params["seeds"] == [42, 43, 44] and params["final_evaluation"]["pretrained"] == [True, False]
-    assert params["fixed"]["image_size"] == 224 and params["fixed"]["batch_size"] == 16
-    assert hyperparameters(BEST, params) == BEST["hyperparameters"]  # the demo's pins are cleared
+    settings = PermutationStudySettings.from_params(
+        project_parameters(REPO, "l4")["permutation_study"]
+    )
+    assert settings.models == ("vgg16.tv_in1k", "resnext101_32x16d.fb_swsl_ig1b_ft_in1k")
+    assert settings.seeds == (42, 43, 44) and settings.final_evaluation.pretrained == (True, False)
+    assert settings.fixed.image_size == 224 and settings.fixed.batch_size == 16
+    assert settings.hyperparameters(BEST) == BEST["hyperparameters"]  # the demo's pins are cleared
 
 
 def test_each_finished_run_logs_one_progress_line(caplog):
@@ -150,8 +191,15 @@ def test_each_finished_run_logs_one_progress_line(caplog):
     from idh_pseudocolor.training import RunConfig, RunResult
 
     cfg = RunConfig(model_name="test_resnet", config_id=15, seed=43, pretrained=False)
-    result = RunResult(config=cfg, weights=WeightsInfo("test_resnet", False, False, "none"), best_epoch=4, epochs_run=7,
-                       metrics={"auroc": 0.9125})
+    result = RunResult(
+        config=cfg,
+        weights=WeightsInfo("test_resnet", False, False, "none"),
+        best_epoch=4,
+        epochs_run=7,
+        metrics={"auroc": 0.9125},
+    )
     with caplog.at_level(logging.INFO, logger="idh_pseudocolor.pipelines.permutation_study.nodes"):
-        log_run(cfg, result, 2.34, 5, 6)
-    assert caplog.messages == ["15: T2-T1ce-FLAIR: test_resnet scratch seed 43: 7 epochs, best val AUROC 0.912 (epoch 4), 2.3 s [5/6]"]
+        log_run(cfg, result, 2.34, 5, 6, elapsed=50.0)  # 10 s a run so far, one run left
+    assert caplog.messages == [
+        "15: T2-T1ce-FLAIR: test_resnet scratch seed 43: 7 epochs, best val AUROC 0.912 (epoch 4), 2.3 s [5/6, ETA 0:00:10]"
+    ]

@@ -35,12 +35,17 @@ def test_demo_scale_sweep_recovers_the_planted_truth(kedro_project, tmp_path):
     (kedro_project / "conf/local/parameters.yml").write_text(yaml.safe_dump(LOCAL))
     write_best_params(kedro_project, BEST["hyperparameters"])
     bootstrap_project(kedro_project)
-    with KedroSession.create(project_path=kedro_project, runtime_params={"cohort_path": str(cohort)}) as session:
+    with KedroSession.create(
+        project_path=kedro_project, runtime_params={"cohort_path": str(cohort)}
+    ) as session:
         session.run(pipeline_names=["data_engineering"])
     with KedroSession.create(project_path=kedro_project) as session:
         # the sweep in two processes (as `make run`); each run fixes its threads: a sequential run's numbers
-        session.run(pipeline_names=["permutation_study", "reporting"], to_outputs=["planted_truth"],
-                    runner=ParallelRunner(max_workers=2))
+        session.run(
+            pipeline_names=["permutation_study", "reporting"],
+            to_outputs=["planted_truth"],
+            runner=ParallelRunner(max_workers=2),
+        )
 
     record = json.loads((kedro_project / "data/02_intermediate/cohort_record.json").read_text())
     assert record["planted_sequences"] == list(PLANTED_SEQUENCES) == ["T2", "FLAIR"]
@@ -53,4 +58,6 @@ def test_demo_scale_sweep_recovers_the_planted_truth(kedro_project, tmp_path):
     winner = json.loads((kedro_project / "data/08_reporting/study_winner.json").read_text())
     assert set(PLANTED_SEQUENCES) <= set(configuration(winner["config_id"]))
     top_half = winner["ranking"][:14]
-    assert len(set(top_half) & set(planted["holding"])) >= 10  # nearly all twelve holding T2 and FLAIR on top
+    assert (
+        len(set(top_half) & set(planted["holding"])) >= 10
+    )  # nearly all twelve holding T2 and FLAIR on top

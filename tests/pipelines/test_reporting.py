@@ -14,16 +14,29 @@ from tests.pipelines.test_permutation_study import TINY
 
 
 def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort, tmp_path):
-    params = {**TINY, "hyperparameter_search": {**FAST_SEARCH["hyperparameter_search"], "n_trials": 2},
-              "reporting": {"bootstrap_resamples": 200}}
+    params = {
+        **TINY,
+        "hyperparameter_search": {**FAST_SEARCH["hyperparameter_search"], "n_trials": 2},
+        "reporting": {"bootstrap_resamples": 200},
+    }
     # the demo's pretrained arm, end to end: photograph pretraining (a few steps) -> weights files -> finetuned rows
-    params["permutation_study"] = {**TINY["permutation_study"], "models": ["resnet10t", "test_resnet"],
-                                   "final_evaluation": {"pretrained": [True, False]}}
-    params["demo_pretraining"] = {"enabled": True, "models": ["resnet10t", "test_resnet"], "steps": 3, "batch_size": 8,
-                                  "heldout_crops": 16}
+    params["permutation_study"] = {
+        **TINY["permutation_study"],
+        "models": ["resnet10t", "test_resnet"],
+        "final_evaluation": {"pretrained": [True, False]},
+    }
+    params["demo_pretraining"] = {
+        "enabled": True,
+        "models": ["resnet10t", "test_resnet"],
+        "steps": 3,
+        "batch_size": 8,
+        "heldout_crops": 16,
+    }
     (kedro_project / "conf/local/parameters.yml").write_text(yaml.safe_dump(params))
     bootstrap_project(kedro_project)
-    with KedroSession.create(project_path=kedro_project, runtime_params={"cohort_path": str(report_cohort)}) as session:
+    with KedroSession.create(
+        project_path=kedro_project, runtime_params={"cohort_path": str(report_cohort)}
+    ) as session:
         session.run()  # the default: data_engineering, search, permutation_study, reporting
 
     reports = kedro_project / "data/08_reporting"
@@ -35,44 +48,85 @@ def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort,
     ours = table[table["estimate"] == "seed ensemble"]
     assert sorted(ours["model_name"]) == ["resnet10t", "resnet10t", "test_resnet", "test_resnet"]
     demo_rows = ours[ours["pretrained"].astype(bool)]
-    assert len(demo_rows) == 2 and demo_rows["method"].str.contains("demo pretraining (photographs, not ImageNet)", regex=False).all()
+    assert (
+        len(demo_rows) == 2
+        and demo_rows["method"]
+        .str.contains("demo pretraining (photographs, not ImageNet)", regex=False)
+        .all()
+    )
     assert demo_rows["pretrained_loaded"].astype(bool).all()
     (version,) = (reports / "pretrained_comparison.csv").iterdir()
     comparison = pd.read_csv(version / "pretrained_comparison.csv")
-    assert comparison["available"].all() and comparison["p_value"].between(0, 1).all()  # filled in the demo
-    assert (ours["auroc_ci_low"] <= ours["auroc_ensemble"]).all() and (ours["auroc_ensemble"] <= ours["auroc_ci_high"]).all()
-    chosen = table[table["estimate"] == "seed chosen on validation"]  # the paper's one number per row: one seed here
+    assert (
+        comparison["available"].all() and comparison["p_value"].between(0, 1).all()
+    )  # filled in the demo
+    assert (ours["auroc_ci_low"] <= ours["auroc_ensemble"]).all() and (
+        ours["auroc_ensemble"] <= ours["auroc_ci_high"]
+    ).all()
+    chosen = table[
+        table["estimate"] == "seed chosen on validation"
+    ]  # the paper's one number per row: one seed here
     assert sorted(chosen["model_name"]) == ["resnet10t", "resnet10t", "test_resnet", "test_resnet"]
     assert (chosen["chosen_seed"] == 42).all()
-    assert (chosen["auroc_ci_low"] <= chosen["auroc_best_seed"]).all() and (chosen["auroc_best_seed"] <= chosen["auroc_ci_high"]).all()
+    assert (chosen["auroc_ci_low"] <= chosen["auroc_best_seed"]).all() and (
+        chosen["auroc_best_seed"] <= chosen["auroc_ci_high"]
+    ).all()
     assert (~table["ours"]).sum() == 6  # the paper's four rows and two literature rows, marked
     # the retrained runs reproduce the sweep's: same configuration, model, pretrained flag and seed, on CPU
     (version,) = (reports / "retrain_agreement.csv").iterdir()
     agreement = pd.read_csv(version / "retrain_agreement.csv")
     scratch = agreement[~agreement["pretrained"].astype(bool)]
-    assert sorted(scratch["model_name"]) == ["resnet10t", "test_resnet"] and (scratch["status"] == "agrees").all()
-    assert (scratch["difference"] == 0).all() and (scratch["final_best_epoch"] == scratch["sweep_best_epoch"]).all()
-    assert (agreement.loc[agreement["pretrained"].astype(bool), "status"] == "no sweep run").all()  # the sweep trained scratch only
+    assert (
+        sorted(scratch["model_name"]) == ["resnet10t", "test_resnet"]
+        and (scratch["status"] == "agrees").all()
+    )
+    assert (scratch["difference"] == 0).all() and (
+        scratch["final_best_epoch"] == scratch["sweep_best_epoch"]
+    ).all()
+    assert (
+        agreement.loc[agreement["pretrained"].astype(bool), "status"] == "no sweep run"
+    ).all()  # the sweep trained scratch only
     html = (reports / "report.html").read_text()
-    assert html == next((reports / "report_history/report.html").iterdir()).joinpath("report.html").read_text()
-    assert 'id="retrain-table"' in html and 'id="retrain-flag"' not in html and "chosen on validation AUROC" in html
-    assert 'id="demo-pretraining"' in html and "15 photographs, not ImageNet" in html  # the demo arm, named plainly
-    assert "not available" not in html.split("Finetuned vs. from scratch")[1].split("</table>")[0]  # the filled branch
-    assert 'id="planted-criteria"' in html  # the phantom's planted-truth check is stated (tiny training: pass or not)
+    assert (
+        html
+        == next((reports / "report_history/report.html").iterdir())
+        .joinpath("report.html")
+        .read_text()
+    )
+    assert (
+        'id="retrain-table"' in html
+        and 'id="retrain-flag"' not in html
+        and "chosen on validation AUROC" in html
+    )
+    assert (
+        'id="demo-pretraining"' in html and "15 photographs, not ImageNet" in html
+    )  # the demo arm, named plainly
+    assert (
+        "not available" not in html.split("Finetuned vs. from scratch")[1].split("</table>")[0]
+    )  # the filled branch
+    assert (
+        'id="planted-criteria"' in html
+    )  # the phantom's planted-truth check is stated (tiny training: pass or not)
 
     shot = tmp_path / "report.png"
-    page = visit((reports / "report.html").as_uri(), shot, evaluate={
-        "banner": "document.querySelector('#phantom-banner') !== null",
-        "images": "Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)",
-        "plotly": "document.querySelectorAll('.js-plotly-plot').length",
-        "table2_rows": "document.querySelectorAll('table.t2 tbody tr').length",
-        "retrain_rows": "document.querySelectorAll('#retrain-table tbody tr').length",
-    })
+    page = visit(
+        (reports / "report.html").as_uri(),
+        shot,
+        evaluate={
+            "banner": "document.querySelector('#phantom-banner') !== null",
+            "images": "Array.from(document.images).map(i => i.complete && i.naturalWidth > 0)",
+            "plotly": "document.querySelectorAll('.js-plotly-plot').length",
+            "table2_rows": "document.querySelectorAll('table.t2 tbody tr').length",
+            "retrain_rows": "document.querySelectorAll('#retrain-table tbody tr').length",
+        },
+    )
     assert page.errors == [] and page.failed_requests == []
     assert page.checks["banner"] is True  # phantom data: said at the top
     assert len(page.checks["images"]) == 4 and all(page.checks["images"])
     assert page.checks["plotly"] == 2  # the search's history and importance, interactive
-    assert page.checks["table2_rows"] == 14  # two models x two arms x (seed ensemble, seed chosen on validation) + 6 published
+    assert (
+        page.checks["table2_rows"] == 14
+    )  # two models x two arms x (seed ensemble, seed chosen on validation) + 6 published
     assert page.checks["retrain_rows"] == 4
     assert "IDH Pseudocolor report" in page.title and shot.stat().st_size > 50_000
 
@@ -88,10 +142,27 @@ def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort,
     notebook = kedro_project / "notebooks/walkthrough.ipynb"
     shutil.copy(REPO / "notebooks/walkthrough.ipynb", notebook)
     nb = nbformat.read(notebook, as_version=4)
-    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(notebook.parent)}}).execute()
-    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.get("output_type") == "stream")
+    nbclient.NotebookClient(
+        nb,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(notebook.parent)}},
+    ).execute()
+    printed = "".join(
+        o.get("text", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if o.get("output_type") == "stream"
+    )
     assert "phantom cohort" in printed and "winner:" in printed and "gray T1 ranks" in printed
-    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    images = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "image/png" in o.get("data", {})
+    ]
     assert len(images) >= 2  # the composites and Figure 2
 
     # kedro-viz previews on the real outputs: the slice montage as an image, tables as tables
@@ -101,8 +172,14 @@ def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort,
     import sys
 
     env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"}
-    done = subprocess.run([sys.executable, "-m", "kedro", "viz", "build", "--include-previews"], cwd=kedro_project, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "kedro", "viz", "build", "--include-previews"],
+        cwd=kedro_project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     previews = {}
     for path in (kedro_project / "build/api/nodes").iterdir():
@@ -110,4 +187,7 @@ def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort,
         if node.get("preview"):
             previews[str(node.get("filepath", "")).rsplit("/", 1)[-1]] = node["preview_type"]
     assert previews.get("qc_montage.png") == "ImagePreview"
-    assert previews.get("study_results.csv") == "TablePreview" and previews.get("search_history.json") == "PlotlyPreview"
+    assert (
+        previews.get("study_results.csv") == "TablePreview"
+        and previews.get("search_history.json") == "PlotlyPreview"
+    )

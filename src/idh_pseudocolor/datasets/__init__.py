@@ -7,4 +7,11 @@ from idh_pseudocolor.datasets.optuna_dataset import OptunaStorageDataset
 from idh_pseudocolor.datasets.weights_folder_dataset import WeightsFolderDataset
 from idh_pseudocolor.search import StudyLocation
 
-__all__ = ["CohortDataset", "ModelBundleDataset", "NpzDataset", "OptunaStorageDataset", "StudyLocation", "WeightsFolderDataset"]
+__all__ = [
+    "CohortDataset",
+    "ModelBundleDataset",
+    "NpzDataset",
+    "OptunaStorageDataset",
+    "StudyLocation",
+    "WeightsFolderDataset",
+]

@@ -65,7 +65,9 @@ class CohortDataset(AbstractDataset[None, pd.DataFrame]):
         )
 
     def save(self, data: None) -> None:
-        raise DatasetError("CohortDataset is read-only: raw cohorts are never written by the pipeline")
+        raise DatasetError(
+            "CohortDataset is read-only: raw cohorts are never written by the pipeline"
+        )
 
     def _exists(self) -> bool:
         return self._path.is_dir()

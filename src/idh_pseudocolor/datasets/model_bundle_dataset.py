@@ -27,8 +27,13 @@ class ModelBundleDataset(AbstractDataset[dict[str, dict[str, Any]], dict[str, di
     Local paths or any fsspec URL.
     """
 
-    def __init__(self, path: str, credentials: dict[str, Any] | None = None, fs_args: dict[str, Any] | None = None,
-                 metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        credentials: dict[str, Any] | None = None,
+        fs_args: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         protocol, folder = get_protocol_and_path(path)
         self._protocol, self._folder = protocol, PurePosixPath(folder)
         self._fs = fsspec.filesystem(protocol, **(credentials or {}), **(fs_args or {}))
@@ -40,11 +45,15 @@ class ModelBundleDataset(AbstractDataset[dict[str, dict[str, Any]], dict[str, di
 
     def load(self) -> dict[str, dict[str, Any]]:
         if not self._fs.exists(self._file(MANIFEST)):
-            raise DatasetError(f"No complete model bundle at {self._path} ({MANIFEST} missing): rerun the node that writes it")
+            raise DatasetError(
+                f"No complete model bundle at {self._path} ({MANIFEST} missing): rerun the node that writes it"
+            )
         manifest = json.loads(self._fs.cat_file(self._file(MANIFEST)))
         bundle = {}
         for run, entry in manifest["runs"].items():
-            state = load(self._fs.cat_file(self._file(entry["file"]))) if entry.get("file") else None
+            state = (
+                load(self._fs.cat_file(self._file(entry["file"]))) if entry.get("file") else None
+            )
             bundle[run] = {"state_dict": state, "meta": entry["meta"]}
         return bundle
 
@@ -58,7 +67,11 @@ class ModelBundleDataset(AbstractDataset[dict[str, dict[str, Any]], dict[str, di
             file = None
             if state is not None:
                 file = f"{run}.safetensors"
-                tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items() if isinstance(v, torch.Tensor)}
+                tensors = {
+                    k: v.detach().to("cpu").contiguous()
+                    for k, v in state.items()
+                    if isinstance(v, torch.Tensor)
+                }
                 with self._fs.open(self._file(file), "wb") as fh:
                     fh.write(save(tensors))
             runs[run] = {"file": file, "meta": entry.get("meta", {})}

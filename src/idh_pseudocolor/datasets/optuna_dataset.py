@@ -53,8 +53,14 @@ class OptunaStorageDataset(AbstractDataset[None, StudyLocation]):
         self._grace = grace_period
         self.metadata = metadata
         if not (self._filepath or self._storage):
-            raise DatasetError("OptunaStorageDataset needs 'filepath' (SQLite / journal) or a storage URL")
-        protocol = get_protocol_and_path(self._filepath)[0] if self._filepath and self._storage in (None, "journal") else "file"
+            raise DatasetError(
+                "OptunaStorageDataset needs 'filepath' (SQLite / journal) or a storage URL"
+            )
+        protocol = (
+            get_protocol_and_path(self._filepath)[0]
+            if self._filepath and self._storage in (None, "journal")
+            else "file"
+        )
         if protocol != "file":
             kind = "A journal file" if self._storage == "journal" else "An SQLite study"
             raise DatasetError(
@@ -81,19 +87,23 @@ class OptunaStorageDataset(AbstractDataset[None, StudyLocation]):
             if url.startswith("sqlite:///"):
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             storage = _rdb_storage(url, self._heartbeat, self._grace)
-        return StudyLocation(storage=storage, study_name=self._study_name, url=_mask_password(url))
+        return StudyLocation(storage=storage, study_name=self._study_name, url=masked_url(url))
 
     def save(self, data: None) -> None:
-        raise DatasetError("OptunaStorageDataset is read-only: trials are written by the search as they finish")
+        raise DatasetError(
+            "OptunaStorageDataset is read-only: trials are written by the search as they finish"
+        )
 
     def _exists(self) -> bool:
         return True
 
     def _describe(self) -> dict[str, Any]:
-        return {"study_name": self._study_name, "storage": _mask_password(self._url())}
+        return {"study_name": self._study_name, "storage": masked_url(self._url())}
 
 
-def _rdb_storage(url: str, heartbeat: int, grace: int | None, attempts: int = 5) -> optuna.storages.RDBStorage:
+def _rdb_storage(
+    url: str, heartbeat: int, grace: int | None, attempts: int = 5
+) -> optuna.storages.RDBStorage:
     """An RDB storage; workers starting together race to create Optuna's tables, so the loser
     of that race (a unique-key violation) simply tries again and finds them made."""
     import sqlalchemy.exc
@@ -101,7 +111,10 @@ def _rdb_storage(url: str, heartbeat: int, grace: int | None, attempts: int = 5)
     for attempt in range(attempts):
         try:
             return optuna.storages.RDBStorage(
-                url, heartbeat_interval=heartbeat, grace_period=grace, engine_kwargs={"pool_pre_ping": True}
+                url,
+                heartbeat_interval=heartbeat,
+                grace_period=grace,
+                engine_kwargs={"pool_pre_ping": True},
             )
         except sqlalchemy.exc.IntegrityError:
             if attempt == attempts - 1:
@@ -110,10 +123,12 @@ def _rdb_storage(url: str, heartbeat: int, grace: int | None, attempts: int = 5)
     raise AssertionError("unreachable")
 
 
-def _mask_password(url: str) -> str:
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
+def masked_url(url: str) -> str:
+    """The storage URL for messages and the catalog's description, its password shown as ``***``
+    (SQLAlchemy's own parsing, so percent-encoded passwords and query strings are handled); a
+    journal location is not a SQLAlchemy URL and holds no password."""
+    if url.startswith("journal:"):
+        return url
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)

@@ -28,8 +28,14 @@ class WeightsFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
     fsspec URL) is copied to a local temporary folder first, since timm reads local files.
     """
 
-    def __init__(self, path: str, record_name: str = RECORD, credentials: dict[str, Any] | None = None,
-                 fs_args: dict[str, Any] | None = None, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        record_name: str = RECORD,
+        credentials: dict[str, Any] | None = None,
+        fs_args: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
         protocol, folder = get_protocol_and_path(path)
         self._protocol, self._folder = protocol, PurePosixPath(folder)
         self._fs = fsspec.filesystem(protocol, **(credentials or {}), **(fs_args or {}))
@@ -41,9 +47,15 @@ class WeightsFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
 
     def load(self) -> dict[str, Any]:
         if not self._fs.exists(self._file(self._record)):
-            raise DatasetError(f"No complete weights folder at {self._path} ({self._record} missing): run `kedro run --pipelines demo_pretraining` (permutation_study includes it)")
+            raise DatasetError(
+                f"No complete weights folder at {self._path} ({self._record} missing): run `kedro run --pipelines demo_pretraining` (permutation_study includes it)"
+            )
         stored = json.loads(self._fs.cat_file(self._file(self._record)))
-        local = Path(self._folder) if self._protocol == "file" else Path(tempfile.mkdtemp(prefix="weights-"))
+        local = (
+            Path(self._folder)
+            if self._protocol == "file"
+            else Path(tempfile.mkdtemp(prefix="weights-"))
+        )
         files = {}
         for model, name in stored["files"].items():
             if self._protocol != "file":

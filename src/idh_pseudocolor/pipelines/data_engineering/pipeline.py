@@ -26,7 +26,12 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             node(
                 summarize_quality,
-                inputs=["subject_manifest", "split_sizes", "slice_arrays", "params:data_engineering"],
+                inputs=[
+                    "subject_manifest",
+                    "split_sizes",
+                    "slice_arrays",
+                    "params:data_engineering",
+                ],
                 outputs=["qc_summary", "qc_montage"],
                 name="summarize_quality",
             ),

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from idh_pseudocolor.pretraining import PretrainSettings, pretrain_models
+from idh_pseudocolor.pipeline_settings import DemoPretrainingSettings
+from idh_pseudocolor.pretraining import pretrain_models
 
 logger = logging.getLogger(__name__)
 
@@ -16,11 +17,17 @@ def pretrain_demo_models(params: dict[str, Any]) -> dict[str, Any]:
     With ``enabled: false`` (the paper's environments) no model is pretrained and the record says
     so, so the pipeline has the same shape in every environment.
     """
-    if not params.get("enabled", False):
+    settings = DemoPretrainingSettings.from_params(params)
+    if not settings.enabled:
         return {"models": {}, "record": {"enabled": False}}
-    settings = PretrainSettings.from_params({k: v for k, v in params.items() if k not in ("enabled", "models")})
-    models, record = pretrain_models(list(params["models"]), settings)
+    models, record = pretrain_models(list(settings.models), settings.pretraining)
     for name, result in record["models"].items():
-        logger.info("%s: %s; held-out pretext accuracy %.3f (chance %.3f), %.1f s", name, record["description"],
-                    result["heldout_accuracy"], result["chance"], result["seconds"])
+        logger.info(
+            "%s: %s; held-out pretext accuracy %.3f (chance %.3f), %.1f s",
+            name,
+            record["description"],
+            result["heldout_accuracy"],
+            result["chance"],
+            result["seconds"],
+        )
     return {"models": models, "record": record}

@@ -6,7 +6,13 @@ from idh_pseudocolor.pipelines.demo_pretraining.nodes import pretrain_demo_model
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return pipeline([
-        node(pretrain_demo_models, inputs="params:demo_pretraining", outputs="demo_pretrained_weights",
-             name="pretrain_demo_models"),
-    ])
+    return pipeline(
+        [
+            node(
+                pretrain_demo_models,
+                inputs="params:demo_pretraining",
+                outputs="demo_pretrained_weights",
+                name="pretrain_demo_models",
+            ),
+        ]
+    )

@@ -4,7 +4,7 @@ already in ``study_runs``. It never enters the paper's winner."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from idh_pseudocolor.configurations import FOUR_CHANNEL_ID
+from idh_pseudocolor.configurations import FOUR_CHANNEL_ID, namespace
 from idh_pseudocolor.pipelines.permutation_study.nodes import compare_four_channel
 from idh_pseudocolor.pipelines.permutation_study.pipeline import configuration_pipeline
 
@@ -12,7 +12,11 @@ from idh_pseudocolor.pipelines.permutation_study.pipeline import configuration_p
 def create_pipeline(**kwargs) -> Pipeline:
     compare = node(
         compare_four_channel,
-        inputs=["study_runs", f"configuration_{FOUR_CHANNEL_ID}.validation_runs", "params:permutation_study"],
+        inputs=[
+            "study_runs",
+            f"{namespace(FOUR_CHANNEL_ID)}.validation_runs",
+            "params:permutation_study",
+        ],
         outputs="four_channel_comparison",
         name="compare_four_channel",
     )

@@ -9,6 +9,7 @@ import optuna
 import pandas as pd
 
 from idh_pseudocolor.paper import check_cohort, check_weights_files
+from idh_pseudocolor.pipeline_settings import EnvironmentSettings
 from idh_pseudocolor.search import (
     SearchSettings,
     StudyLocation,
@@ -20,22 +21,25 @@ from idh_pseudocolor.search import (
 
 
 def search_hyperparameters(
-    slice_arrays: dict[str, np.ndarray], development_split: pd.DataFrame, search_study: StudyLocation, params: dict[str, Any],
-    environment: dict[str, Any] | None = None,
+    slice_arrays: dict[str, np.ndarray],
+    development_split: pd.DataFrame,
+    search_study: StudyLocation,
+    params: dict[str, Any],
+    environment: dict[str, Any],
 ) -> tuple[pd.DataFrame, dict[str, Any], Any, Any]:
     """Run (or resume) the search on train/validation; the test split is never read here.
 
     Returns the trials table, ``best_params`` and Optuna's optimization-history and
     parameter-importance figures.
     """
-    check_cohort(slice_arrays, environment)
-    check_weights_files(params.get("fixed", {}).get("weights_file"), environment)
-    settings = SearchSettings.from_params(params)
+    settings, env = SearchSettings.from_params(params), EnvironmentSettings.from_params(environment)
+    check_cohort(slice_arrays, env)
+    check_weights_files(settings.fixed.weights_file, env)
     study = open_study(search_study, settings)
     splits = development_split
     train_ids = splits.loc[splits["split"] == "train", "subject_id"].tolist()
     val_ids = splits.loc[splits["split"] == "val", "subject_id"].tolist()
-    run_search(study, slice_arrays, train_ids, val_ids, settings, progress=params.get("progress", True))
+    run_search(study, slice_arrays, train_ids, val_ids, settings)
     history = optuna.visualization.plot_optimization_history(study, target_name="validation F1")
     try:
         importance = optuna.visualization.plot_param_importances(study, target_name="validation F1")

@@ -11,9 +11,19 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             node(
                 search_hyperparameters,
-                inputs=["slice_arrays", "development_split", "search_study", "params:hyperparameter_search",
-                        "params:environment"],
-                outputs=["search_trials", "best_params", "search_history_plot", "search_importance_plot"],
+                inputs=[
+                    "slice_arrays",
+                    "development_split",
+                    "search_study",
+                    "params:hyperparameter_search",
+                    "params:environment",
+                ],
+                outputs=[
+                    "search_trials",
+                    "best_params",
+                    "search_history_plot",
+                    "search_importance_plot",
+                ],
                 name="search_hyperparameters",
                 tags=[GPU_TAG],  # under DaskRunner, a search worker holds one GPU
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import socket
@@ -23,7 +24,12 @@ from idh_pseudocolor.paper import (
     check_weights_files,
     check_winner_source,
 )
-from idh_pseudocolor.search import SearchSettings
+from idh_pseudocolor.pipeline_settings import (
+    DataEngineeringSettings,
+    EnvironmentSettings,
+    PermutationStudySettings,
+    SearchSettings,
+)
 from idh_pseudocolor.study import final_metrics_table, summarize, winner
 from idh_pseudocolor.training import (
     RunConfig,
@@ -39,12 +45,27 @@ PROVENANCE_COLUMNS = ("worker", "device", "started_at", "finished_at")
 logger = logging.getLogger(__name__)
 
 
-def log_run(cfg: RunConfig, result: RunResult, seconds: float, done: int, total: int) -> None:
-    """One line per finished run, so a long node shows progress in a terminal and in log files."""
+def log_run(
+    cfg: RunConfig, result: RunResult, seconds: float, done: int, total: int, elapsed: float
+) -> None:
+    """One line per finished run, so a long node shows progress in a terminal and in log files;
+    the ETA assumes the node's remaining runs take as long as its finished ones did on average."""
     arm = "pretrained" if cfg.pretrained else "scratch"
-    logger.info("%s: %s %s seed %d: %d epochs, best val AUROC %.3f (epoch %d), %.1f s [%d/%d]",
-                configuration_label(cfg.config_id), cfg.model_name, arm, cfg.seed, result.epochs_run,
-                result.metrics["auroc"], result.best_epoch, seconds, done, total)
+    eta = datetime.timedelta(seconds=round(elapsed / done * (total - done)))
+    logger.info(
+        "%s: %s %s seed %d: %d epochs, best val AUROC %.3f (epoch %d), %.1f s [%d/%d, ETA %s]",
+        configuration_label(cfg.config_id),
+        cfg.model_name,
+        arm,
+        cfg.seed,
+        result.epochs_run,
+        result.metrics["auroc"],
+        result.best_epoch,
+        seconds,
+        done,
+        total,
+        eta,
+    )
 
 
 def where_and_when(cfg: RunConfig, started_at: float) -> dict[str, Any]:
@@ -52,41 +73,63 @@ def where_and_when(cfg: RunConfig, started_at: float) -> dict[str, Any]:
     the sweep's audit trail and what its numbers depend on besides settings and seed."""
     device = training_device(cfg.accelerator)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    return {"worker": f"{socket.gethostname()}:{os.getpid()}", "device": name, "torch_threads": cfg.torch_threads,
-            **software_versions(), "started_at": started_at, "finished_at": time.time()}
+    return {
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "device": name,
+        "torch_threads": cfg.torch_threads,
+        **software_versions(),
+        "started_at": started_at,
+        "finished_at": time.time(),
+    }
 
 
 def checked_best_params(
-    best_params: dict[str, Any], params: dict[str, Any], search_params: dict[str, Any], consumer: str
+    best_params: dict[str, Any],
+    settings: PermutationStudySettings,
+    search: SearchSettings,
+    consumer: str,
 ) -> dict[str, Any]:
     """best_params' identity for the runs' rows, after checking it came from this environment's search."""
-    settings = SearchSettings.from_params(search_params)
-    accepted = check_best_params(best_params, settings.fingerprint_id(), settings.n_trials,
-                                 params.get("accept_best_params"), consumer=consumer)
-    return {"best_params_id": best_params_id(best_params), "best_params_accepted_by_override": accepted}
+    accepted = check_best_params(
+        best_params,
+        search.fingerprint_id(),
+        search.n_trials,
+        settings.accept_best_params,
+        consumer=consumer,
+    )
+    return {
+        "best_params_id": best_params_id(best_params),
+        "best_params_accepted_by_override": accepted,
+    }
 
 
 def run_name(cfg: RunConfig) -> str:
     return f"configuration_{cfg.config_id}-{cfg.model_name}-{'pretrained' if cfg.pretrained else 'scratch'}-seed{cfg.seed}"
 
 
-def checkpoint(result: RunResult, normalization: dict[str, Any] | None = None) -> dict[str, Any]:
+def checkpoint(result: RunResult, data: DataEngineeringSettings) -> dict[str, Any]:
     """A run's best-epoch weights and what is needed to rebuild, judge and apply it (the slice
     normalization its inputs had, so ``predict`` prepares new patients the same way)."""
-    meta = {"config": asdict(result.config), "weights": result.weights.as_dict(), "best_epoch": result.best_epoch,
-            "validation": result.metrics, "normalization": dict(normalization or {})}
+    meta = {
+        "config": asdict(result.config),
+        "weights": result.weights.as_dict(),
+        "best_epoch": result.best_epoch,
+        "validation": result.metrics,
+        "normalization": asdict(data.normalization),
+    }
     return {"state_dict": result.state_dict, "meta": meta}
 
 
-def hyperparameters(best_params: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """best_params' hyperparameters with ``overrides`` applied (an override of null keeps best_params')."""
-    overrides = {k: v for k, v in (params.get("overrides") or {}).items() if v is not None}
-    return {**best_params["hyperparameters"], **overrides}
-
-
 def train_configuration(
-    slice_arrays: dict[str, np.ndarray], development_split: pd.DataFrame, best_params: dict[str, Any], params: dict[str, Any],
-    data_params: dict[str, Any], search_params: dict[str, Any], environment: dict[str, Any], *, config_id: int,
+    slice_arrays: dict[str, np.ndarray],
+    development_split: pd.DataFrame,
+    best_params: dict[str, Any],
+    params: dict[str, Any],
+    data_params: dict[str, Any],
+    search_params: dict[str, Any],
+    environment: dict[str, Any],
+    *,
+    config_id: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """All runs (models x seeds) of one configuration; validation metrics, predictions and
     (with ``keep_checkpoints``) each run's best-epoch weights.
@@ -94,61 +137,116 @@ def train_configuration(
     Hyperparameters come from the search's ``best_params`` (refused if this environment's search
     did not produce it), overridable by ``permutation_study.overrides``; the test split is not read.
     """
-    check_cohort(slice_arrays, environment)
-    check_weights_files(params.get("fixed", {}).get("weights_file"), environment)
-    source = checked_best_params(best_params, params, search_params, f"configuration {config_id}")
-    keep = bool(params["keep_checkpoints"])
+    settings = PermutationStudySettings.from_params(params)
+    data, search = (
+        DataEngineeringSettings.from_params(data_params),
+        SearchSettings.from_params(search_params),
+    )
+    env = EnvironmentSettings.from_params(environment)
+    check_cohort(slice_arrays, env)
+    check_weights_files(settings.fixed.weights_file, env)
+    source = checked_best_params(best_params, settings, search, f"configuration {config_id}")
+    keep = settings.keep_checkpoints
     checkpoints: dict[str, Any] = {}
-    hp = hyperparameters(best_params, params)
+    hp = settings.hyperparameters(best_params)
     train_ids = development_split.loc[development_split["split"] == "train", "subject_id"].tolist()
     val = development_split[development_split["split"] == "val"]
     runs, predictions = [], []
-    for model_name in params["models"]:
-        for seed in params["seeds"]:
-            cfg = RunConfig(model_name=model_name, config_id=config_id, seed=int(seed), **{**params.get("fixed", {}), **hp})
+    node_started = time.time()
+    for model_name in settings.models:
+        for seed in settings.seeds:
+            cfg = RunConfig(
+                model_name=model_name,
+                config_id=config_id,
+                seed=seed,
+                **{**settings.fixed.run_config(), **hp},
+            )
             started = time.time()
-            result = train_run(slice_arrays, train_ids, val["subject_id"].tolist(), cfg, keep_state=keep)
-            log_run(cfg, result, time.time() - started, len(runs) + 1, len(params["models"]) * len(params["seeds"]))
+            result = train_run(
+                slice_arrays, train_ids, val["subject_id"].tolist(), cfg, keep_state=keep
+            )
+            log_run(
+                cfg,
+                result,
+                time.time() - started,
+                len(runs) + 1,
+                len(settings.models) * len(settings.seeds),
+                time.time() - node_started,
+            )
             if keep:
-                checkpoints[run_name(cfg)] = checkpoint(result, data_params.get("normalization"))
-            runs.append({
-                "config_id": config_id, "model_name": model_name, "seed": int(seed), "pretrained": cfg.pretrained,
-                **result.metrics,
-                "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-                "pretrained_loaded": result.weights.pretrained_loaded, "weights_source": result.weights.source,
-                **source, **where_and_when(cfg, started),
-            })
-            predictions.append(pd.DataFrame({
-                "config_id": config_id, "model_name": model_name, "seed": int(seed),
-                "subject_id": result.val_subject_ids, "label": val["label"].to_numpy(), "prob_mutant": result.val_prob_mutant,
-            }))
+                checkpoints[run_name(cfg)] = checkpoint(result, data)
+            runs.append(
+                {
+                    "config_id": config_id,
+                    "model_name": model_name,
+                    "seed": seed,
+                    "pretrained": cfg.pretrained,
+                    **result.metrics,
+                    "best_epoch": result.best_epoch,
+                    "epochs_run": result.epochs_run,
+                    "pretrained_loaded": result.weights.pretrained_loaded,
+                    "weights_source": result.weights.source,
+                    **source,
+                    **where_and_when(cfg, started),
+                }
+            )
+            predictions.append(
+                pd.DataFrame(
+                    {
+                        "config_id": config_id,
+                        "model_name": model_name,
+                        "seed": seed,
+                        "subject_id": result.val_subject_ids,
+                        "label": val["label"].to_numpy(),
+                        "prob_mutant": result.val_prob_mutant,
+                    }
+                )
+            )
     return pd.DataFrame(runs), pd.concat(predictions, ignore_index=True), checkpoints
 
 
-def aggregate_study(params: dict[str, Any], *validation_runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+def aggregate_study(
+    params: dict[str, Any], *validation_runs: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """All runs in one table, mean/std per configuration and model, and the winner (paper's rule)."""
+    settings = PermutationStudySettings.from_params(params)
     runs = pd.concat(validation_runs, ignore_index=True)
-    sources = runs["best_params_id"] if "best_params_id" in runs else pd.Series(["unrecorded"] * len(runs))
+    sources = (
+        runs["best_params_id"]
+        if "best_params_id" in runs
+        else pd.Series(["unrecorded"] * len(runs))
+    )
     check_one_source(sources.fillna("unrecorded"))
     summary = summarize(runs)
-    return runs, summary, {**winner(summary, models=list(params["models"])), "best_params_id": str(sources.iloc[0])}
+    return (
+        runs,
+        summary,
+        {**winner(summary, models=list(settings.models)), "best_params_id": str(sources.iloc[0])},
+    )
 
 
-def compare_four_channel(study_runs: pd.DataFrame, four_channel_runs: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+def compare_four_channel(
+    study_runs: pd.DataFrame, four_channel_runs: pd.DataFrame, params: dict[str, Any]
+) -> pd.DataFrame:
     """Configuration 28 (all four sequences) ranked among the paper's 28 by the same rule.
 
     It is an extension: it never enters the paper's winner; this table only says where it lands.
     """
+    settings = PermutationStudySettings.from_params(params)
     both = pd.concat([study_runs, four_channel_runs], ignore_index=True)
     if "best_params_id" in both:
         check_one_source(both["best_params_id"].fillna("unrecorded"))
     summary = summarize(both)
-    ranking = winner(summary, models=list(params["models"]))["ranking"]
-    summary["rank_by_sum_mean_auroc"] = summary["config_id"].map({c: i + 1 for i, c in enumerate(ranking)})
+    ranking = winner(summary, models=list(settings.models))["ranking"]
+    summary["rank_by_sum_mean_auroc"] = summary["config_id"].map(
+        {c: i + 1 for i, c in enumerate(ranking)}
+    )
     return summary.sort_values(["rank_by_sum_mean_auroc", "model_name"]).reset_index(drop=True)
 
 
-def demo_weights_files(demo_pretrained_weights: dict[str, Any] | None, models: list[str]) -> dict[str, str] | None:
+def demo_weights_files(
+    demo_pretrained_weights: dict[str, Any] | None, models: list[str]
+) -> dict[str, str] | None:
     """The demo's photograph-pretrained weights per model, or None where the demo pretraining is off.
 
     A model without a file is refused: with network access it would otherwise quietly get
@@ -188,40 +286,75 @@ def evaluate_winner(
     the demo pretrained its networks (``demo_pretrained_weights``), it loads those files, through
     the same weights-file path, and every row says so.
     """
-    check_cohort(slice_arrays, environment)
-    weights_file = params.get("fixed", {}).get("weights_file")
-    if not weights_file and True in params["final_evaluation"]["pretrained"]:
-        weights_file = demo_weights_files(demo_pretrained_weights, params["models"])
-    check_weights_files(weights_file, environment)
-    source = checked_best_params(best_params, params, search_params, "the final evaluation")
+    settings = PermutationStudySettings.from_params(params)
+    data, search = (
+        DataEngineeringSettings.from_params(data_params),
+        SearchSettings.from_params(search_params),
+    )
+    env = EnvironmentSettings.from_params(environment)
+    check_cohort(slice_arrays, env)
+    weights_file = settings.fixed.weights_file
+    if not weights_file and True in settings.final_evaluation.pretrained:
+        weights_file = demo_weights_files(demo_pretrained_weights, list(settings.models))
+    check_weights_files(weights_file, env)
+    source = checked_best_params(best_params, settings, search, "the final evaluation")
     check_winner_source(study_winner, best_params, "the final evaluation")
     config_id = int(study_winner["config_id"])
-    hp = hyperparameters(best_params, params)
+    hp = settings.hyperparameters(best_params)
     train_ids = development_split.loc[development_split["split"] == "train", "subject_id"].tolist()
     val_ids = development_split.loc[development_split["split"] == "val", "subject_id"].tolist()
     test_ids, test_labels = test_split["subject_id"].tolist(), test_split["label"].to_numpy()
     predictions, models = [], {}
-    total = len(params["models"]) * len(params["final_evaluation"]["pretrained"]) * len(params["seeds"])
-    for model_name in params["models"]:
-        for pretrained in params["final_evaluation"]["pretrained"]:
-            for seed in params["seeds"]:
+    arms = settings.final_evaluation.pretrained
+    total = len(settings.models) * len(arms) * len(settings.seeds)
+    node_started = time.time()
+    for model_name in settings.models:
+        for pretrained in arms:
+            for seed in settings.seeds:
                 cfg = RunConfig(
-                    model_name=model_name, config_id=config_id, seed=int(seed),
-                    **{**params.get("fixed", {}), **hp, "pretrained": bool(pretrained), "weights_file": weights_file},
+                    model_name=model_name,
+                    config_id=config_id,
+                    seed=seed,
+                    **{
+                        **settings.fixed.run_config(),
+                        **hp,
+                        "pretrained": pretrained,
+                        "weights_file": weights_file,
+                    },
                 )
                 started = time.time()
-                result = train_run(slice_arrays, train_ids, val_ids, cfg, evaluate_ids=test_ids, keep_state=True)
-                log_run(cfg, result, time.time() - started, len(predictions) + 1, total)
-                models[run_name(cfg)] = checkpoint(result, data_params.get("normalization"))
-                predictions.append(pd.DataFrame({
-                    "config_id": config_id, "model_name": model_name, "pretrained": bool(pretrained),
-                    "pretrained_loaded": result.weights.pretrained_loaded, "seed": int(seed),
-                    "weights_source": result.weights.source, "demo_pretraining": result.weights.demo_pretraining,
-                    # the run's own validation score: picks the paper's single "best model" seed and
-                    # checks the retrained run against the sweep's run of the same configuration
-                    "val_auroc": float(result.metrics["auroc"]), "best_epoch": int(result.best_epoch),
-                    "best_params_id": source["best_params_id"],
-                    "subject_id": test_ids, "label": test_labels, "prob_mutant": result.eval_prob_mutant,
-                }))
+                result = train_run(
+                    slice_arrays, train_ids, val_ids, cfg, evaluate_ids=test_ids, keep_state=True
+                )
+                log_run(
+                    cfg,
+                    result,
+                    time.time() - started,
+                    len(predictions) + 1,
+                    total,
+                    time.time() - node_started,
+                )
+                models[run_name(cfg)] = checkpoint(result, data)
+                predictions.append(
+                    pd.DataFrame(
+                        {
+                            "config_id": config_id,
+                            "model_name": model_name,
+                            "pretrained": pretrained,
+                            "pretrained_loaded": result.weights.pretrained_loaded,
+                            "seed": seed,
+                            "weights_source": result.weights.source,
+                            "demo_pretraining": result.weights.demo_pretraining,
+                            # the run's own validation score: picks the paper's single "best model" seed and
+                            # checks the retrained run against the sweep's run of the same configuration
+                            "val_auroc": float(result.metrics["auroc"]),
+                            "best_epoch": int(result.best_epoch),
+                            "best_params_id": source["best_params_id"],
+                            "subject_id": test_ids,
+                            "label": test_labels,
+                            "prob_mutant": result.eval_prob_mutant,
+                        }
+                    )
+                )
     predictions_table = pd.concat(predictions, ignore_index=True)
     return predictions_table, final_metrics_table(predictions_table), models

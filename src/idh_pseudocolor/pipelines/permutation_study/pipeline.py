@@ -5,7 +5,7 @@ from functools import partial, update_wrapper
 
 from kedro.pipeline import Pipeline, node, pipeline
 
-from idh_pseudocolor.configurations import FOUR_CHANNEL_ID, PAPER_CONFIGURATION_IDS
+from idh_pseudocolor.configurations import FOUR_CHANNEL_ID, PAPER_CONFIGURATION_IDS, namespace
 from idh_pseudocolor.pipelines import demo_pretraining
 from idh_pseudocolor.pipelines.permutation_study.nodes import (
     aggregate_study,
@@ -17,16 +17,27 @@ from idh_pseudocolor.runner import GPU_TAG
 SHARED_INPUTS = {"slice_arrays", "development_split", "best_params"}
 #: the sweep's own settings, the slice normalization (kept with the weights), the search's
 #: settings (best_params must match them) and the environment (paper runs refuse the phantom)
-CHECKED_PARAMETERS = ("params:permutation_study", "params:data_engineering", "params:hyperparameter_search", "params:environment")
+CHECKED_PARAMETERS = (
+    "params:permutation_study",
+    "params:data_engineering",
+    "params:hyperparameter_search",
+    "params:environment",
+)
 
 
 def configuration_pipeline(config_id: int) -> Pipeline:
     func = update_wrapper(partial(train_configuration, config_id=config_id), train_configuration)
     return pipeline(
-        [node(func, inputs=["slice_arrays", "development_split", "best_params", *CHECKED_PARAMETERS],
-              outputs=["validation_runs", "validation_predictions", "checkpoints"], name="train_configuration",
-              tags=[GPU_TAG])],
-        namespace=f"configuration_{config_id}",
+        [
+            node(
+                func,
+                inputs=["slice_arrays", "development_split", "best_params", *CHECKED_PARAMETERS],
+                outputs=["validation_runs", "validation_predictions", "checkpoints"],
+                name="train_configuration",
+                tags=[GPU_TAG],
+            )
+        ],
+        namespace=namespace(config_id),
         inputs=SHARED_INPUTS,
         parameters=set(CHECKED_PARAMETERS),
         tags=["extension"] if config_id == FOUR_CHANNEL_ID else None,
@@ -34,17 +45,29 @@ def configuration_pipeline(config_id: int) -> Pipeline:
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    per_configuration = sum((configuration_pipeline(c) for c in PAPER_CONFIGURATION_IDS), Pipeline([]))
+    per_configuration = sum(
+        (configuration_pipeline(c) for c in PAPER_CONFIGURATION_IDS), Pipeline([])
+    )
     aggregate = node(
         aggregate_study,
-        inputs=["params:permutation_study", *[f"configuration_{c}.validation_runs" for c in PAPER_CONFIGURATION_IDS]],
+        inputs=[
+            "params:permutation_study",
+            *[f"{namespace(c)}.validation_runs" for c in PAPER_CONFIGURATION_IDS],
+        ],
         outputs=["study_runs", "study_results", "study_winner"],
         name="aggregate_study",
     )
     final = node(
         evaluate_winner,
-        inputs=["slice_arrays", "development_split", "test_split", "best_params", "study_winner", *CHECKED_PARAMETERS,
-                "demo_pretrained_weights"],
+        inputs=[
+            "slice_arrays",
+            "development_split",
+            "test_split",
+            "best_params",
+            "study_winner",
+            *CHECKED_PARAMETERS,
+            "demo_pretrained_weights",
+        ],
         outputs=["test_predictions", "test_metrics", "winner_models"],
         name="evaluate_winner_on_test",
         tags=[GPU_TAG],
@@ -52,4 +75,3 @@ def create_pipeline(**kwargs) -> Pipeline:
     # the final evaluation's pretrained arm needs the demo's weights (an empty record where the
     # demo pretraining is off, as in the paper's envs), so `--pipelines permutation_study` makes them
     return per_configuration + pipeline([aggregate, final]) + demo_pretraining.create_pipeline()
-

@@ -19,22 +19,68 @@ from idh_pseudocolor.pipelines.reporting.nodes import (
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    return pipeline([
-        node(plot_composition, ["slice_arrays", "development_split", "study_winner", "params:reporting"], "figure_1@matplotlib",
-             name="plot_figure_1"),
-        node(plot_configurations, "study_results", "figure_2@matplotlib", name="plot_figure_2"),
-        node(plot_model_agreement, ["study_results", "params:permutation_study"], "figure_3@matplotlib", name="plot_figure_3"),
-        node(plot_calibration, ["test_predictions", "params:reporting"], "calibration_plot@matplotlib", name="plot_calibration"),
-        node(make_table_2, ["test_predictions", "params:reporting"], ["table_2", "pretrained_comparison"], name="make_table_2"),
-        node(compare_retrained_runs, ["test_predictions", "study_runs", "params:reporting"], "retrain_agreement",
-             name="compare_retrained_runs"),
-        node(check_planted_truth, ["study_winner", "cohort_record", "params:environment"], "planted_truth", name="check_planted_truth"),
-        node(
-            build_report,
-            ["figure_1@image", "figure_2@image", "figure_3@image", "calibration_plot@image", "table_2", "pretrained_comparison",
-             "retrain_agreement", "study_winner", "study_results", "best_params", "qc_summary", "test_metrics", "search_history_plot",
-             "search_importance_plot", "parameters", "planted_truth", "demo_pretrained_weights"],
-            ["report_history", "report"],
-            name="build_report",
-        ),
-    ])
+    return pipeline(
+        [
+            node(
+                plot_composition,
+                ["slice_arrays", "development_split", "study_winner", "params:reporting"],
+                "figure_1@matplotlib",
+                name="plot_figure_1",
+            ),
+            node(plot_configurations, "study_results", "figure_2@matplotlib", name="plot_figure_2"),
+            node(
+                plot_model_agreement,
+                ["study_results", "params:permutation_study"],
+                "figure_3@matplotlib",
+                name="plot_figure_3",
+            ),
+            node(
+                plot_calibration,
+                ["test_predictions", "params:reporting"],
+                "calibration_plot@matplotlib",
+                name="plot_calibration",
+            ),
+            node(
+                make_table_2,
+                ["test_predictions", "params:reporting"],
+                ["table_2", "pretrained_comparison"],
+                name="make_table_2",
+            ),
+            node(
+                compare_retrained_runs,
+                ["test_predictions", "study_runs", "params:reporting"],
+                "retrain_agreement",
+                name="compare_retrained_runs",
+            ),
+            node(
+                check_planted_truth,
+                ["study_winner", "cohort_record", "params:environment"],
+                "planted_truth",
+                name="check_planted_truth",
+            ),
+            node(
+                build_report,
+                [
+                    "figure_1@image",
+                    "figure_2@image",
+                    "figure_3@image",
+                    "calibration_plot@image",
+                    "table_2",
+                    "pretrained_comparison",
+                    "retrain_agreement",
+                    "study_winner",
+                    "study_results",
+                    "best_params",
+                    "qc_summary",
+                    "test_metrics",
+                    "search_history_plot",
+                    "search_importance_plot",
+                    "parameters",
+                    "planted_truth",
+                    "demo_pretrained_weights",
+                ],
+                ["report_history", "report"],
+                name="build_report",
+            ),
+        ]
+    )

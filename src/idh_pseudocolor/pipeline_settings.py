@@ -1,0 +1,425 @@
+"""Every pipeline's settings as one typed, frozen object built from its ``params:<pipeline>`` block.
+
+The YAML under ``conf/base`` is the only home of defaults (``conf/paper``, the hardware layers,
+``conf/local`` and ``--params`` change values on top of it): these classes hold none. Building
+refuses a key that the YAML does not define, a key that it lacks and a value of the wrong type,
+naming the key and the file that lists the settings, so a typo in ``conf/local`` or ``--params``
+stops the run instead of being ignored. Nodes build their settings in their first line
+(``PermutationStudySettings.from_params(params)``) and use attributes from there; a hook builds
+every block (:func:`check_settings`) before the first node. No Kedro here (this module is
+not Kedro's ``settings.py``, which configures the project).
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, is_dataclass
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
+
+if TYPE_CHECKING:
+    from idh_pseudocolor.pretraining import PretrainSettings
+    from idh_pseudocolor.slices import Normalization
+
+T = TypeVar("T")
+
+#: where each block's settings and defaults live
+SOURCES: dict[str, str] = {
+    "environment": "conf/base/parameters.yml",
+    "data_engineering": "conf/base/parameters_data_engineering.yml",
+    "demo_pretraining": "conf/base/parameters_demo_pretraining.yml",
+    "hyperparameter_search": "conf/base/parameters_hyperparameter_search.yml",
+    "permutation_study": "conf/base/parameters_permutation_study.yml",
+    "reporting": "conf/base/parameters_reporting.yml",
+}
+
+#: RunConfig fields that choose hardware or speed, not the experiment: not part of a search's
+#: fingerprint, so an A4000 box and an L4 cluster can add trials to one study
+HARDWARE_SETTINGS = frozenset(
+    {
+        "accelerator",
+        "precision",
+        "device_resident",
+        "fused_optimizer",
+        "channels_last",
+        "compile",
+        "deterministic",
+        "cudnn_benchmark",
+        "progress",
+        "weights_file",
+        "torch_threads",
+    }
+)
+
+
+# ---- building ------------------------------------------------------------------------------------
+
+
+def _source(path: str) -> str:
+    return SOURCES[path.split(".")[0]]
+
+
+def check_keys(params: Any, names: tuple[str, ...] | list[str], path: str) -> None:
+    """``params`` holds exactly the settings ``names`` of block ``path``, else a ValueError naming the key."""
+    source = _source(path)
+    if not isinstance(params, Mapping):
+        raise ValueError(f"{path} must be a block of settings ({source}), got {params!r}")
+    for key in params:
+        if key not in names:
+            raise ValueError(
+                f"{path}.{key} is not a setting ({source} lists them: {', '.join(names)})"
+            )
+    for name in names:
+        if name not in params:
+            raise ValueError(f"{path}.{name} is missing ({source} sets it)")
+
+
+def build(cls: type[T], params: Any, path: str) -> T:
+    """A settings dataclass from its block: every field from the block, nested blocks typed too."""
+    names = [f.name for f in fields(cls)]
+    check_keys(params, names, path)
+    hints = get_type_hints(cls)
+    return cls(**{name: typed(params[name], hints[name], f"{path}.{name}") for name in names})
+
+
+def typed(value: Any, hint: Any, path: str) -> Any:
+    """``value`` checked against ``hint`` (sequences become tuples; a dataclass hint builds a block)."""
+    if isinstance(hint, type) and is_dataclass(hint):
+        return build(hint, value, path)
+    if not _conforms(value, hint):
+        raise ValueError(f"{path} = {value!r} is not a {_name(hint)} ({_source(path)})")
+    return tuple(value) if get_origin(hint) is tuple else value
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return True
+    if hint is None or hint is type(None):
+        return value is None
+    if origin in (Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_conforms(v, args[0]) for v in value)
+        return len(value) == len(args) and all(
+            _conforms(v, a) for v, a in zip(value, args, strict=True)
+        )
+    if origin is Mapping:
+        return isinstance(value, Mapping) and all(
+            _conforms(k, args[0]) and _conforms(v, args[1]) for k, v in value.items()
+        )
+    return isinstance(value, hint)
+
+
+def _name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) if isinstance(hint, type) else str(hint)
+
+
+class Settings:
+    """A block of settings: :meth:`from_params` builds it from ``params:<SECTION>``."""
+
+    SECTION: ClassVar[str]
+
+    @classmethod
+    def from_params(cls: type[T], params: Mapping[str, Any]) -> T:
+        return build(cls, params, cls.SECTION)
+
+
+# ---- environment ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnvironmentSettings(Settings):
+    """What kind of run this configuration is (``params:environment``)."""
+
+    SECTION: ClassVar[str] = "environment"
+    kind: str  # demo | paper
+    rehearsal: bool  # a paper run at toy scale on the phantom (set by --env <env>+rehearsal)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("demo", "paper"):
+            raise ValueError(
+                f"environment.kind = {self.kind!r} is not demo or paper ({SOURCES['environment']})"
+            )
+
+    @property
+    def paper(self) -> bool:
+        return self.kind == "paper"
+
+
+# ---- data_engineering ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NormalizationSettings:
+    method: str  # percentile | zscore | minmax | none
+    lower: float
+    upper: float
+
+    def normalization(self) -> Normalization:
+        from idh_pseudocolor.slices import Normalization
+
+        return Normalization(**asdict(self))
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    train: float
+    val: float
+    test: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class DataEngineeringSettings(Settings):
+    SECTION: ClassVar[str] = "data_engineering"
+    n_workers: int | None  # None: all CPU cores
+    progress: bool
+    normalization: NormalizationSettings
+    splits: SplitSettings
+    qc_montage_subjects: int
+
+
+# ---- training runs (the search's and the sweep's ``fixed``) ------------------------------------
+
+
+@dataclass(frozen=True)
+class FixedSettings:
+    """RunConfig fields a pipeline holds fixed for all its runs."""
+
+    batch_size: int
+    image_size: int
+    early_stopping: bool
+    early_stopping_patience: int
+    weights_file: str | Mapping[str, str] | None  # one file, or {model_name: file}
+    precision: str
+    accelerator: str
+    torch_threads: int | None
+    channels_last: bool
+    deterministic: bool
+    compile: bool
+    cudnn_benchmark: bool
+    device_resident: bool
+    fused_optimizer: bool
+
+    def run_config(self) -> dict[str, Any]:
+        """As RunConfig keyword arguments."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchFixedSettings(FixedSettings):
+    seed: int  # the sweep has its seeds instead
+
+
+# ---- hyperparameter_search -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Table 1's ranges and choices (``search_space``)."""
+
+    learning_rate: tuple[float, float]  # log scale
+    pretrained: tuple[bool, ...]
+    superconvergence: tuple[bool, ...]
+    peak_fraction: tuple[float, float]
+    lr_interval: tuple[str, ...]
+    max_epochs_superconvergence: tuple[int, int]
+    max_epochs_constant: tuple[int, int]
+    mask_non_tumor: tuple[bool, ...]
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """optuna.samplers.TPESampler's arguments, every one explicit (Optuna 5 changed the defaults)."""
+
+    seed: int | None
+    n_startup_trials: int
+    n_ei_candidates: int
+    multivariate: bool
+    group: bool
+    constant_liar: bool
+
+
+@dataclass(frozen=True)
+class PrunerSettings:
+    """optuna.pruners.MedianPruner's arguments (used with ``pruning: true``)."""
+
+    n_startup_trials: int
+    n_warmup_steps: int
+
+
+@dataclass(frozen=True)
+class SearchSettings(Settings):
+    """What the search optimizes over and with what (``params:hyperparameter_search``)."""
+
+    SECTION: ClassVar[str] = "hyperparameter_search"
+    model_name: str
+    config_id: int
+    n_trials: int  # COMPLETE trials wanted
+    progress: bool
+    worker: int  # distinct per worker sharing the study (offsets the sampler seed)
+    fixed: SearchFixedSettings
+    search_space: SearchSpace
+    sampler: SamplerSettings
+    pruning: bool
+    pruner: PrunerSettings
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must not change when a study is resumed: not the hardware or speed settings, so
+        an A4000 box and an L4 cluster can add trials to one study."""
+        fixed = {k: v for k, v in self.fixed.run_config().items() if k not in HARDWARE_SETTINGS}
+        return {
+            "model_name": self.model_name,
+            "config_id": self.config_id,
+            "search_space": jsonable(asdict(self.search_space)),
+            "fixed": fixed,
+        }
+
+    def fingerprint_id(self) -> str:
+        """The fingerprint as a short hash: what best_params carries to the sweep, which checks it."""
+        from idh_pseudocolor.paper import digest
+
+        return digest(jsonable(self.fingerprint()))
+
+
+# ---- permutation_study ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OverrideSettings:
+    """Hyperparameters that replace best_params' (null: best_params' value)."""
+
+    max_epochs: int | None
+    learning_rate: float | None
+    superconvergence: bool | None
+    peak_fraction: float | None
+    lr_interval: str | None
+    mask_non_tumor: bool | None
+
+    def given(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class FinalEvaluationSettings:
+    pretrained: tuple[bool, ...]  # the arms: finetuned and/or from scratch
+
+
+@dataclass(frozen=True)
+class PermutationStudySettings(Settings):
+    """The sweep and the final evaluation (``params:permutation_study``)."""
+
+    SECTION: ClassVar[str] = "permutation_study"
+    models: tuple[str, ...]
+    seeds: tuple[int, ...]
+    overrides: OverrideSettings
+    fixed: FixedSettings
+    keep_checkpoints: bool  # keep every sweep run's best-epoch weights
+    # a best_params id (hex) accepted deliberately; --params may read an all-digit id as a number
+    accept_best_params: str | int | None
+    final_evaluation: FinalEvaluationSettings
+
+    def hyperparameters(self, best_params: Mapping[str, Any]) -> dict[str, Any]:
+        """best_params' hyperparameters with the overrides applied (an override of null keeps best_params')."""
+        return {**best_params["hyperparameters"], **self.overrides.given()}
+
+
+# ---- demo_pretraining ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoPretrainingSettings:
+    """The demo's photograph pretraining (``params:demo_pretraining``): ``pretraining`` holds the
+    other keys as :class:`idh_pseudocolor.pretraining.PretrainSettings`, None when disabled (the
+    paper's environments set them all null)."""
+
+    SECTION: ClassVar[str] = "demo_pretraining"
+    enabled: bool
+    models: tuple[str, ...]
+    pretraining: PretrainSettings | None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> DemoPretrainingSettings:
+        # torch and timm: imported only when building
+        from idh_pseudocolor.pretraining import PretrainSettings
+
+        own = ("enabled", "models")
+        names = (*own, *(f.name for f in fields(PretrainSettings)))
+        check_keys(params, names, cls.SECTION)
+        enabled = typed(params["enabled"], bool, f"{cls.SECTION}.enabled")
+        models = typed(params["models"], tuple[str, ...], f"{cls.SECTION}.models")
+        if not enabled:
+            return cls(enabled=enabled, models=models, pretraining=None)
+        hints = get_type_hints(PretrainSettings)
+        rest = {
+            k: typed(v, hints[k], f"{cls.SECTION}.{k}") for k, v in params.items() if k not in own
+        }
+        return cls(enabled=enabled, models=models, pretraining=PretrainSettings.from_params(rest))
+
+
+# ---- reporting -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportingSettings(Settings):
+    """``params:reporting``: the report's statistics (each value documented in the YAML)."""
+
+    SECTION: ClassVar[str] = "reporting"
+    bootstrap_resamples: int
+    seed: int
+    calibration_bins: int
+    retrain_tolerance: float
+    figure_1_subject: str | None  # None: the first training patient by id
+
+
+# ---- all of them ---------------------------------------------------------------------------------
+
+PIPELINE_SETTINGS: dict[str, Any] = {
+    cls.SECTION: cls
+    for cls in (
+        EnvironmentSettings,
+        DataEngineeringSettings,
+        DemoPretrainingSettings,
+        SearchSettings,
+        PermutationStudySettings,
+        ReportingSettings,
+    )
+}
+
+
+def check_settings(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Every block's typed settings from the resolved parameters (what a run checks before any node)."""
+    missing = [s for s in PIPELINE_SETTINGS if s not in parameters]
+    if missing:
+        raise ValueError(f"{missing[0]} is missing ({SOURCES[missing[0]]} sets it)")
+    return {
+        section: cls.from_params(parameters[section]) for section, cls in PIPELINE_SETTINGS.items()
+    }
+
+
+def jsonable(value: Any) -> Any:
+    """Dicts, lists and scalars only (tuples become lists), as JSON and Optuna's storage keep them."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value

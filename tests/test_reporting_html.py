@@ -1,0 +1,417 @@
+"""The report's markup: tables rendered by the Jinja macros from plain data, text from the data
+escaped (no ``| safe`` on anything built in Python), the reporting settings, the named ids."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+import yaml
+
+from idh_pseudocolor.configurations import GRAY_IDS, GRAY_T1_ID, configuration, is_gray
+from idh_pseudocolor.metrics import METRICS
+from idh_pseudocolor.pipeline_settings import ReportingSettings
+from idh_pseudocolor.report import html, stats
+from tests.test_reporting import fixed_predictions, render_macro, sweep_and_final
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATES = REPO / "src/idh_pseudocolor/templates"
+
+
+class Tables(HTMLParser):
+    """Every table of a page: per row its attributes and the text of its cells (whitespace
+    collapsed, ``<br>`` as a space); the tags met inside cells; every script element's text."""
+
+    def __init__(self, page: str):
+        super().__init__(convert_charrefs=True)
+        self.tables: list[list[dict]] = []
+        self.scripts: list[str] = []
+        self._cell: list[str] | None = None
+        self._script: list[str] | None = None
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append({"attrs": dict(attrs), "cells": [], "tags": []})
+        elif tag in ("td", "th"):
+            self._cell = []
+            self.tables[-1][-1]["attrs"].setdefault("cell_attrs", []).append(dict(attrs))
+        elif tag == "script":
+            self._script = []
+        elif self._cell is not None:
+            self.tables[-1][-1]["tags"].append(tag)
+            if tag == "br":
+                self._cell.append(" ")
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1]["cells"].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "script" and self._script is not None:
+            self.scripts.append("".join(self._script))
+            self._script = None
+
+    def handle_data(self, data):
+        if self._script is not None:
+            self._script.append(data)
+        elif self._cell is not None:
+            self._cell.append(data)
+
+
+def cells(page: str, table: int = 0) -> list[list[str]]:
+    return [row["cells"] for row in Tables(page).tables[table]]
+
+
+def metric_cell(value, ci_low=None, ci_high=None, mean=None, std=None) -> dict:
+    return {"value": value, "ci_low": ci_low, "ci_high": ci_high, "mean": mean, "std": std}
+
+
+def test_table_2_macro_renders_the_cells_from_plain_data():
+    ensemble = {
+        "kind": "ensemble",
+        "method": "m, no pretraining",
+        "invariants": "ok",
+        "data": "phantom test split, 30 patients",
+        "cells": [metric_cell(0.95231, 0.8521, 1.0, 0.9517, 0.0172)]
+        + [metric_cell(0.5, 0.4, 0.6, 0.5, 0.01)] * 5,
+        "brier": 0.0771,
+        "ece": 0.04666,
+    }
+    chosen = {
+        **ensemble,
+        "kind": "chosen",
+        "method": "m, no pretraining, seed 43",
+        "cells": [metric_cell(None, float("nan"), float("nan"))] * 6,
+        "brier": 0.07,
+        "ece": 0.045,
+    }
+    published = {
+        "kind": "published",
+        "method": "ResNeXt finetuned",
+        "invariants": "accuracy 0.881 is not between",
+        "data": "EGD test (paper)",
+        "cells": [metric_cell(0.935)] + [metric_cell(float("nan"))] * 5,
+        "brier": None,
+        "ece": None,
+    }
+    page = render_macro("table_2", [ensemble, chosen, published], list(METRICS))
+    table = Tables(page).tables[0]
+    assert table[0]["cells"] == [
+        "method",
+        "AUROC",
+        "Accuracy",
+        "F1",
+        "Precision",
+        "Recall",
+        "Specificity",
+        "Brier",
+        "ECE",
+        "data",
+    ]
+    assert [row["attrs"]["class"] for row in table[1:]] == ["ours", "ours chosen", "other"]
+    ours, picked, paper = (row["cells"] for row in table[1:])
+    assert ours[0] == "m, no pretraining seed ensemble; mean ± std over seeds below"
+    assert (
+        ours[1] == "0.952 [0.852, 1.000] 0.952 ± 0.017"
+        and ours[2] == "0.500 [0.400, 0.600] 0.500 ± 0.010"
+    )
+    assert ours[7:] == ["0.077", "0.047", "phantom test split, 30 patients"]
+    assert (
+        picked[0].endswith("chosen before the test was read") and picked[1] == "– [–, –]"
+    )  # not recorded: said, not blank
+    assert paper == [
+        "ResNeXt finetuned ⚠ accuracy 0.881 is not between",
+        "0.935",
+        "–",
+        "–",
+        "–",
+        "–",
+        "–",
+        "–",
+        "–",
+        "EGD test (paper)",
+    ]
+    assert (
+        'class="warn"' in page and "Our rows, two per model" in page
+    )  # the footnote travels with the table
+
+
+def test_table_2_rows_from_a_real_table_render_as_table_2_says():
+    predictions = fixed_predictions()
+    table = stats.table_2(predictions, n_resamples=100)
+    rows = Tables(render_macro("table_2", html.table_2_rows(table), list(METRICS))).tables[0][1:]
+    assert len(rows) == len(table) == 2 + 6
+    ours = table.iloc[0]
+    assert rows[0]["cells"][1] == (
+        f"{ours['auroc_ensemble']:.3f} [{ours['auroc_ci_low']:.3f}, {ours['auroc_ci_high']:.3f}] "
+        f"{ours['auroc_mean']:.3f} ± {ours['auroc_std']:.3f}"
+    )
+    circulating = rows[-1]["cells"]  # the blood test printed no accuracy or specificity
+    assert (
+        circulating[0] == "circulating DNA blood test (Batool 2024)"
+        and circulating[2] == "–"
+        and circulating[6] == "–"
+    )
+
+
+def test_comparison_and_retrain_macros():
+    comparison = pd.DataFrame(
+        [
+            {
+                "model_name": "a",
+                "available": True,
+                "patients": 30.0,
+                "auroc_difference": 0.0383,
+                "ci_low": 0.0,
+                "ci_high": 0.115,
+                "delong_ci_low": -0.0231,
+                "delong_ci_high": 0.1,
+                "delong_se": 0.03,
+                "p_value": 0.22391,
+                "note": "AUROC finetuned - scratch",
+            },
+            {
+                "model_name": "b",
+                "available": False,
+                "note": "needs final_evaluation.pretrained: [true, false]",
+            },
+        ]
+    )
+    page = render_macro("comparison_table", html.comparison_rows(comparison))
+    assert cells(page)[1:] == [
+        ["a", "0.038", "[-0.023, 0.100]", "[0.000, 0.115]", "0.2239", "30"],
+        ["b", "not available: needs final_evaluation.pretrained: [true, false]"],
+    ]
+    assert Tables(page).tables[0][2]["attrs"]["cell_attrs"][1] == {"colspan": "5"}
+
+    final, sweep = sweep_and_final()
+    agreement = stats.retrain_agreement(final, sweep, tolerance=0.02)
+    table = Tables(render_macro("retrain_table", html.agreement_rows(agreement))).tables[0]
+    body = {(row["cells"][1], row["cells"][3]): row for row in table[1:]}
+    assert body[("no pretraining", "43")]["cells"] == [
+        "m",
+        "no pretraining",
+        "15: T2-T1ce-FLAIR",
+        "43",
+        "0.900",
+        "9",
+        "0.850",
+        "7",
+        "0.050",
+        "⚠ differs",
+    ]
+    assert body[("no pretraining", "43")]["attrs"] == {"class": "differs", "cell_attrs": [{}] * 10}
+    assert body[("finetuned", "42")]["cells"][6:] == ["no sweep run", "–", "–", "no sweep run"]
+    assert "class" not in body[("no pretraining", "42")]["attrs"]
+
+
+def test_generic_tables_print_cells_as_pandas_does():
+    """frame_table's cells are the text of pandas' to_html, which the report used before."""
+    values = {
+        "learning_rate": 0.0047783,
+        "lr_interval": "epoch",
+        "mask_non_tumor": True,
+        "max_epochs": 12,
+        "peak_fraction": 0.437,
+        "tiny": 1e-7,
+        "whole": 2.0,
+    }
+    ours = cells(render_macro("frame_table", html.mapping_data(values)))
+    frame = pd.DataFrame([values]).T.rename(columns={0: "value"})
+    assert ours == cells(frame.to_html())
+    metrics = pd.DataFrame(
+        {
+            "model_name": ["a", "b"],
+            "pretrained": [True, False],
+            "seeds": [3, 3],
+            "auroc_mean": [0.95231, 0.5],
+            "invariant_violations": [np.nan, "x"],
+        }
+    )
+    assert cells(
+        render_macro("frame_table", html.frame_data(metrics, index=False), digits=3)
+    ) == cells(metrics.to_html(index=False, float_format="%.3f", na_rep="–"))
+    splits = pd.DataFrame(
+        {"test": {"subjects": 30, "mutant": 11}, "train": {"subjects": 140, "mutant": 49}}
+    ).T
+    assert cells(render_macro("frame_table", html.frame_data(splits))) == cells(splits.to_html())
+
+
+ATTACK = '<script>alert("x")</script>'
+
+
+def report_inputs(label: str = ATTACK, search_plots=()) -> dict:
+    import matplotlib.pyplot as plt
+
+    predictions, sweep = sweep_and_final()
+    predictions["model_name"] = label
+    sweep["model_name"] = label
+    results = pd.DataFrame(
+        [
+            {
+                "config_id": c,
+                "configuration": str(c),
+                "model_name": m,
+                "auroc_mean": 0.6 + c / 100 + k / 50,
+                "auroc_std": 0.02,
+                "f1_mean": 0.5,
+                "f1_std": 0.05,
+                "seeds": 3,
+            }
+            for c in range(28)
+            for k, m in enumerate(["a", "b"])
+        ]
+    )
+    fig = plt.figure()
+    return dict(
+        figures={"figure_1": fig, "figure_2": fig, "figure_3": fig, "calibration": fig},
+        table=stats.table_2(predictions, 50),
+        comparison=stats.pretrained_comparison(predictions, 50),
+        agreement=stats.retrain_agreement(predictions, sweep, 0.02),
+        winner={
+            "config_id": 27,
+            "configuration": f"27: {label}",
+            "sum_mean_val_auroc": 1.8,
+            "per_model_mean_val_auroc": {label: 0.9},
+            "best_params_id": label,
+        },
+        study_results=results,
+        best_params={
+            "hyperparameters": {label: label},
+            "provenance": {
+                "trial": 3,
+                "completed_trials": 9,
+                "validation_f1": 0.7,
+                "model_name": label,
+                "config_id": 21,
+            },
+        },
+        qc_summary={
+            "synthetic_phantom_cohort": True,
+            label: label,
+            "splits": {label: {"subjects": 3}},
+        },
+        test_metrics=pd.DataFrame({"model_name": [label], "auroc_mean": [0.5]}),
+        search_plots=list(search_plots),
+        parameters={
+            "environment": {"kind": "demo", "rehearsal": False},
+            "reporting": {"figure_1_subject": label},
+        },
+        generated=label,
+        planted={
+            "applicable": True,
+            "passed": False,
+            "cue": label,
+            "planted_sequences": [label],
+            "holding": [1],
+            "criteria": [{"criterion": label, "passed": False}],
+        },
+        demo_pretraining={"description": label, "photographs": 15, "source": label, "task": label},
+    )
+
+
+def test_markup_in_the_data_is_escaped_everywhere_in_the_report():
+    page = html.render_report(**report_inputs())
+    assert "<script" not in page  # no search plots: the page has no script element at all
+    assert (
+        "alert" in page and page.count("&lt;script&gt;alert(") >= 15
+    )  # every place a label reaches, as text
+    parsed = Tables(page)
+    assert parsed.scripts == []
+    t2 = parsed.tables[0]
+    assert t2[1]["cells"][0].startswith(f"{ATTACK}, ") and t2[1]["tags"].count("script") == 0
+    # a Plotly figure's text is data: tojson escapes it inside the script that draws it
+    plot = go.Figure(
+        go.Bar(x=[ATTACK], y=[1]), layout={"title": {"text": "</script><script>alert(1)</script>"}}
+    )
+    page = html.render_report(**report_inputs(search_plots=[plot]))
+    scripts = Tables(page).scripts
+    assert (
+        len(scripts) == 3 and page.count("<script") == 3
+    )  # PlotlyConfig, plotly.js (src), the figure
+    assert (
+        "</script><script>alert(1)" not in page
+        and "\\u003c/script\\u003e\\u003cscript\\u003ealert(1)" in page
+    )
+    assert re.search(r'<script src="data:text/javascript;base64,[A-Za-z0-9+/=]+"></script>', page)
+
+
+def test_report_plain_label_renders_without_escapes():
+    page = html.render_report(**report_inputs(label="test_resnet"))
+    assert (
+        "&lt;" not in page.split("<pre>")[0]
+    )  # the tables carry text only; markup comes from the templates
+
+
+def test_templates_mark_nothing_safe():
+    """All markup is in the templates; nothing Python builds is marked safe."""
+    for template in TEMPLATES.glob("*.j2"):
+        text = template.read_text()
+        assert not re.search(r"\|\s*safe\b", text), template.name
+        assert not re.search(r"{%-?\s*autoescape\s+false", text), (
+            template.name
+        )  # never switched off
+    for module in (REPO / "src/idh_pseudocolor/report").glob("*.py"):
+        text = module.read_text()
+        assert (
+            "Markup" not in text and "markupsafe" not in text and "autoescape=False" not in text
+        ), module.name
+    assert html.environment().autoescape is True
+
+
+def test_reporting_settings_come_from_the_yaml_only():
+    params = yaml.safe_load((REPO / "conf/base/parameters_reporting.yml").read_text())["reporting"]
+    settings = ReportingSettings.from_params(params)
+    assert settings == ReportingSettings(
+        bootstrap_resamples=2000,
+        seed=0,
+        calibration_bins=5,
+        retrain_tolerance=0.02,
+        figure_1_subject=None,
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"reporting\.bootstrap_resample is not a setting \(conf/base/parameters_reporting\.yml",
+    ):
+        ReportingSettings.from_params({**params, "bootstrap_resample": 10})
+    with pytest.raises(ValueError, match=r"reporting\.seed is missing"):
+        ReportingSettings.from_params({k: v for k, v in params.items() if k != "seed"})
+    assert (
+        ReportingSettings.from_params(
+            {**params, "figure_1_subject": "PHANTOM-0007"}
+        ).figure_1_subject
+        == "PHANTOM-0007"
+    )
+
+
+def test_the_report_states_values_from_stats():
+    assert stats.study_kind({"kind": "paper", "rehearsal": True}) == "rehearsal"
+    assert stats.study_kind({"kind": "paper", "rehearsal": False}) == "paper"
+    assert stats.study_kind({"kind": "demo", "rehearsal": False}) == "demo"
+    inputs = report_inputs(label="m")
+    assert stats.gray_t1_rank(inputs["study_results"]) == (4, 28)
+    assert stats.gray_t1_rank(inputs["study_results"].query("config_id != @GRAY_T1_ID")) == (
+        None,
+        0,
+    )
+    assert stats.pretrained_weights_status(inputs["table"]) == "not loaded"
+    assert stats.retrain_summary(inputs["agreement"]) == (0.02, 1)
+    paper = {**inputs, "parameters": {"environment": {"kind": "paper", "rehearsal": True}}}
+    assert "Study: a rehearsal of the paper path" in html.render_report(**paper)
+
+
+def test_named_configuration_ids():
+    assert configuration(GRAY_T1_ID) == ("T1", "T1", "T1")
+    assert [configuration(i)[0] for i in GRAY_IDS] == ["T1", "T1ce", "T2", "FLAIR"] and all(
+        map(is_gray, GRAY_IDS)
+    )
+    from idh_pseudocolor import planted
+
+    assert planted.GRAY_T1_ID is GRAY_T1_ID
