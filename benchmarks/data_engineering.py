@@ -112,20 +112,24 @@ def main() -> None:
 
     n = len(subjects)
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; cohort {cohort} ({n} subjects, grid {shape})"
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"cohort {cohort} ({n} subjects, grid {shape})"
     )
     print(
-        f"ours (partial reads, {args.workers} workers):     {ours_s:7.2f} s  {n / ours_s:6.1f} subjects/s  peak RSS {ours_mem.peak / 2**20:7.0f} MiB"
+        f"ours (partial reads, {args.workers} workers):     {ours_s:7.2f} s  "
+        f"{n / ours_s:6.1f} subjects/s  peak RSS {ours_mem.peak / 2**20:7.0f} MiB"
     )
     print(
-        f"naive baseline (get_fdata, 1 process): {naive_s:7.2f} s  {n / naive_s:6.1f} subjects/s  peak RSS {naive_mem.peak / 2**20:7.0f} MiB (holds our results too)"
+        f"naive baseline (get_fdata, 1 process): {naive_s:7.2f} s  {n / naive_s:6.1f} "
+        f"subjects/s  peak RSS {naive_mem.peak / 2**20:7.0f} MiB (holds our results too)"
     )
     slice_mb = sum(r.image.nbytes + r.mask.nbytes for r in ours) / n / 2**20
     print(
         f"extracted slice data kept in memory: {slice_mb:.2f} MiB per subject (the output itself)"
     )
     print(
-        f"speed ratio ours/naive: {naive_s / ours_s:.2f}x (target >= 4x); peak RSS target < 1536 MiB"
+        f"speed ratio ours/naive: {naive_s / ours_s:.2f}x (target >= 4x); "
+        "peak RSS target < 1536 MiB"
     )
 
 

@@ -100,14 +100,16 @@ def main() -> None:
     table["auroc_vs_baseline"] = table["val_auroc"] / base["val_auroc"]
     table["time_vs_baseline"] = table["seconds_per_run"] / base["seconds_per_run"]
     print(
-        f"{platform.node()} ({platform.processor() or platform.machine()}), config {args.config_id}, "
-        f"{len(train)} train / {len(val)} validation patients, models {', '.join(args.models)}"
+        f"{platform.node()} ({platform.processor() or platform.machine()}), "
+        f"config {args.config_id}, {len(train)} train / {len(val)} "
+        f"validation patients, models {', '.join(args.models)}"
     )
     print(table.round(3).to_string(index=False))
     best = table.sort_values(["val_auroc", "seconds_per_run"], ascending=[False, True]).iloc[0]
     print(
         f"best on validation: {int(best.epochs)} epochs, lr {best.learning_rate:g}: "
-        f"AUROC {best.val_auroc:.3f} ({best.auroc_vs_baseline:.2f}x baseline), {best.time_vs_baseline:.2f}x its time"
+        f"AUROC {best.val_auroc:.3f} ({best.auroc_vs_baseline:.2f}x baseline), "
+        f"{best.time_vs_baseline:.2f}x its time"
     )
 
 

@@ -11,8 +11,8 @@ offline install, writing everything into one folder.
 4. ``benchmarks/gpu_study.py``: one paper configuration at full length (40 epochs) against its
    plain baseline and the arithmetic floor.
 
-    python benchmarks/gpu_check.py --out gpu_check            # on the GPU box (about 6 min on an H100)
-    python benchmarks/gpu_check.py --out /tmp/gc --tiny       # CPU smoke test: tiny nets, 4 mm grid
+    python benchmarks/gpu_check.py --out gpu_check       # on the GPU box (about 6 min on an H100)
+    python benchmarks/gpu_check.py --out /tmp/gc --tiny  # CPU smoke test: tiny nets, 4 mm grid
 
 The conf of the run is written to ``OUT/conf`` (a copy of the project's with a ``local`` layer),
 so nothing in the project's own ``conf/local`` or ``data/`` is touched.
@@ -91,7 +91,8 @@ def stage(name: str, command: list[str], log: Path, summary: dict) -> bool:
         "exit_code": code,
         "log": log.name,
     }
-    # written after every stage: a check cut off by the box's time limit still leaves what it measured
+    # written after every stage: a check cut off by the box's time limit still leaves what it
+    # measured
     (log.parent / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return code == 0
 
@@ -151,7 +152,10 @@ def main() -> None:
     best = {
         "hyperparameters": hp,
         "provenance": {
-            "source": "the paper's published optimum (Table 1), pretrained off: no ImageNet weights offline",
+            "source": (
+                "the paper's published optimum (Table 1), "
+                "pretrained off: no ImageNet weights offline"
+            ),
             "search_fingerprint": None,
             "completed_trials": None,
         },
@@ -232,7 +236,8 @@ def main() -> None:
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     failed = [name for name, s in summary["stages"].items() if s["exit_code"] != 0]
     print(
-        f"gpu_check: {len(summary['stages'])} stages, failed: {failed or 'none'}; see {out / 'summary.json'}",
+        f"gpu_check: {len(summary['stages'])} stages, "
+        f"failed: {failed or 'none'}; see {out / 'summary.json'}",
         flush=True,
     )
     sys.exit(1 if failed else 0)

@@ -6,8 +6,8 @@ tensors, fp32, per-parameter AdamW) in the same run, and both against the arithm
 training FLOPs (3 x forward FLOPs per training image, 1 x per validation image, counted with
 torch's FlopCounterMode) divided by this device's measured matmul throughput.
 
-    python benchmarks/gpu_study.py                 # the paper: vgg16 + resnext101, 224 px, 40 epochs
-    python benchmarks/gpu_study.py --tiny          # CPU smoke test: tiny nets, 32 px, 2 epochs
+    python benchmarks/gpu_study.py          # the paper: vgg16 + resnext101, 224 px, 40 epochs
+    python benchmarks/gpu_study.py --tiny   # CPU smoke test: tiny nets, 32 px, 2 epochs
     python benchmarks/gpu_study.py --compile --baseline-epochs 2 --out results.json
 
 The baseline runs ``--baseline-epochs`` epochs of one seed per model (it is only there for
@@ -238,20 +238,25 @@ def main() -> None:
         "goal_seconds": None if args.tiny else GOAL_SECONDS,
     }
     print(
-        f"device: {name}, torch {torch.__version__}, measured matmul {throughput / 1e12:.2f} TFLOP/s ({dtype})"
+        f"device: {name}, torch {torch.__version__}, "
+        f"measured matmul {throughput / 1e12:.2f} TFLOP/s ({dtype})"
     )
     print(
-        f"one configuration: {len(models)} models x {len(args.seeds)} seeds x {epochs} epochs, {image_size} px, "
-        f"{steps * 16} train / {n_val} val images per epoch"
+        f"one configuration: {len(models)} models x {len(args.seeds)} seeds x {epochs} epochs, "
+        f"{image_size} px, {steps * 16} train / {n_val} val images per epoch"
     )
     for r in rows:
         print(
-            f"{r['model']:>40}: {r['forward_gflops_per_image']:7.2f} GFLOP/img fwd | ours {r['images_per_s']:8.1f} img/s, "
-            f"baseline {r['baseline_images_per_s']:8.1f} img/s, ratio {r['speedup_vs_baseline']:.2f}x | "
-            f"{r['seconds']:7.1f} s vs floor {r['floor_seconds']:6.1f} s ({r['floor_over_actual']:.1%} of floor speed)"
+            f"{r['model']:>40}: {r['forward_gflops_per_image']:7.2f} GFLOP/img fwd | "
+            f"ours {r['images_per_s']:8.1f} img/s, "
+            f"baseline {r['baseline_images_per_s']:8.1f} img/s, "
+            f"ratio {r['speedup_vs_baseline']:.2f}x | "
+            f"{r['seconds']:7.1f} s vs floor {r['floor_seconds']:6.1f} s "
+            f"({r['floor_over_actual']:.1%} of floor speed)"
         )
     print(
-        f"configuration total: {total:.1f} s; arithmetic floor {floor:.1f} s; floor/actual {floor / total:.1%}"
+        f"configuration total: {total:.1f} s; arithmetic floor {floor:.1f} s; "
+        f"floor/actual {floor / total:.1%}"
         + (
             ""
             if args.tiny

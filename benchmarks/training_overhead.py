@@ -106,10 +106,12 @@ def main() -> None:
     bare_s = min(bare_loop(arrays, train_idx, val_idx, cfg) for _ in range(2))
     ours_s = min(ours(arrays, train_ids, val_ids, cfg) for _ in range(2))
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     print(
-        f"{args.model} at {args.image_size} px, batch {cfg.batch_size}, {args.subjects} train / {n_val} val subjects, {args.epochs} epochs"
+        f"{args.model} at {args.image_size} px, batch {cfg.batch_size}, "
+        f"{args.subjects} train / {n_val} val subjects, {args.epochs} epochs"
     )
     print(f"bare PyTorch loop: {bare_s:6.2f} s  {images / bare_s:7.1f} train images/s")
     print(f"ours (Lightning):  {ours_s:6.2f} s  {images / ours_s:7.1f} train images/s")

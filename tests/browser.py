@@ -19,7 +19,8 @@ def chromium_path() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if not path:
         raise RuntimeError(
-            "Chromium is needed for the browser tests: apt-get install chromium (make test does this)"
+            "Chromium is needed for the browser tests: "
+            "apt-get install chromium (make test does this)"
         )
     return path
 
@@ -31,7 +32,8 @@ def visit(
     wait_for: str | None = None,
     timeout_ms: int = 60000,
 ) -> PageVisit:
-    """Load ``url``, optionally wait for a selector, evaluate JS expressions, save a full-page screenshot."""
+    """Load ``url``, optionally wait for a selector, evaluate JS expressions, save a full-page
+    screenshot."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -105,7 +105,8 @@ def write_subject(
 def project_parameters(
     project: Path, env: str | None = None, runtime_params: dict | None = None
 ) -> dict:
-    """The parameters a `kedro run --env ENV` in ``project`` resolves to (the project's own loader)."""
+    """The parameters a `kedro run --env ENV` in ``project`` resolves to (the project's own
+    loader)."""
     from idh_pseudocolor.config_loader import LayeredConfigLoader
     from idh_pseudocolor.settings import CONFIG_LOADER_ARGS
 

@@ -1,4 +1,5 @@
-"""The GPU study benchmark runs end to end on CPU with tiny settings and reports what it promises."""
+"""The GPU study benchmark runs end to end on CPU with tiny settings and reports what it
+promises."""
 
 from __future__ import annotations
 

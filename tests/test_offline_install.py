@@ -144,7 +144,8 @@ def test_offline_install_beside_preinstalled_torch(tmp_path, kedro_project):
             venv / "bin/python",
             "-c",
             "import importlib.metadata as m, torch, torchvision, idh_pseudocolor; "
-            "print(m.version('torch'), m.version('torchvision'), torch.__file__, idh_pseudocolor.__file__)",
+            "print(m.version('torch'), m.version('torchvision'), "
+            "torch.__file__, idh_pseudocolor.__file__)",
         ],
         env,
     ).split()

@@ -135,7 +135,8 @@ def test_tissue_contrast_and_planted_tumor_signal(tmp_path):
             if ndimage.binary_erosion(tumor, iterations=2).any()
             else tumor
         )
-        # each sequence's solid-tumor signal against its own healthy white matter (scanner scale cancels)
+        # each sequence's solid-tumor signal against its own healthy white matter (scanner scale
+        # cancels)
         t2, flair = (
             vol["T2"][core].mean() / m["T2"]["wm"],
             vol["FLAIR"][core].mean() / m["FLAIR"]["wm"],
@@ -193,7 +194,8 @@ def test_brats_layout_is_lps_with_ucsf_labels(tmp_path):
     assert set(labels["IDH"]) <= {"wildtype", "mutated (NOS)", "IDH1 p.R132H", "IDH2 p.R172K"}
     frame = discover_cohort(out, layout="brats", labels=out / "labels.csv")
     assert (frame["problem"] == "").all() and frame["label_raw"].map(parse_idh).sum() == 2
-    # every subject's metadata.json (docs/data.md) says it is synthetic, with the label of labels.csv
+    # every subject's metadata.json (docs/data.md) says it is synthetic, with the label of
+    # labels.csv
     for row in frame.itertuples():
         meta = json.loads((out / row.subject_id / "metadata.json").read_text())
         assert meta["Phantom"]["synthetic"] is True and meta["Phantom"]["tumor"]["mutant"] == bool(

@@ -1,4 +1,5 @@
-"""The planted-truth check on rankings built by hand (the study itself: tests/pipelines/test_planted_truth.py)."""
+"""The planted-truth check on rankings built by hand (the study itself:
+tests/pipelines/test_planted_truth.py)."""
 
 from __future__ import annotations
 

@@ -27,7 +27,8 @@ from tests.conftest import REPO, project_parameters
 
 @pytest.fixture(scope="module")
 def trained(tiny_cohort, tmp_path_factory):
-    """Two seeds of a tiny model trained on the tiny phantom cohort, saved as the study saves them."""
+    """Two seeds of a tiny model trained on the tiny phantom cohort, saved as the study saves
+    them."""
     subjects = sorted(p.name for p in tiny_cohort.iterdir() if p.is_dir())
     files = [
         (

@@ -110,7 +110,8 @@ def test_create_model_loads_demo_weights_through_the_weights_file_path(demo_file
         and info.demo_pretraining
         and info.source == f"demo-pretraining:{path}"
     )
-    # inputs standardized as the pretraining's were (its header), not as timm's test_resnet hub weights (0.5)
+    # inputs standardized as the pretraining's were (its header), not as timm's test_resnet hub
+    # weights (0.5)
     imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     assert (
         weights_metadata(path)["mean"] == "[0.485, 0.456, 0.406]" and info.normalization == imagenet

@@ -11,7 +11,8 @@ WRAPPERS = {"optuna_compat.py"}
 
 
 def private_imports(path: Path) -> list[str]:
-    """``module:line name`` for every import of a leading-underscore module or name of another package."""
+    """``module:line name`` for every import of a leading-underscore module or name of another
+    package."""
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
         if (
@@ -52,7 +53,8 @@ def test_no_private_names_of_other_packages_are_imported():
 def test_the_check_finds_a_private_import(tmp_path):
     module = tmp_path / "m.py"
     module.write_text(
-        "from kedro.framework.hooks.manager import _NullPluginManager\nimport optuna.storages._heartbeat\n"
+        "from kedro.framework.hooks.manager import _NullPluginManager\n"
+        "import optuna.storages._heartbeat\n"
     )
     assert len(private_imports(module)) == 2
 

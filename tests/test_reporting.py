@@ -92,8 +92,9 @@ def test_bootstrap_ci_agrees_with_a_hand_rolled_patient_bootstrap():
 
 
 def test_undefined_resamples_are_counted_and_the_interval_comes_from_the_others():
-    # 10 mutants, 20 wild-types; only mutant 0 (0.8) and wild-type 10 (0.6) are predicted mutant, so a
-    # resample drawing neither has no predicted positive: precision undefined there, P = 0.9**10 * 0.95**20
+    # 10 mutants, 20 wild-types; only mutant 0 (0.8) and wild-type 10 (0.6) are predicted mutant, so
+    # a resample drawing neither has no predicted positive: precision undefined there, P = 0.9**10 *
+    # 0.95**20
     y = np.array([1] * 10 + [0] * 20)
     p = np.full(30, 0.2)
     p[0], p[10] = 0.8, 0.6

@@ -378,7 +378,8 @@ def test_reporting_settings_come_from_the_yaml_only():
     )
     with pytest.raises(
         ValueError,
-        match=r"reporting\.bootstrap_resample is not a setting \(conf/base/parameters_reporting\.yml",
+        match=r"reporting\.bootstrap_resample is not a "
+        r"setting \(conf/base/parameters_reporting\.yml",
     ):
         ReportingSettings.from_params({**params, "bootstrap_resample": 10})
     with pytest.raises(ValueError, match=r"reporting\.seed is missing"):

@@ -22,7 +22,8 @@ from tests.conftest import REPO, project_parameters
 
 @pytest.fixture(scope="module")
 def phantom(tiny_cohort) -> tuple[dict, list[str], list[str]]:
-    """The tiny phantom's slices and its train / validation subjects, as data_engineering makes them."""
+    """The tiny phantom's slices and its train / validation subjects, as data_engineering makes
+    them."""
     params = project_parameters(REPO)
     engineering = {**params["data_engineering"], "progress": False, "n_workers": 1}
     manifest, arrays, _ = extract_slices(
@@ -67,7 +68,8 @@ class PruneTrialNumbers(optuna.pruners.BasePruner):
 
 @contextmanager
 def deadline(seconds: int) -> Iterator[None]:
-    """A search that loops forever (the behaviour under test broken) fails the test instead of hanging it."""
+    """A search that loops forever (the behaviour under test broken) fails the test instead of
+    hanging it."""
 
     def expire(*_) -> None:
         raise TimeoutError(f"the search was still running after {seconds} s")
@@ -85,8 +87,9 @@ def stored_trials(db: Path) -> list[tuple[int, str, int]]:
     """(number, state, epochs reported) of every trial, straight from Optuna's SQLite tables."""
     with sqlite3.connect(db) as con:
         return con.execute(
-            "select t.number, t.state, count(v.step) from trials t left join trial_intermediate_values v"
-            " on v.trial_id = t.trial_id group by t.trial_id order by t.number"
+            "select t.number, t.state, count(v.step) from trials t"
+            " left join trial_intermediate_values v on v.trial_id = t.trial_id"
+            " group by t.trial_id order by t.number"
         ).fetchall()
 
 

@@ -233,7 +233,8 @@ def test_uncompressed_nifti_is_read_and_truncation_detected(tmp_path):
 
 
 def test_scaled_integer_storage_matches_nibabel(tmp_path, subject):
-    """int16 with scl_slope/inter (how the phantom and many scanners store data) reads as nibabel does."""
+    """int16 with scl_slope/inter (how the phantom and many scanners store data) reads as nibabel
+    does."""
     img = nib.load(subject / "T2.nii.gz")
     scaled = nib.Nifti1Image(np.rint(img.get_fdata() * 7).astype(np.int16), AFFINE)
     scaled.header.set_slope_inter(1 / 7, 2.5)

@@ -175,7 +175,8 @@ def test_same_seed_gives_identical_validation_metrics():
 
 
 def test_device_resident_batches_equal_the_dataloader_path():
-    """The GPU-efficiency path (tensors on the device, sliced batches, channels_last) changes speed, not results."""
+    """The GPU-efficiency path (tensors on the device, sliced batches, channels_last) changes speed,
+    not results."""
     arrays = synthetic_arrays(
         27
     )  # 19 training slices: the last partial batch is dropped in both paths
@@ -188,7 +189,8 @@ def test_device_resident_batches_equal_the_dataloader_path():
 
 
 def test_torch_compile_is_optional_and_keeps_timm_weight_names():
-    """torch.compile (inductor, also on CPU) trains the same model; saved weights load into plain timm."""
+    """torch.compile (inductor, also on CPU) trains the same model; saved weights load into plain
+    timm."""
     arrays = synthetic_arrays(24)
     ids = arrays["subject_ids"].tolist()
     cfg = {"model_name": "test_resnet", "max_epochs": 1}
@@ -244,8 +246,8 @@ def test_pruning_callback_stops_a_hopeless_trial():
 
 
 def test_the_best_epoch_is_the_lowest_validation_loss_and_its_weights_score_the_test_patients():
-    """Table 2 and winner_models rest on this: metrics, probabilities and the kept weights are those of
-    the epoch with the lowest validation loss, not the last epoch's, and the weights are reloaded
+    """Table 2 and winner_models rest on this: metrics, probabilities and the kept weights are those
+    of the epoch with the lowest validation loss, not the last epoch's, and the weights are reloaded
     before the held-out patients are scored."""
     arrays = synthetic_arrays(32, seed=3)
     arrays["labels"][20:] = (
@@ -317,14 +319,16 @@ def test_onecycle_peaks_at_peak_fraction_per_step_or_per_epoch_and_constant_stay
 
 
 def test_importing_the_training_module_changes_no_logging_or_warnings_state():
-    """Levels live in conf/logging.yml and warning filters inside a run: an import has no side effects."""
+    """Levels live in conf/logging.yml and warning filters inside a run: an import has no side
+    effects."""
     code = (
         # the libraries' own imports may add filters: what counts is what our module adds
         "import logging, warnings, numpy, torch, timm, pytorch_lightning, torch.utils.data; "
         "import idh_pseudocolor.models, idh_pseudocolor.pseudocolor, idh_pseudocolor.metrics; "
         "before = list(warnings.filters); import idh_pseudocolor.training; "
         "assert warnings.filters == before, 'warning filters changed'; "
-        "assert logging.getLogger('pytorch_lightning.utilities.rank_zero').level == logging.NOTSET, 'logger level set'"
+        "assert logging.getLogger('pytorch_lightning.utilities.rank_zero').level "
+        "== logging.NOTSET, 'logger level set'"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -81,7 +81,8 @@ def phantom(
     )
     mutants = sum(r["IDH"] for r in rows)
     click.echo(
-        f"Wrote {len(rows)} phantom subjects ({mutants} IDH-mutant) to {out} in {time.perf_counter() - start:.0f} s"
+        f"Wrote {len(rows)} phantom subjects ({mutants} IDH-mutant) "
+        f"to {out} in {time.perf_counter() - start:.0f} s"
     )
 
 
@@ -156,7 +157,8 @@ def predict(
     for e in errors:
         click.echo(f"skipped {e.subject_id}: {e.file + ': ' if e.file else ''}{e.reason}", err=True)
     click.echo(
-        f"{len(slices)} of {len(subjects)} subject(s) predicted with {len(runs)} run(s) -> {out_dir / 'predictions.csv'}"
+        f"{len(slices)} of {len(subjects)} subject(s) predicted "
+        f"with {len(runs)} run(s) -> {out_dir / 'predictions.csv'}"
     )
     if not slices:
         raise SystemExit(1)

@@ -236,7 +236,8 @@ def _templates(layout: str, files: dict[str, str] | None) -> dict[str, str]:
     if layout == "custom":
         if not files or set(files) != set(FILE_KEYS):
             raise ValueError(
-                f"layout 'custom' needs 'files' with exactly the keys {FILE_KEYS}, got {sorted(files or {})}"
+                "layout 'custom' needs 'files' with exactly the "
+                f"keys {FILE_KEYS}, got {sorted(files or {})}"
             )
         return dict(files)
     if layout not in LAYOUTS:
@@ -272,7 +273,9 @@ def _attach_csv_labels(
                 "subject_id": label_id,
                 "label_raw": value,
                 "label_source": str(path),
-                "problem": f"{path}: subject {label_id} has a label but no image folder under {root}",
+                "problem": (
+                    f"{path}: subject {label_id} has a label but no image folder under {root}"
+                ),
                 **{f"file_{k}": "" for k in templates},
             }
             continue

@@ -6,7 +6,8 @@ The paper path needs more: ``--env a4000`` and ``--env l4`` share every setting 
 (credentials, ``data_root``) must apply under every environment, not only when no ``--env``
 is given. This loader merges, in order (later wins, nested keys merged)::
 
-    conf/base  ->  conf/paper (a4000, l4)  ->  conf/<env>  ->  conf/rehearsal (env+rehearsal)  ->  conf/local
+    conf/base  ->  conf/paper (a4000, l4)  ->  conf/<env>
+               ->  conf/rehearsal (env+rehearsal)  ->  conf/local
 
 ``--env l4+rehearsal`` adds the rehearsal layer, which may change only the scale of a run
 (trials, epochs, image size, models, accelerator; see :mod:`idh_pseudocolor.paper`). Each
@@ -45,8 +46,9 @@ def layers_for(
         or (extras and main not in PAPER_ENVIRONMENTS)
     ):
         raise ValueError(
-            f"--env {env!r}: use one environment (a4000, l4, local or your own); the paper's environments "
-            f"({', '.join(PAPER_ENVIRONMENTS)}) may be followed by '+{REHEARSAL_LAYER}' (e.g. --env l4+{REHEARSAL_LAYER}); "
+            f"--env {env!r}: use one environment (a4000, l4, local or your own); "
+            f"the paper's environments ({', '.join(PAPER_ENVIRONMENTS)}) "
+            f"may be followed by '+{REHEARSAL_LAYER}' (e.g. --env l4+{REHEARSAL_LAYER}); "
             f"'{PAPER_LAYER}' and '{REHEARSAL_LAYER}' are layers, not environments"
         )
     layers = [base_env]
@@ -87,8 +89,8 @@ class LayeredConfigLoader(OmegaConfigLoader):
             per_layer.append(self._read_dir_configs(path, patterns, key, processed, read_env))
         if not processed and key != "globals":
             raise MissingConfigException(
-                f"No files of YAML or JSON format found in the layers {self.layers()} of {self.conf_source} "
-                f"matching the glob pattern(s): {patterns}"
+                f"No files of YAML or JSON format found in the layers {self.layers()} "
+                f"of {self.conf_source} matching the glob pattern(s): {patterns}"
             )
         if (
             key == "globals"

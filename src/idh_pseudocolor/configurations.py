@@ -40,7 +40,8 @@ def configuration(config_id: int) -> tuple[str, ...]:
         return CONFIGURATIONS[config_id]
     except KeyError:
         raise ValueError(
-            f"Unknown configuration id {config_id!r}: valid ids are 0-27 (paper) and 28 (four channels)"
+            f"Unknown configuration id {config_id!r}: "
+            "valid ids are 0-27 (paper) and 28 (four channels)"
         ) from None
 
 

@@ -70,7 +70,8 @@ class HardwareCheck:
                 key = name.removeprefix("params:") + ".fixed.accelerator"
                 base = env.split("+")[0]
                 raise HardwareUnavailable(
-                    f"--env {env} asks for accelerator '{accelerator}' ({key}), but {exc}. Run it on the GPU machine, "
-                    f"or rehearse the same path on this CPU at toy scale: kedro run --env {base}+rehearsal ... "
-                    f"(docs/reproducing.md, 'Rehearse on a laptop'); --params {key}=cpu changes only this setting."
+                    f"--env {env} asks for accelerator '{accelerator}' ({key}), but {exc}. "
+                    "Run it on the GPU machine, or rehearse the same path on this CPU at "
+                    f"toy scale: kedro run --env {base}+rehearsal ... (docs/reproducing.md, "
+                    f"'Rehearse on a laptop'); --params {key}=cpu changes only this setting."
                 ) from None

@@ -57,7 +57,8 @@ def auroc_many(labels: np.ndarray, prob_mutant: np.ndarray) -> np.ndarray:
 def binary_metrics_many(
     labels: np.ndarray, prob_mutant: np.ndarray, threshold: float = THRESHOLD
 ) -> dict[str, np.ndarray]:
-    """:func:`binary_metrics` of each row of (resamples, patients) arrays, vectorized (NaN where undefined)."""
+    """:func:`binary_metrics` of each row of (resamples, patients) arrays, vectorized (NaN where
+    undefined)."""
     y = np.asarray(labels).astype(bool)
     predicted = np.asarray(prob_mutant, dtype=float) >= threshold
     tp, fp = (predicted & y).sum(axis=1), (predicted & ~y).sum(axis=1)
@@ -119,7 +120,8 @@ def delong_test(
     m, n = pos.shape[1], neg.shape[1]
     if m < 2 or n < 2:
         raise ValueError(
-            f"DeLong's test needs at least two patients of each class (got {m} mutant, {n} wild-type)"
+            "DeLong's test needs at least two patients of each class "
+            f"(got {m} mutant, {n} wild-type)"
         )
     v10, v01 = np.empty((2, m)), np.empty((2, n))
     for k in range(2):

@@ -21,7 +21,8 @@ IMAGENET_NORMALIZATION = (tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_S
 
 
 class PretrainedWeightsUnavailable(RuntimeError):
-    """Pretrained weights were requested but could not be loaded; never silently trained from scratch."""
+    """Pretrained weights were requested but could not be loaded; never silently trained from
+    scratch."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,8 @@ class WeightsInfo:
     source: str  # "none", "file:<path>", "demo-pretraining:<path>" or "hub"
     demo_pretraining: bool = False  # the demo's own photograph pretraining, not ImageNet
     # the input standardization the loaded weights expect, per RGB channel (timm's data config
-    # for the model; the demo pretraining's own for its weights); None from scratch: inputs stay in [0, 1]
+    # for the model; the demo pretraining's own for its weights); None from scratch: inputs stay in
+    # [0, 1]
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
 
@@ -56,7 +58,8 @@ def data_normalization(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple
 
 
 def weights_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata in a safetensors file's header; ``{}`` for a file that is not safetensors (a .pth)."""
+    """The metadata in a safetensors file's header; ``{}`` for a file that is not safetensors (a
+    .pth)."""
     try:
         with safe_open(str(path), framework="pt") as fh:
             return dict(fh.metadata() or {})
@@ -69,17 +72,21 @@ def _marks_demo(metadata: dict[str, str]) -> bool:
 
 
 def is_demo_weights(path: str | Path) -> bool:
-    """Whether ``path`` holds weights from the demo's photograph pretraining (a paper run refuses them)."""
+    """Whether ``path`` holds weights from the demo's photograph pretraining (a paper run refuses
+    them)."""
     return _marks_demo(weights_metadata(Path(path).expanduser()))
 
 
 def _how_to_provide(model_name: str) -> str:
     return (
-        f"Pretrained weights for '{model_name}' are not available. Provide them in one of these ways:\n"
-        f"  1. online: let timm download them from the Hugging Face hub (needs network access);\n"
-        f"  2. HF cache: copy a cache that holds them into $HF_HOME (or ~/.cache/huggingface) and set HF_HUB_OFFLINE=1;\n"
-        f"  3. a local file: set the parameter weights_file to a .safetensors/.pth state dict for '{model_name}';\n"
-        f"  4. or train from scratch: pretrained: false."
+        f"Pretrained weights for '{model_name}' are not "
+        "available. Provide them in one of these ways:\n"
+        "  1. online: let timm download them from the Hugging Face hub (needs network access);\n"
+        "  2. HF cache: copy a cache that holds them into $HF_HOME "
+        "(or ~/.cache/huggingface) and set HF_HUB_OFFLINE=1;\n"
+        "  3. a local file: set the parameter weights_file to "
+        f"a .safetensors/.pth state dict for '{model_name}';\n"
+        "  4. or train from scratch: pretrained: false."
     )
 
 
@@ -118,8 +125,8 @@ def create_model(
         demo = _marks_demo(meta)
         if demo and meta.get("model_name") != model_name:
             raise PretrainedWeightsUnavailable(
-                f"{path} holds demo-pretrained weights for {meta.get('model_name')!r}, not {model_name!r}.\n"
-                + _how_to_provide(model_name)
+                f"{path} holds demo-pretrained weights for {meta.get('model_name')!r}, "
+                f"not {model_name!r}.\n" + _how_to_provide(model_name)
             )
         try:
             model = timm.create_model(
@@ -133,7 +140,9 @@ def create_model(
             raise PretrainedWeightsUnavailable(
                 f"could not load {path}: {exc}\n" + _how_to_provide(model_name)
             ) from exc
-        if demo:  # the weights were trained on inputs standardized as their header says, not as timm's hub weights
+        # the weights were trained on inputs standardized as their header says, not as timm's hub
+        # weights
+        if demo:
             mean, std = demo_normalization(meta)
             model.pretrained_cfg = {**model.pretrained_cfg, "mean": mean, "std": std}
         source = f"demo-pretraining:{path}" if demo else f"file:{path}"
@@ -150,7 +159,8 @@ def create_model(
 
 
 def demo_normalization(metadata: dict[str, str]) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The input mean/std a demo weights file was pretrained with (its header's ``mean``/``std``)."""
+    """The input mean/std a demo weights file was pretrained with (its header's
+    ``mean``/``std``)."""
     if "mean" not in metadata or "std" not in metadata:
         return IMAGENET_NORMALIZATION
     return tuple(json.loads(metadata["mean"])), tuple(json.loads(metadata["std"]))

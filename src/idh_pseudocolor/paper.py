@@ -26,7 +26,8 @@ from idh_pseudocolor.pipeline_settings import EnvironmentSettings
 PAPER_SEARCH_MODEL = "resnext101_32x16d.fb_swsl_ig1b_ft_in1k"
 PAPER_SWEEP_MODELS = ["vgg16.tv_in1k", PAPER_SEARCH_MODEL]
 
-#: the demo pretraining's settings (conf/base/parameters_demo_pretraining.yml): all off in a paper run
+#: the demo pretraining's settings (conf/base/parameters_demo_pretraining.yml): all off in a paper
+#: run
 DEMO_PRETRAINING_SETTINGS = (
     "image_size",
     "photo_size",
@@ -177,7 +178,8 @@ SCALE_KEYS: tuple[str, ...] = (
 
 
 class PaperPathError(RuntimeError):
-    """A paper run would use something that is not the paper's (a demo value, the phantom, a foreign best_params)."""
+    """A paper run would use something that is not the paper's (a demo value, the phantom, a foreign
+    best_params)."""
 
 
 def check_parameters(
@@ -187,7 +189,8 @@ def check_parameters(
     paper: bool | None = None,
     rehearsal: bool | None = None,
 ) -> None:
-    """A paper run takes the paper's settings; a rehearsal may change only the scale (:data:`SCALE_KEYS`).
+    """A paper run takes the paper's settings; a rehearsal may change only the scale
+    (:data:`SCALE_KEYS`).
 
     Runs before any node, so a value from conf/local, ``--params`` or a demo file never reaches
     a paper run unnoticed. ``paper`` and ``rehearsal`` are what ``--env`` says the run is (its
@@ -199,8 +202,9 @@ def check_parameters(
     if paper is not None and (paper and kind != "paper" or flagged != bool(rehearsal)):
         raise PaperPathError(
             f"--env {env or '(none)'} makes this {'a paper run' if paper else 'a demo run'}"
-            f"{' rehearsal' if rehearsal else ''}, but the parameters say environment.kind={kind!r}, "
-            f"environment.rehearsal={flagged}: these follow --env (use --env <a4000|l4>+rehearsal to rehearse); "
+            f"{' rehearsal' if rehearsal else ''}, but the parameters say "
+            f"environment.kind={kind!r}, environment.rehearsal={flagged}: these follow --env "
+            "(use --env <a4000|l4>+rehearsal to rehearse); "
             "remove them from conf/local and --params."
         )
     if kind != "paper":
@@ -224,10 +228,12 @@ def check_parameters(
             + (
                 ""
                 if rehearsal
-                else f", or rehearse at another scale with --env {(env or 'l4').split('+')[0]}+rehearsal"
+                else ", or rehearse at another scale with "
+                f"--env {(env or 'l4').split('+')[0]}+rehearsal"
             )
-            + ". Machine settings (accelerator, precision, threads, weights files, data_root) may differ: "
-            "idh_pseudocolor.paper.MACHINE_KEYS; docs/reproducing.md lists the paper's settings."
+            + ". Machine settings (accelerator, precision, threads, weights files, "
+            "data_root) may differ: idh_pseudocolor.paper.MACHINE_KEYS; "
+            "docs/reproducing.md lists the paper's settings."
         )
 
 
@@ -248,7 +254,8 @@ def matches(key: str, patterns: Iterable[str]) -> bool:
 
 
 def deviations(parameters: Mapping[str, Any], allowed: Iterable[str] = MACHINE_KEYS) -> list[str]:
-    """Every way ``parameters`` (a resolved tree) differ from the paper, keys in ``allowed`` aside."""
+    """Every way ``parameters`` (a resolved tree) differ from the paper, keys in ``allowed``
+    aside."""
     allowed = tuple(allowed)
     flat = {
         k: v
@@ -261,11 +268,13 @@ def deviations(parameters: Mapping[str, Any], allowed: Iterable[str] = MACHINE_K
             continue
         if key not in PAPER_SETTINGS:
             problems.append(
-                f"{key} = {value!r} is not a paper setting (add it to idh_pseudocolor.paper.PAPER_SETTINGS or MACHINE_KEYS)"
+                f"{key} = {value!r} is not a paper setting (add it to "
+                "idh_pseudocolor.paper.PAPER_SETTINGS or MACHINE_KEYS)"
             )
         elif not _equal(value, PAPER_SETTINGS[key][0]):
             problems.append(
-                f"{key} = {value!r}, the paper's is {PAPER_SETTINGS[key][0]!r} ({PAPER_SETTINGS[key][1]})"
+                f"{key} = {value!r}, the paper's is {PAPER_SETTINGS[key][0]!r} "
+                f"({PAPER_SETTINGS[key][1]})"
             )
     for key, (value, _) in sorted(PAPER_SETTINGS.items()):
         if key not in flat and not matches(key, allowed):
@@ -301,9 +310,10 @@ def check_cohort(slice_arrays: Mapping[str, Any], environment: EnvironmentSettin
     )  # data, not a setting: a numpy bool, or a plain one
     if environment.paper and phantom and not environment.rehearsal:
         raise PaperPathError(
-            "This is a paper environment, but the slices come from the synthetic phantom cohort "
-            "(its manifest says so). Extract your cohort first: "
-            "kedro run --env <a4000|l4> --pipelines data_engineering --params cohort_path=/data/EGD/SUBJECTS ; "
+            "This is a paper environment, but the slices come from the synthetic phantom "
+            "cohort (its manifest says so). Extract your cohort first: "
+            "kedro run --env <a4000|l4> --pipelines data_engineering "
+            "--params cohort_path=/data/EGD/SUBJECTS ; "
             "to rehearse the paper path on the phantom, use --env <a4000|l4>+rehearsal."
         )
 
@@ -311,7 +321,8 @@ def check_cohort(slice_arrays: Mapping[str, Any], environment: EnvironmentSettin
 def check_weights_files(
     weights_file: str | Mapping[str, str] | None, environment: EnvironmentSettings
 ) -> None:
-    """A paper run must never finetune the demo's photograph-pretrained weights as if they were ImageNet's."""
+    """A paper run must never finetune the demo's photograph-pretrained weights as if they were
+    ImageNet's."""
     if not environment.paper or not weights_file:
         return
     from idh_pseudocolor.models import (
@@ -322,8 +333,9 @@ def check_weights_files(
     demo = [str(p) for p in paths if p and is_demo_weights(p)]
     if demo:
         raise PaperPathError(
-            f"weights_file {', '.join(demo)} holds the demo's pretraining on photographs, not ImageNet weights. "
-            "Give the paper's models their ImageNet weights (hub, HF cache or a downloaded file)."
+            f"weights_file {', '.join(demo)} holds the "
+            "demo's pretraining on photographs, not ImageNet weights. Give the paper's "
+            "models their ImageNet weights (hub, HF cache or a downloaded file)."
         )
 
 
@@ -365,7 +377,8 @@ def check_best_params(
     if found != expected_fingerprint:
         problems.append(
             f"it comes from search {found or 'unknown (no fingerprint recorded)'} "
-            f"(study {prov.get('study_name')!r}, model {prov.get('model_name')!r}, configuration {prov.get('config_id')}), "
+            f"(study {prov.get('study_name')!r}, model {prov.get('model_name')!r}, "
+            f"configuration {prov.get('config_id')}), "
             f"this environment's search is {expected_fingerprint}"
         )
     if done is None or int(done) < int(n_trials):
@@ -376,10 +389,10 @@ def check_best_params(
         return True
     raise PaperPathError(
         f"best_params refused by {consumer}: " + "; ".join(problems) + ". "
-        "Run this environment's search (kedro run --env <env> --pipelines hyperparameter_search), or copy the "
-        "best_params.yml it wrote into this environment's 06_models folder (docs/reproducing.md). "
-        f"To use this file deliberately, rerun with --params permutation_study.accept_best_params={ident} "
-        "(every run records it)."
+        "Run this environment's search (kedro run --env <env> --pipelines hyperparameter_search), "
+        "or copy the best_params.yml it wrote into this environment's 06_models folder "
+        "(docs/reproducing.md). To use this file deliberately, rerun with "
+        f"--params permutation_study.accept_best_params={ident} (every run records it)."
     )
 
 
@@ -391,8 +404,8 @@ def check_winner_source(
     used, current = study_winner.get("best_params_id"), best_params_id(best_params)
     if used not in (None, current):
         raise PaperPathError(
-            f"The winner was chosen by a sweep trained with best_params {used}, but best_params is now {current}: "
-            f"rerun the sweep with this best_params before {consumer}."
+            f"The winner was chosen by a sweep trained with best_params {used}, but best_params "
+            f"is now {current}: rerun the sweep with this best_params before {consumer}."
         )
 
 
@@ -401,7 +414,8 @@ def check_one_source(ids: Iterable[Any]) -> None:
     distinct = sorted({str(i) for i in ids})
     if len(distinct) > 1:
         raise PaperPathError(
-            f"The sweep's configurations were trained with {len(distinct)} different best_params ({', '.join(distinct)}); "
-            "rerun the configurations trained with the old one (delete their outputs under 07_model_output/permutation_study "
+            f"The sweep's configurations were trained with {len(distinct)} different "
+            f"best_params ({', '.join(distinct)}); rerun the configurations trained with "
+            "the old one (delete their outputs under 07_model_output/permutation_study "
             "and run kedro run --pipelines permutation_study --only-missing-outputs)."
         )

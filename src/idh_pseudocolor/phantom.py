@@ -1,10 +1,10 @@
 """A synthetic glioma cohort: honest about being synthetic, realistic enough to exercise the study.
 
 Anatomy is the MNI ICBM152 2009a 1 mm template and its GM/WM maps that nilearn ships (its
-``load_mni152_*_template`` loaders; the EGD grid, 197x233x189 RAS). Each subject gets per-sequence tissue contrast, a tumor whose look
-depends on IDH status through *overlapping* distributions, and scanner effects (scale, offset,
-smooth bias field, Rician noise). Written in the EGD layout (or BraTS layout, stored LPS with a
-UCSF-style labels CSV, so those readers are exercised too).
+``load_mni152_*_template`` loaders; the EGD grid, 197x233x189 RAS). Each subject gets per-sequence
+tissue contrast, a tumor whose look depends on IDH status through *overlapping* distributions, and
+scanner effects (scale, offset, smooth bias field, Rician noise). Written in the EGD layout (or
+BraTS layout, stored LPS with a UCSF-style labels CSV, so those readers are exercised too).
 
 The planted truth (generator v3), recorded in ``phantom_cohort.json`` under ``cues`` so the
 report can check that a study recovered it:
@@ -55,7 +55,10 @@ CUES: list[dict[str, Any]] = [
         "strength": "strong",
         "mutant": DISCORDANCE["mutant"],
         "wild-type": DISCORDANCE["wild-type"],
-        "note": "each of T2 and FLAIR is bright or dark with equal odds in both classes; only the pair differs",
+        "note": (
+            "each of T2 and FLAIR is bright or dark with "
+            "equal odds in both classes; only the pair differs"
+        ),
     },
     {
         "cue": "enhancing rim",

@@ -69,7 +69,8 @@ def _source(path: str) -> str:
 
 
 def check_keys(params: Any, names: tuple[str, ...] | list[str], path: str) -> None:
-    """``params`` holds exactly the settings ``names`` of block ``path``, else a ValueError naming the key."""
+    """``params`` holds exactly the settings ``names`` of block ``path``, else a ValueError naming
+    the key."""
     source = _source(path)
     if not isinstance(params, Mapping):
         raise ValueError(f"{path} must be a block of settings ({source}), got {params!r}")
@@ -92,7 +93,8 @@ def build(cls: type[T], params: Any, path: str) -> T:
 
 
 def typed(value: Any, hint: Any, path: str) -> Any:
-    """``value`` checked against ``hint`` (sequences become tuples; a dataclass hint builds a block)."""
+    """``value`` checked against ``hint`` (sequences become tuples; a dataclass hint builds a
+    block)."""
     if isinstance(hint, type) and is_dataclass(hint):
         return build(hint, value, path)
     if not _conforms(value, hint):
@@ -249,7 +251,8 @@ class SearchSpace:
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """optuna.samplers.TPESampler's arguments, every one explicit (Optuna 5 changed the defaults)."""
+    """optuna.samplers.TPESampler's arguments, every one explicit (Optuna 5 changed the
+    defaults)."""
 
     seed: int | None
     n_startup_trials: int
@@ -295,7 +298,8 @@ class SearchSettings(Settings):
         }
 
     def fingerprint_id(self) -> str:
-        """The fingerprint as a short hash: what best_params carries to the sweep, which checks it."""
+        """The fingerprint as a short hash: what best_params carries to the sweep, which checks
+        it."""
         from idh_pseudocolor.paper import digest
 
         return digest(jsonable(self.fingerprint()))
@@ -339,7 +343,8 @@ class PermutationStudySettings(Settings):
     final_evaluation: FinalEvaluationSettings
 
     def hyperparameters(self, best_params: Mapping[str, Any]) -> dict[str, Any]:
-        """best_params' hyperparameters with the overrides applied (an override of null keeps best_params')."""
+        """best_params' hyperparameters with the overrides applied (an override of null keeps
+        best_params')."""
         return {**best_params["hyperparameters"], **self.overrides.given()}
 
 
@@ -407,7 +412,8 @@ PIPELINE_SETTINGS: dict[str, Any] = {
 
 
 def check_settings(parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """Every block's typed settings from the resolved parameters (what a run checks before any node)."""
+    """Every block's typed settings from the resolved parameters (what a run checks before any
+    node)."""
     missing = [s for s in PIPELINE_SETTINGS if s not in parameters]
     if missing:
         raise ValueError(f"{missing[0]} is missing ({SOURCES[missing[0]]} sets it)")
@@ -417,7 +423,8 @@ def check_settings(parameters: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def jsonable(value: Any) -> Any:
-    """Dicts, lists and scalars only (tuples become lists), as JSON and Optuna's storage keep them."""
+    """Dicts, lists and scalars only (tuples become lists), as JSON and Optuna's storage keep
+    them."""
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

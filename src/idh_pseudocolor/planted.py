@@ -37,13 +37,16 @@ def planted_truth_check(
     """The check's numbers and verdict for a study's ranking (best first) of configurations 0-27.
 
     ``record`` is the cohort record (the phantom marker's content; ``{"synthetic": False}`` for
-    real data); a paper-path ``rehearsal`` trains at toy scale, so it is not checked. Returns ``applicable: False`` with a reason when there is nothing to check.
+    real data); a paper-path ``rehearsal`` trains at toy scale, so it is not checked. Returns
+    ``applicable: False`` with a reason when there is nothing to check.
     """
     planted = list(record.get("planted_sequences") or [])
     if rehearsal:
         return {
             "applicable": False,
-            "reason": "a rehearsal trains at toy scale: it is not expected to recover the planted truth",
+            "reason": (
+                "a rehearsal trains at toy scale: it is not expected to recover the planted truth"
+            ),
         }
     if not record.get("synthetic"):
         return {"applicable": False, "reason": "real cohort: no planted truth to check"}
@@ -51,7 +54,10 @@ def planted_truth_check(
         version = record.get("generator_version")
         return {
             "applicable": False,
-            "reason": f"phantom generator v{version} recorded no planted truth; regenerate the cohort (v3 or later)",
+            "reason": (
+                f"phantom generator v{version} recorded no "
+                "planted truth; regenerate the cohort (v3 or later)"
+            ),
         }
     order = [int(c) for c in ranking if int(c) in PAPER_CONFIGURATION_IDS]
     if sorted(order) != list(PAPER_CONFIGURATION_IDS):
@@ -73,12 +79,14 @@ def planted_truth_check(
             holds(order[0], planted),
         ),
         (
-            f"configurations holding {' and '.join(planted)} rank above those lacking one "
-            f"(mean rank {_mean(rank, holding):.1f} vs {_mean(rank, lacking):.1f}; one-sided Mann-Whitney p = {test.pvalue:.2g}, needs < {ALPHA})",
+            f"configurations holding {' and '.join(planted)} rank above those lacking "
+            f"one (mean rank {_mean(rank, holding):.1f} vs {_mean(rank, lacking):.1f}; "
+            f"one-sided Mann-Whitney p = {test.pvalue:.2g}, needs < {ALPHA})",
             bool(test.pvalue < ALPHA),
         ),
         (
-            f"the four grays rank in the bottom half (ranks {', '.join(str(r) for r in sorted(grays.values()))}; needs all > {n // 2})",
+            "the four grays rank in the bottom half "
+            f"(ranks {', '.join(str(r) for r in sorted(grays.values()))}; needs all > {n // 2})",
             all(r > n // 2 for r in grays.values()),
         ),
         (

@@ -99,7 +99,8 @@ def load_runs(
             }
         )
         raise ValueError(
-            f"No trained run matches model={model_name!r}, pretrained={pretrained!r}; the bundle has (model, pretrained) = {available}"
+            f"No trained run matches model={model_name!r}, pretrained={pretrained!r}; "
+            f"the bundle has (model, pretrained) = {available}"
         )
     return runs
 
@@ -110,7 +111,8 @@ def find_subjects(folder: str | Path) -> list[tuple[str, dict[str, str]]]:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(
-            f"{folder} is not a folder: give a subject folder (T1, T1GD, T2, FLAIR, MASK) or a cohort folder"
+            f"{folder} is not a folder: "
+            "give a subject folder (T1, T1GD, T2, FLAIR, MASK) or a cohort folder"
         )
 
     def files_of(root: Path, sid: str) -> dict[str, str] | None:
@@ -142,7 +144,8 @@ def predict_subjects(
     n_workers: int | None = 1,
     progress: bool = False,
 ) -> tuple[pd.DataFrame, list[SubjectSlice], list[SubjectError]]:
-    """Per subject and (model, pretrained): the seed-ensemble P(mutant), its std over seeds, each seed's value."""
+    """Per subject and (model, pretrained): the seed-ensemble P(mutant), its std over seeds, each
+    seed's value."""
     normalization = runs[0].normalization
     slices, errors = [], []
     for result in extract_many(list(subjects), normalization, n_workers, progress=progress):
@@ -243,7 +246,8 @@ def save_pictures(
             else f" ± {row['prob_std_over_seeds']:.2f} (std over {row['seeds']} seeds)"
         )
         fig.suptitle(
-            f"{subject.subject_id}, slice z={subject.z}: P(IDH mutant) = {row['prob_mutant']:.2f}{spread}\n"
+            f"{subject.subject_id}, slice z={subject.z}: "
+            f"P(IDH mutant) = {row['prob_mutant']:.2f}{spread}\n"
             f"{model_name}, {'pretrained' if pretrained else 'from scratch'}"
         )
         path = (

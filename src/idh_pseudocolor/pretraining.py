@@ -1,4 +1,5 @@
-"""Demo pretraining: the demo's "pretrained" arm, made offline from photographs in an installed package.
+"""Demo pretraining: the demo's "pretrained" arm, made offline from photographs in an installed
+package.
 
 The paper finetunes ImageNet weights; the CPU demo has no network and no ImageNet, so it
 pretrains its tiny timm networks itself, on the sample photographs that scikit-image ships
@@ -81,15 +82,17 @@ NORMALIZATION = IMAGENET_NORMALIZATION
 
 
 def load_photographs(names: Sequence[str] = PHOTOGRAPHS) -> dict[str, np.ndarray]:
-    """The bundled photographs as (H, W, 3) uint8 arrays; grayscale ones repeated to three channels."""
+    """The bundled photographs as (H, W, 3) uint8 arrays; grayscale ones repeated to three
+    channels."""
     try:
         import imageio.v3 as iio  # a scikit-image dependency
 
         folder = files("skimage") / "data"
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(
-            f"The demo's pretraining reads scikit-image's bundled photographs ({exc.name} is missing): "
-            "pip install 'idh-pseudocolor[demo]' (make install does), or set demo_pretraining.enabled: false"
+            "The demo's pretraining reads scikit-image's bundled photographs "
+            f"({exc.name} is missing): pip install 'idh-pseudocolor[demo]' "
+            "(make install does), or set demo_pretraining.enabled: false"
         ) from exc
     photos = {}
     for name in names:
@@ -124,7 +127,8 @@ class PretrainSettings:
         unknown = set(params) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(
-                f"unknown demo_pretraining setting(s) {sorted(unknown)}; known: {sorted(cls.__dataclass_fields__)}"
+                f"unknown demo_pretraining setting(s) {sorted(unknown)}; "
+                f"known: {sorted(cls.__dataclass_fields__)}"
             )
         known = dict(params)
         if "crop_scale" in known:
@@ -134,11 +138,15 @@ class PretrainSettings:
 
 def task(s: PretrainSettings) -> str:
     """The pretext task in words (recorded in the weights' header and the record)."""
-    return f"which photograph a random {s.image_size} px crop comes from (scaled, flipped, rotated by 90 degree steps, jittered)"
+    return (
+        f"which photograph a random {s.image_size} px crop comes "
+        "from (scaled, flipped, rotated by 90 degree steps, jittered)"
+    )
 
 
 def photo_tensor(photos: dict[str, np.ndarray], size: int) -> torch.Tensor:
-    """(P, 3, size, size) float in [0, 1]: the centre square of each photograph, resized (antialiased)."""
+    """(P, 3, size, size) float in [0, 1]: the centre square of each photograph, resized
+    (antialiased)."""
     squares = []
     for image in photos.values():
         h, w = image.shape[:2]
@@ -214,7 +222,8 @@ def pretrain(
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Pretrain ``model_name`` from scratch on the pretext task; its state dict and what it learned.
 
-    Deterministic on CPU for a given seed and thread count (model initialisation runs in a forked RNG, so it leaves torch's global RNG as it was).
+    Deterministic on CPU for a given seed and thread count (model initialisation runs in a forked
+    RNG, so it leaves torch's global RNG as it was).
     """
     start = time.perf_counter()
     with torch_threads(s.torch_threads):

@@ -1,4 +1,5 @@
-"""Configuration id -> model input: channel selection, optional masking, square resize, normalization.
+"""Configuration id -> model input: channel selection, optional masking, square resize,
+normalization.
 
 Pure functions on arrays/tensors, applied once per run to the whole (small) dataset, so the
 training loop only indexes tensors already in memory.

@@ -12,7 +12,8 @@ from idh_pseudocolor.configurations import PAPER_WINNER_ID, configuration_label
 
 
 def reason_kind(reason: str) -> str:
-    """Coarse category of an exclusion reason, for counting (the full reason stays in the manifest)."""
+    """Coarse category of an exclusion reason, for counting (the full reason stays in the
+    manifest)."""
     text = reason.lower()
     for kind in (
         "missing",

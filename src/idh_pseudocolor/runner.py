@@ -1,10 +1,11 @@
-"""``DaskRunner``: Kedro nodes as Dask tasks, so independent runs spread over GPUs and machines.
+r"""``DaskRunner``: Kedro nodes as Dask tasks, so independent runs spread over GPUs and machines.
 
 Kedro schedules (which node is ready), Dask places (which worker process, on which machine,
 holding which GPU). Use it from the command line::
 
     kedro run --pipelines permutation_study --runner idh_pseudocolor.runner.DaskRunner
-    kedro run ... --runner idh_pseudocolor.runner.DaskRunner --runner-params scheduler=tcp://head:8786
+    kedro run ... --runner idh_pseudocolor.runner.DaskRunner \
+        --runner-params scheduler=tcp://head:8786
 
 Without ``scheduler`` (or ``$IDH_DASK_SCHEDULER``) the runner starts a local cluster: with
 CUDA GPUs, dask-cuda's ``LocalCUDACluster`` (one worker per GPU); without, a ``LocalCluster``
@@ -93,7 +94,8 @@ class _RemoteTask:
         if self.package_name and project.PACKAGE_NAME != self.package_name:
             project.configure_project(self.package_name)
         # Node and dataset hooks do not run on workers: the driver's hook objects (kedro-viz's
-        # dataset statistics among them) cannot travel, and copies on a worker would never report back.
+        # dataset statistics among them) cannot travel, and copies on a worker would never report
+        # back.
         task = Task(
             node=self.node,
             catalog=self.catalog,
@@ -105,7 +107,8 @@ class _RemoteTask:
             task.execute()
         except Exception as exc:  # the original may not pickle (tracebacks, figures): send the text
             raise NodeFailedOnWorker(
-                f"node {self.node.name} failed on {socket.gethostname()}:{os.getpid()}:\n{traceback.format_exc()}"
+                f"node {self.node.name} failed on {socket.gethostname()}:{os.getpid()}:\n"
+                f"{traceback.format_exc()}"
             ) from exc
         finally:
             _stop_joblib_workers()
@@ -185,7 +188,8 @@ class DaskRunner(AbstractRunner):
                 from dask_cuda import LocalCUDACluster
             except ImportError as exc:
                 raise RuntimeError(
-                    f"DaskRunner found {gpus} GPUs; one worker per GPU needs dask-cuda: pip install dask-cuda"
+                    f"DaskRunner found {gpus} GPUs; "
+                    "one worker per GPU needs dask-cuda: pip install dask-cuda"
                 ) from exc
             # silence_logs: Dask's own start-up lines on its "distributed" loggers only; nodes'
             # records are forwarded to the driver (_forward_logging) and never silenced
@@ -210,13 +214,15 @@ class DaskRunner(AbstractRunner):
         return Client(self._cluster)
 
     def _forward_logging(self, package_name: str | None) -> None:
-        """Workers log at the run's levels and send their records here (see the module docstring)."""
+        """Workers log at the run's levels and send their records here (see the module
+        docstring)."""
         from kedro.framework.project import LOGGING
 
         from idh_pseudocolor.worker_logging import PLUGIN_NAME, ProjectLogging
 
         self._client.register_plugin(ProjectLogging(dict(LOGGING), package_name), name=PLUGIN_NAME)
-        self._client.forward_logging()  # after the plugin: its handler must outlive the workers' configuration
+        # after the plugin: its handler must outlive the workers' configuration
+        self._client.forward_logging()
         self._forwarding = True
 
     def _close(self) -> None:
@@ -259,8 +265,9 @@ class DaskRunner(AbstractRunner):
         )
         if in_memory:
             raise ValueError(
-                "DaskRunner needs every node output in a persisted catalog dataset that all workers "
-                f"can read; these are in memory: {', '.join(in_memory)}. Add them to conf/base/catalog.yml."
+                "DaskRunner needs every node output in a persisted "
+                "catalog dataset that all workers can read; these are in "
+                f"memory: {', '.join(in_memory)}. Add them to conf/base/catalog.yml."
             )
         from kedro.framework.project import PACKAGE_NAME
 

@@ -85,7 +85,8 @@ HYPERPARAMETERS = (
 
 
 def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
-    """One point of the search space, in RunConfig's vocabulary (max-epochs range depends on the schedule)."""
+    """One point of the search space, in RunConfig's vocabulary (max-epochs range depends on the
+    schedule)."""
     hp: dict[str, Any] = {
         "learning_rate": trial.suggest_float("learning_rate", *space.learning_rate, log=True),
         "pretrained": trial.suggest_categorical("pretrained", space.pretrained),
@@ -115,7 +116,8 @@ def make_sampler(sampler: SamplerSettings, worker: int) -> optuna.samplers.TPESa
 
 
 class PruningCallback(pl.Callback):
-    """Reports validation F1 each epoch to the trial and stops hopeless trials (Optuna's pruner decides)."""
+    """Reports validation F1 each epoch to the trial and stops hopeless trials (Optuna's pruner
+    decides)."""
 
     def __init__(self, trial: optuna.Trial, monitor: str = "val_f1") -> None:
         self.trial, self.monitor = trial, monitor
@@ -156,7 +158,8 @@ def open_study(location: StudyLocation, settings: SearchSettings) -> optuna.Stud
     elif stored != wanted:
         raise ValueError(
             f"Study '{location.study_name}' in {location.url} was created with other settings "
-            f"({stored}); these are {wanted}. Resume with the same settings or set another study_name."
+            f"({stored}); these are {wanted}. "
+            "Resume with the same settings or set another study_name."
         )
     return study
 
@@ -250,7 +253,8 @@ def run_search(
         )
         if rounds_without_progress >= 3:  # e.g. a pruner that prunes everything
             raise RuntimeError(
-                f"Search {study.study_name}: no trial completed in 3 rounds; check the pruner settings"
+                f"Search {study.study_name}: no trial completed in 3 rounds; "
+                "check the pruner settings"
             )
     return study
 
@@ -277,7 +281,9 @@ def best_params(study: optuna.Study, settings: SearchSettings) -> dict[str, Any]
             p["lr_interval"],
             p["max_epochs_superconvergence"],
         )
-    else:  # a constant learning rate has no peak or interval: RunConfig ignores them, the paper's fill them in
+    else:
+        # a constant learning rate has no peak or interval: RunConfig ignores them, the paper's
+        # fill them in
         peak_fraction, lr_interval, max_epochs = (
             PAPER_OPTIMUM["peak_fraction"],
             PAPER_OPTIMUM["lr_interval"],

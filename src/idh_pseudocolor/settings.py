@@ -26,7 +26,8 @@ HOOKS = (HardwareCheck(), PaperSettingsCheck())  # LIFO: the settings are checke
 # Directory that holds configuration.
 # CONF_SOURCE = "conf"
 
-# Configuration in layers: base -> paper (a4000, l4) -> <env> -> rehearsal (<env>+rehearsal) -> local.
+# Configuration in layers: base -> paper (a4000, l4) -> <env> -> rehearsal (<env>+rehearsal)
+# -> local.
 # conf/local (credentials, data_root) applies under every --env; see idh_pseudocolor.config_loader.
 from idh_pseudocolor.config_loader import LayeredConfigLoader  # noqa: E402
 

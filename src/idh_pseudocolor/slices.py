@@ -2,8 +2,8 @@
 
 Speed and memory come from reading only what the slice needs: the mask is read whole (its
 z-range decides the slice), each sequence only up to and including the chosen plane
-(decompressed with ISA-L), and no volume is ever converted to float64. Orientation is handled on the header (nibabel's orientation
-tools), so a file stored LPS or RAS yields the same canonical slice.
+(decompressed with ISA-L), and no volume is ever converted to float64. Orientation is handled on the
+header (nibabel's orientation tools), so a file stored LPS or RAS yields the same canonical slice.
 """
 
 from __future__ import annotations
@@ -59,13 +59,15 @@ class Normalization:
             raise ValueError(f"Unknown normalization method {self.method!r}")
         if not 0 <= self.lower < self.upper <= 100:
             raise ValueError(
-                f"Normalization percentiles must satisfy 0 <= lower < upper <= 100, got {self.lower}, {self.upper}"
+                "Normalization percentiles must satisfy 0 <= lower < upper <= 100, "
+                f"got {self.lower}, {self.upper}"
             )
 
 
 @dataclass(frozen=True)
 class SubjectSlice:
-    """The extracted data for one subject, in display orientation (anterior up, right on the right)."""
+    """The extracted data for one subject, in display orientation (anterior up, right on the
+    right)."""
 
     subject_id: str
     image: np.ndarray  # (4, H, W) float32, channels in SEQUENCES order
@@ -174,7 +176,8 @@ def read_axial_plane(img: nib.spatialimages.SpatialImage, z: int, ornt: np.ndarr
 
 
 def to_display(plane: np.ndarray) -> np.ndarray:
-    """[x, y] canonical plane -> rows anterior-to-posterior, columns left-to-right (neurological)."""
+    """[x, y] canonical plane -> rows anterior-to-posterior, columns left-to-right
+    (neurological)."""
     return np.ascontiguousarray(plane.T[::-1])
 
 

@@ -45,7 +45,8 @@ def split_subjects(
     counts = {int(c): int((y == c).sum()) for c in (0, 1)}
     if min(counts.values()) < 3:
         raise ValueError(
-            f"cannot stratify: need at least 3 subjects of each class, have {counts[1]} mutant and {counts[0]} wild-type"
+            "cannot stratify: need at least 3 subjects of each class, "
+            f"have {counts[1]} mutant and {counts[0]} wild-type"
         )
     n_train, n_val, n_test = split_sizes(len(ids), val, test)
     if min(n_val, n_test) < 2 or n_train < 2:

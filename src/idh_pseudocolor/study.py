@@ -1,4 +1,5 @@
-"""The permutation study's arithmetic: runs, per-configuration summaries, the winner, seed ensembles.
+"""The permutation study's arithmetic: runs, per-configuration summaries, the winner, seed
+ensembles.
 
 Kept free of training and Kedro so the rules the paper states can be checked by hand.
 """
@@ -30,7 +31,10 @@ class RunKey:
     def name(self) -> str:
         """File- and namespace-safe name, e.g. ``c15__vgg16_tv_in1k__pretrained__s42``."""
         model = "".join(ch if ch.isalnum() else "_" for ch in self.model_name)
-        return f"c{self.config_id}__{model}__{'pretrained' if self.pretrained else 'scratch'}__s{self.seed}"
+        return (
+            f"c{self.config_id}__{model}__"
+            f"{'pretrained' if self.pretrained else 'scratch'}__s{self.seed}"
+        )
 
 
 def study_runs(
@@ -39,7 +43,8 @@ def study_runs(
     seeds: Sequence[int] = PAPER_SEEDS,
     config_ids: Iterable[int] = PAPER_CONFIGURATION_IDS,
 ) -> list[RunKey]:
-    """Every run of the permutation study: configurations x models x seeds (28 x 2 x 3 = 168 in the paper)."""
+    """Every run of the permutation study: configurations x models x seeds (28 x 2 x 3 = 168 in the
+    paper)."""
     return [RunKey(c, m, pretrained, s) for c, m, s in product(config_ids, models, seeds)]
 
 

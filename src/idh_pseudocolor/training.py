@@ -42,7 +42,8 @@ QUIET_WARNINGS = (
 
 @dataclass
 class RunConfig:
-    """Everything that defines a run (configuration x model x pretrained x seed + hyperparameters)."""
+    """Everything that defines a run (configuration x model x pretrained x seed +
+    hyperparameters)."""
 
     model_name: str
     config_id: int
@@ -216,7 +217,8 @@ def require_accelerator(accelerator: str) -> None:
 
 
 def weights_file_for(weights_file: str | dict[str, str] | None, model_name: str) -> str | None:
-    """The local weights file for ``model_name``: one file for every model, or a per-model mapping."""
+    """The local weights file for ``model_name``: one file for every model, or a per-model
+    mapping."""
     if isinstance(weights_file, dict):
         return weights_file.get(model_name)
     return weights_file
@@ -241,7 +243,8 @@ def training_device(accelerator: str) -> torch.device:
 
 
 class PseudocolorClassifier(pl.LightningModule):
-    """Cross-entropy on two classes; AdamW; OneCycle or constant LR; metrics from one confusion matrix."""
+    """Cross-entropy on two classes; AdamW; OneCycle or constant LR; metrics from one confusion
+    matrix."""
 
     def __init__(
         self, model: torch.nn.Module, cfg: RunConfig, steps_per_epoch: int, keep_state: bool = False

@@ -128,7 +128,8 @@ def closure(
             dist.version, prereleases=True
         ):
             raise RuntimeError(
-                f"{requirement} is needed, but {dist.metadata['Name']} {dist.version} is installed here"
+                f"{requirement} is needed, "
+                f"but {dist.metadata['Name']} {dist.version} is installed here"
             )
         for extra in ("", *sorted(canonicalize_name(e) for e in requirement.extras)):
             if (name, extra) in expanded:
@@ -158,7 +159,8 @@ def wheel_requirements(wheel: Path, extras: Collection[str] = ()) -> list[Requir
     unknown = {canonicalize_name(e) for e in extras} - provided
     if unknown:
         raise RuntimeError(
-            f"{wheel.name} has no extra {', '.join(sorted(unknown))} (it has: {', '.join(sorted(provided))})"
+            f"{wheel.name} has no extra {', '.join(sorted(unknown))} "
+            f"(it has: {', '.join(sorted(provided))})"
         )
     return [Requirement(line) for line in message.get_all("Requires-Dist") or []]
 
@@ -241,7 +243,8 @@ def download(
         for wheel in set(out.glob("*.whl")) - before:
             if not wheel.name.endswith("-none-any.whl") and (python_version or platform):
                 raise RuntimeError(
-                    f"{pin} has no wheel for the target and builds a compiled one here ({wheel.name})"
+                    f"{pin} has no wheel for the target and "
+                    f"builds a compiled one here ({wheel.name})"
                 )
     return built
 
@@ -270,9 +273,10 @@ def build_wheelhouse(
         extras=extras,
     )
     (out / "requirements.txt").write_text(
-        f"# {project_wheel.name}'s dependencies{' with [' + ','.join(extras) + ']' if extras else ''}, "
-        f"pinned to the versions they were tested with; not here: {', '.join(sorted(TORCH | skipped))}\n"
-        + "".join(f"{pin}\n" for pin in pins)
+        f"# {project_wheel.name}'s dependencies"
+        f"{' with [' + ','.join(extras) + ']' if extras else ''}, "
+        "pinned to the versions they were tested with; "
+        f"not here: {', '.join(sorted(TORCH | skipped))}\n" + "".join(f"{pin}\n" for pin in pins)
     )
     built = download(pins, out, python_version, platform)
     wheels = sorted(out.glob("*.whl"))
@@ -290,7 +294,10 @@ def summary(wheels: Sequence[Path]) -> str:
     sizes = sorted(((w.stat().st_size, w.name) for w in wheels), reverse=True)
     total = sum(size for size, _ in sizes)
     largest = "".join(f"  {size / 1e6:7.2f} MB  {name}\n" for size, name in sizes[:10])
-    return f"largest:\n{largest}{len(sizes)} wheels, {total / 1e6:.1f} MB ({total / 2**20:.1f} MiB) in all"
+    return (
+        "largest:\n"
+        f"{largest}{len(sizes)} wheels, {total / 1e6:.1f} MB ({total / 2**20:.1f} MiB) in all"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""The DaskRunner's logging: conf/logging.yml's levels on every Dask worker, the records in the driver.
+"""The DaskRunner's logging: conf/logging.yml's levels on every Dask worker, the records in the
+driver.
 
 Workers take the levels of the run's logging configuration (as Kedro loaded it in the driver)
 without its handlers; ``Client.forward_logging`` sends their records to the driver, whose

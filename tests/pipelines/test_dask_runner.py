@@ -80,15 +80,19 @@ def test_runs_go_to_separate_workers_log_to_the_driver_and_equal_a_sequential_ru
     assert workers == set(
         runner.worker_pids
     )  # one configuration per worker process (placement, not timing)
-    # each run's INFO line (permutation_study.nodes.log_run), logged on a worker at conf/logging.yml's
-    # levels, reached this process's handlers: once each, from the worker that trained the run
+    # each run's INFO line (permutation_study.nodes.log_run), logged on a worker at
+    # conf/logging.yml's levels, reached this process's handlers: once each, from the worker that
+    # trained the run
     for handler in logging.getLogger().handlers:
         handler.flush()
     lines = [line for line in run_log.read_text().splitlines() if "best val AUROC" in line]
     assert len(lines) == len(dask_runs), run_log.read_text()[-3000:]
     for row in dask_runs.itertuples():
         arm = "pretrained" if row.pretrained else "scratch"
-        said = f"{configuration_label(row.config_id)}: {row.model_name} {arm} seed {row.seed}: {row.epochs_run} epochs, best val AUROC"
+        said = (
+            f"{configuration_label(row.config_id)}: {row.model_name} {arm} "
+            f"seed {row.seed}: {row.epochs_run} epochs, best val AUROC"
+        )
         (line,) = [x for x in lines if said in x]
         pid, level, _ = line.split(" ", 2)
         assert level == "INFO" and int(pid) == int(row.worker.rsplit(":", 1)[1])
@@ -134,7 +138,8 @@ def _meet(folder: str, me: str, other: str) -> int:
 
 
 def test_independent_nodes_run_at_the_same_time_on_separate_workers(tmp_path):
-    """Deterministic concurrency: each node waits for the other's marker file (no wall-clock race)."""
+    """Deterministic concurrency: each node waits for the other's marker file (no wall-clock
+    race)."""
     from functools import partial, update_wrapper
 
     from kedro_datasets.json import JSONDataset
@@ -194,7 +199,8 @@ def test_a_node_failing_on_a_worker_reports_its_traceback(tmp_path):
 def test_kedro_cli_with_dask_runner_writes_under_a_shared_data_root(
     kedro_project, tiny_cohort, tmp_path
 ):
-    """What a cluster user types: `kedro run --runner ...DaskRunner`, data under `data_root` from conf."""
+    """What a cluster user types: `kedro run --runner ...DaskRunner`, data under `data_root` from
+    conf."""
     import subprocess
     import sys
 
@@ -237,7 +243,8 @@ def test_kedro_cli_with_dask_runner_writes_under_a_shared_data_root(
 
 
 def test_an_existing_scheduler_is_used_and_left_running(tmp_path):
-    """The cluster path: the runner connects to a scheduler it did not start and does not stop it."""
+    """The cluster path: the runner connects to a scheduler it did not start and does not stop
+    it."""
     from dask.distributed import Client, LocalCluster
     from kedro_datasets.json import JSONDataset
 
@@ -312,8 +319,9 @@ def test_gpu_tagged_nodes_go_to_the_worker_with_a_gpu_found_through_the_environm
 def test_the_whole_sweep_under_env_gives_the_same_numbers_on_both_runners(
     kedro_project, tiny_cohort
 ):
-    """All 28 configurations (one epoch at 32 px each), under `--env l4+rehearsal`: the DaskRunner's worker
-    processes and the sequential runner give identical runs (torch threads are a run setting)."""
+    """All 28 configurations (one epoch at 32 px each), under `--env l4+rehearsal`: the DaskRunner's
+    worker processes and the sequential runner give identical runs (torch threads are a run
+    setting)."""
     env = "l4+rehearsal"
     local = {
         "data_engineering": {"progress": False},

@@ -1,4 +1,5 @@
-"""The search through real Kedro sessions and a real SQLite study, including a SIGKILL mid-search."""
+"""The search through real Kedro sessions and a real SQLite study, including a SIGKILL
+mid-search."""
 
 from __future__ import annotations
 
@@ -112,9 +113,10 @@ def test_search_through_a_kedro_session(kedro_project, tiny_cohort):
 
 
 def test_best_params_of_a_constant_learning_rate_winner(kedro_project, tiny_cohort):
-    """The search's one trial is a constant-learning-rate point, enqueued with fixed values and really
-    trained: best_params.yml takes its epochs from ``max_epochs_constant`` and fills the OneCycle
-    fields it has not (peak, interval) with the paper's optimum, all in training vocabulary."""
+    """The search's one trial is a constant-learning-rate point, enqueued with fixed values and
+    really trained: best_params.yml takes its epochs from ``max_epochs_constant`` and fills the
+    OneCycle fields it has not (peak, interval) with the paper's optimum, all in training
+    vocabulary."""
     from dataclasses import fields
 
     from idh_pseudocolor.training import RunConfig
@@ -163,8 +165,9 @@ def test_best_params_of_a_constant_learning_rate_winner(kedro_project, tiny_coho
 
 
 def test_search_runs_and_resumes_on_a_journal_file(kedro_project, tiny_cohort, tmp_path):
-    """``storage: journal`` in conf/local (docs/search.md): the study lives in that file, and a second
-    run asking for more trials continues the same study (numbers go on, earlier trials kept as they were)."""
+    """``storage: journal`` in conf/local (docs/search.md): the study lives in that file, and a
+    second run asking for more trials continues the same study (numbers go on, earlier trials kept
+    as they were)."""
     prepare(kedro_project, tiny_cohort, n_trials=2)
     journal = tmp_path / "shared" / "idh_search.log"
     (kedro_project / "conf/local/catalog.yml").write_text(
@@ -311,9 +314,9 @@ def test_a4000_environment_is_table_1_and_holds_only_deltas():
 
 
 def test_two_workers_share_one_postgresql_study_exactly(kedro_project, tiny_cohort, postgres_url):
-    """The A4000 box and an L4 machine (`kedro run --env a4000` / `--env l4`, rehearsed on CPU) add trials
-    to one study in a real PostgreSQL server, named in conf/local as docs/scaling.md says: exactly n
-    trials, no repeats."""
+    """The A4000 box and an L4 machine (`kedro run --env a4000` / `--env l4`, rehearsed on CPU) add
+    trials to one study in a real PostgreSQL server, named in conf/local as docs/scaling.md says:
+    exactly n trials, no repeats."""
     import uuid
 
     n_trials = 8
@@ -325,7 +328,8 @@ def test_two_workers_share_one_postgresql_study_exactly(kedro_project, tiny_coho
         kedro_project, ["test_resnet"]
     )  # offline weights
     (kedro_project / "conf/local/parameters.yml").write_text(yaml.safe_dump(local))
-    study_name = f"two_workers_{uuid.uuid4().hex[:8]}"  # a kept server (IDH_TEST_POSTGRES_URL) never holds it already
+    # a kept server (IDH_TEST_POSTGRES_URL) never holds it already
+    study_name = f"two_workers_{uuid.uuid4().hex[:8]}"
     (kedro_project / "conf/local/credentials.yml").write_text(
         yaml.safe_dump({"optuna_db": {"con": postgres_url}})
     )

@@ -96,7 +96,8 @@ def test_paper_environment_resolves_to_the_papers_settings_key_by_key(env):
 def test_a_demo_value_in_a_paper_environment_is_found():
     demo = project_parameters(REPO, None)
     found = {line.split(" ")[0] for line in deviations(demo)}
-    # the demo differs from the paper exactly where its files say DEMO (plus its kind and two patience choices)
+    # the demo differs from the paper exactly where its files say DEMO (plus its kind and two
+    # patience choices)
     assert {
         "permutation_study.models",
         "hyperparameter_search.n_trials",
@@ -305,8 +306,8 @@ def test_paper_environments_never_run_on_demo_settings_or_outputs(
         pytest.raises(HardwareUnavailable, match=r"\+rehearsal"),
     ):
         session.run()
-    # 2. on the CPU (a machine setting), the paper env reads its own outputs, not the demo's: with no cohort
-    #    given it finds the phantom and refuses it before training
+    # 2. on the CPU (a machine setting), the paper env reads its own outputs, not the demo's:
+    #    with no cohort given it finds the phantom and refuses it before training
     cpu = {
         "hyperparameter_search": {"fixed": {"accelerator": "cpu"}},
         "permutation_study": {"fixed": {"accelerator": "cpu"}},
@@ -444,7 +445,8 @@ def test_rehearsal_of_the_whole_journey_through_the_documented_commands(
 
 
 def test_the_real_paper_models_on_one_configuration(kedro_project, report_cohort):
-    """--env l4 with the real VGG16 and ResNeXt-101 (random weights, 32 px, 1 epoch, 1 seed, 48 patients)."""
+    """--env l4 with the real VGG16 and ResNeXt-101 (random weights, 32 px, 1 epoch, 1 seed, 48
+    patients)."""
     (kedro_project / "conf/local/parameters.yml").write_text(yaml.safe_dump(QUIET))
     env = "l4+rehearsal"
     bootstrap_project(kedro_project)

@@ -83,7 +83,8 @@ def test_all_28_configurations_then_the_winner(kedro_project, tiny_cohort):
     assert metrics[["model_name", "pretrained", "seeds", "subjects"]].values.tolist() == [
         ["resnet10t", False, 1, len(test)]
     ]
-    # the kept weights are the evaluated model: rebuilt from the bundle, they give the same test probabilities
+    # the kept weights are the evaluated model: rebuilt from the bundle, they give the same test
+    # probabilities
     from idh_pseudocolor.datasets import ModelBundleDataset, NpzDataset
     from idh_pseudocolor.models import create_model
     from idh_pseudocolor.training import RunConfig, predict_proba, prepare_inputs, split_index
@@ -201,5 +202,6 @@ def test_each_finished_run_logs_one_progress_line(caplog):
     with caplog.at_level(logging.INFO, logger="idh_pseudocolor.pipelines.permutation_study.nodes"):
         log_run(cfg, result, 2.34, 5, 6, elapsed=50.0)  # 10 s a run so far, one run left
     assert caplog.messages == [
-        "15: T2-T1ce-FLAIR: test_resnet scratch seed 43: 7 epochs, best val AUROC 0.912 (epoch 4), 2.3 s [5/6, ETA 0:00:10]"
+        "15: T2-T1ce-FLAIR: test_resnet scratch seed 43: 7 epochs, "
+        "best val AUROC 0.912 (epoch 4), 2.3 s [5/6, ETA 0:00:10]"
     ]

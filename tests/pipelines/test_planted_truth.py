@@ -40,7 +40,8 @@ def test_demo_scale_sweep_recovers_the_planted_truth(kedro_project, tmp_path):
     ) as session:
         session.run(pipeline_names=["data_engineering"])
     with KedroSession.create(project_path=kedro_project) as session:
-        # the sweep in two processes (as `make run`); each run fixes its threads: a sequential run's numbers
+        # the sweep in two processes (as `make run`); each run fixes its threads: a sequential run's
+        # numbers
         session.run(
             pipeline_names=["permutation_study", "reporting"],
             to_outputs=["planted_truth"],

@@ -19,7 +19,8 @@ def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort,
         "hyperparameter_search": {**FAST_SEARCH["hyperparameter_search"], "n_trials": 2},
         "reporting": {"bootstrap_resamples": 200},
     }
-    # the demo's pretrained arm, end to end: photograph pretraining (a few steps) -> weights files -> finetuned rows
+    # the demo's pretrained arm, end to end: photograph pretraining (a few steps) -> weights files
+    # -> finetuned rows
     params["permutation_study"] = {
         **TINY["permutation_study"],
         "models": ["resnet10t", "test_resnet"],
@@ -72,7 +73,8 @@ def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort,
         chosen["auroc_best_seed"] <= chosen["auroc_ci_high"]
     ).all()
     assert (~table["ours"]).sum() == 6  # the paper's four rows and two literature rows, marked
-    # the retrained runs reproduce the sweep's: same configuration, model, pretrained flag and seed, on CPU
+    # the retrained runs reproduce the sweep's: same configuration, model, pretrained flag and seed,
+    # on CPU
     (version,) = (reports / "retrain_agreement.csv").iterdir()
     agreement = pd.read_csv(version / "retrain_agreement.csv")
     scratch = agreement[~agreement["pretrained"].astype(bool)]

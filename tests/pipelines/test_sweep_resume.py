@@ -1,4 +1,5 @@
-"""Killing the permutation study midway and rerunning recomputes nothing finished and loses nothing."""
+"""Killing the permutation study midway and rerunning recomputes nothing finished and loses
+nothing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Catalog datasets that kedro-datasets does not provide: a NIfTI cohort index, NumPy archives, an Optuna storage, trained runs and pretrained weights files."""
+"""Catalog datasets that kedro-datasets does not provide: a NIfTI cohort index, NumPy archives, an
+Optuna storage, trained runs and pretrained weights files."""
 
 from idh_pseudocolor.datasets.cohort_dataset import CohortDataset
 from idh_pseudocolor.datasets.model_bundle_dataset import ModelBundleDataset

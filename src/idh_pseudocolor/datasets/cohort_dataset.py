@@ -42,8 +42,9 @@ class CohortDataset(AbstractDataset[None, pd.DataFrame]):
         protocol = get_protocol_and_path(str(path))[0]
         if protocol != "file":
             raise DatasetError(
-                f"The cohort at {path} is on {protocol}://, but NIfTI volumes are read with nibabel from a local or "
-                "mounted folder: copy or mount the cohort and give its path (kedro run --params cohort_path=/data/EGD/SUBJECTS)."
+                f"The cohort at {path} is on {protocol}://, but NIfTI volumes are read "
+                "with nibabel from a local or mounted folder: copy or mount the cohort "
+                "and give its path (kedro run --params cohort_path=/data/EGD/SUBJECTS)."
             )
         self._path = Path(path)
         self._layout = layout

@@ -46,7 +46,8 @@ class ModelBundleDataset(AbstractDataset[dict[str, dict[str, Any]], dict[str, di
     def load(self) -> dict[str, dict[str, Any]]:
         if not self._fs.exists(self._file(MANIFEST)):
             raise DatasetError(
-                f"No complete model bundle at {self._path} ({MANIFEST} missing): rerun the node that writes it"
+                f"No complete model bundle at {self._path} "
+                f"({MANIFEST} missing): rerun the node that writes it"
             )
         manifest = json.loads(self._fs.cat_file(self._file(MANIFEST)))
         bundle = {}

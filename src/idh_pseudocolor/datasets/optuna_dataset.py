@@ -27,7 +27,8 @@ class OptunaStorageDataset(AbstractDataset[None, StudyLocation]):
           type: idh_pseudocolor.datasets.OptunaStorageDataset
           filepath: data/06_models/search.db      # SQLite, relative to the project
           study_name: idh_search
-        # PostgreSQL, URL from conf/local/credentials.yml (optuna_db: {con: postgresql+psycopg://...})
+        # PostgreSQL, URL from conf/local/credentials.yml
+        # (optuna_db: {con: postgresql+psycopg://...})
         # or from the environment (con: ${oc.env:OPTUNA_STORAGE}):
         #   credentials: optuna_db
         # journal file (NFS-friendly): storage: journal, filepath: /shared/search.log
@@ -64,10 +65,11 @@ class OptunaStorageDataset(AbstractDataset[None, StudyLocation]):
         if protocol != "file":
             kind = "A journal file" if self._storage == "journal" else "An SQLite study"
             raise DatasetError(
-                f"{kind} cannot live at {self._filepath}: Optuna opens it as a local file, and {protocol}:// is not one. "
-                "With a data_root on object storage, share the study through PostgreSQL instead "
-                "(search_study: credentials: optuna_db, and optuna_db: {con: postgresql+psycopg://...} in "
-                "conf/local/credentials.yml; docs/scaling.md), or set search_study.filepath to a local or NFS path."
+                f"{kind} cannot live at {self._filepath}: Optuna opens it as a local file, "
+                f"and {protocol}:// is not one. With a data_root on object storage, "
+                "share the study through PostgreSQL instead (search_study: credentials: optuna_db, "
+                "and optuna_db: {con: postgresql+psycopg://...} in conf/local/credentials.yml; "
+                "docs/scaling.md), or set search_study.filepath to a local or NFS path."
             )
 
     def _url(self) -> str:

@@ -48,7 +48,8 @@ class WeightsFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
     def load(self) -> dict[str, Any]:
         if not self._fs.exists(self._file(self._record)):
             raise DatasetError(
-                f"No complete weights folder at {self._path} ({self._record} missing): run `kedro run --pipelines demo_pretraining` (permutation_study includes it)"
+                f"No complete weights folder at {self._path} ({self._record} missing): "
+                "run `kedro run --pipelines demo_pretraining` (permutation_study includes it)"
             )
         stored = json.loads(self._fs.cat_file(self._file(self._record)))
         local = (

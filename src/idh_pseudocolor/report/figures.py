@@ -93,7 +93,8 @@ def figure_configurations(
         ax.set_ylim(0, 1.05)
     axes[0, 0].legend(loc="lower left", fontsize=8, ncol=len(models))
     axes[0, 0].set_title(
-        "Figure 2. Validation scores per configuration (mean ± std over seeds; gray configurations shaded)"
+        "Figure 2. Validation scores per configuration "
+        "(mean ± std over seeds; gray configurations shaded)"
     )
     return fig
 

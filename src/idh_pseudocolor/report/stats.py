@@ -248,7 +248,9 @@ def table_2(
         ens = _patient_ensemble(part)
         common: dict[str, Any] = {
             "ours": True,
-            "data": f"{'phantom' if _is_phantom(part) else 'cohort'} test split, {len(ens)} patients",
+            "data": (
+                f"{'phantom' if _is_phantom(part) else 'cohort'} test split, {len(ens)} patients"
+            ),
             "model_name": model,
             "pretrained": bool(pretrained),
             "seeds": int(base["seeds"]),
@@ -294,8 +296,8 @@ def table_2(
         run = part[part["seed"] == choice["seed"]]
         y, p = run["label"].to_numpy(), run["prob_mutant"].to_numpy()
         row.update(
-            method=f"{method}, seed {int(choice['seed'])} (chosen on validation AUROC {choice['val_auroc']:.3f}, "
-            f"best of {int(choice['seeds_compared'])} seeds)",
+            method=f"{method}, seed {int(choice['seed'])} (chosen on validation "
+            f"AUROC {choice['val_auroc']:.3f}, best of {int(choice['seeds_compared'])} seeds)",
             chosen_seed=int(choice["seed"]),
             chosen_val_auroc=float(choice["val_auroc"]),
             chosen_best_epoch=int(choice["best_epoch"]),
@@ -369,7 +371,10 @@ def pretrained_comparison(
                 "available": True,
                 "patients": len(common),
                 **result,
-                "note": "AUROC finetuned - scratch; DeLong's test (p, CI) and paired stratified bootstrap CI",
+                "note": (
+                    "AUROC finetuned - scratch; "
+                    "DeLong's test (p, CI) and paired stratified bootstrap CI"
+                ),
             }
         )
     return pd.DataFrame(rows)
@@ -424,7 +429,8 @@ def retrain_agreement(
 
 
 def _demo_arm(part: pd.DataFrame, pretrained: Any) -> bool:
-    """Whether an arm's runs all started from the demo's photograph pretraining (recorded per run)."""
+    """Whether an arm's runs all started from the demo's photograph pretraining (recorded per
+    run)."""
     return (
         bool(pretrained)
         and "demo_pretraining" in part
@@ -462,8 +468,8 @@ def undefined_resample_notes(table: pd.DataFrame) -> list[str]:
             if undefined is not None and not pd.isna(undefined) and undefined > 0:
                 total = int(r["bootstrap_resamples"])
                 notes.append(
-                    f"{r['method']}: {m} undefined in {int(undefined)} of {total} resamples ({UNDEFINED_WHEN[m]}); "
-                    f"its 95% CI is over the other {total - int(undefined)}."
+                    f"{r['method']}: {m} undefined in {int(undefined)} of {total} resamples "
+                    f"({UNDEFINED_WHEN[m]}); its 95% CI is over the other {total - int(undefined)}."
                 )
     return notes
 

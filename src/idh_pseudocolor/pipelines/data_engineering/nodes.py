@@ -94,7 +94,8 @@ def extract_slices(
     if not slices:
         reasons = "; ".join(f"{r.subject_id}: {r.reason}" for r in excluded.head(5).itertuples())
         raise ValueError(
-            f"No usable subject in the cohort ({len(manifest)} found, all excluded). First reasons: {reasons}"
+            f"No usable subject in the cohort ({len(manifest)} found, "
+            f"all excluded). First reasons: {reasons}"
         )
     record = cohort.attrs.get("cohort_record", {"synthetic": phantom})
     return manifest, {**stack_slices(slices, labels), "phantom": np.array(phantom)}, record

@@ -1,4 +1,5 @@
-"""The node: pretrain the demo's models on bundled photographs, or write an empty record when off."""
+"""The node: pretrain the demo's models on bundled photographs, or write an empty record when
+off."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ logger = logging.getLogger(__name__)
 
 
 def pretrain_demo_models(params: dict[str, Any]) -> dict[str, Any]:
-    """``{"models": {model: {"state_dict", "metadata"}}, "record": {...}}`` for ``demo_pretrained_weights``.
+    """``{"models": {model: {"state_dict", "metadata"}}, "record": {...}}`` for
+    ``demo_pretrained_weights``.
 
     With ``enabled: false`` (the paper's environments) no model is pretrained and the record says
     so, so the pipeline has the same shape in every environment.

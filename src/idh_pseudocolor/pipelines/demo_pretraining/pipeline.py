@@ -1,4 +1,5 @@
-"""demo_pretraining pipeline: one node, one folder of weights files (``demo_pretrained_weights``)."""
+"""demo_pretraining pipeline: one node, one folder of weights files
+(``demo_pretrained_weights``)."""
 
 from kedro.pipeline import Pipeline, node, pipeline
 

@@ -89,7 +89,8 @@ def checked_best_params(
     search: SearchSettings,
     consumer: str,
 ) -> dict[str, Any]:
-    """best_params' identity for the runs' rows, after checking it came from this environment's search."""
+    """best_params' identity for the runs' rows, after checking it came from this environment's
+    search."""
     accepted = check_best_params(
         best_params,
         search.fingerprint_id(),
@@ -104,7 +105,10 @@ def checked_best_params(
 
 
 def run_name(cfg: RunConfig) -> str:
-    return f"configuration_{cfg.config_id}-{cfg.model_name}-{'pretrained' if cfg.pretrained else 'scratch'}-seed{cfg.seed}"
+    return (
+        f"configuration_{cfg.config_id}-{cfg.model_name}-"
+        f"{'pretrained' if cfg.pretrained else 'scratch'}-seed{cfg.seed}"
+    )
 
 
 def checkpoint(result: RunResult, data: DataEngineeringSettings) -> dict[str, Any]:
@@ -208,7 +212,8 @@ def train_configuration(
 def aggregate_study(
     params: dict[str, Any], *validation_runs: pd.DataFrame
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """All runs in one table, mean/std per configuration and model, and the winner (paper's rule)."""
+    """All runs in one table, mean/std per configuration and model, and the winner (paper's
+    rule)."""
     settings = PermutationStudySettings.from_params(params)
     runs = pd.concat(validation_runs, ignore_index=True)
     sources = (
@@ -247,7 +252,8 @@ def compare_four_channel(
 def demo_weights_files(
     demo_pretrained_weights: dict[str, Any] | None, models: list[str]
 ) -> dict[str, str] | None:
-    """The demo's photograph-pretrained weights per model, or None where the demo pretraining is off.
+    """The demo's photograph-pretrained weights per model, or None where the demo pretraining is
+    off.
 
     A model without a file is refused: with network access it would otherwise quietly get
     ImageNet weights from the hub, and the arm would mix two kinds of pretraining.
@@ -258,8 +264,9 @@ def demo_weights_files(
     missing = [m for m in models if m not in demo.get("files", {})]
     if missing:
         raise PretrainedWeightsUnavailable(
-            f"no demo-pretrained weights for {', '.join(missing)}: add them to demo_pretraining.models "
-            "(conf/base/parameters_demo_pretraining.yml), or set permutation_study.fixed.weights_file"
+            f"no demo-pretrained weights for {', '.join(missing)}: add them to "
+            "demo_pretraining.models (conf/base/parameters_demo_pretraining.yml), "
+            "or set permutation_study.fixed.weights_file"
         )
     return {m: demo["files"][m] for m in models}
 
@@ -345,8 +352,9 @@ def evaluate_winner(
                             "seed": seed,
                             "weights_source": result.weights.source,
                             "demo_pretraining": result.weights.demo_pretraining,
-                            # the run's own validation score: picks the paper's single "best model" seed and
-                            # checks the retrained run against the sweep's run of the same configuration
+                            # the run's own validation score: picks the paper's single "best model"
+                            # seed and checks the retrained run against the sweep's run of the same
+                            # configuration
                             "val_auroc": float(result.metrics["auroc"]),
                             "best_epoch": int(result.best_epoch),
                             "best_params_id": source["best_params_id"],

@@ -73,5 +73,6 @@ def create_pipeline(**kwargs) -> Pipeline:
         tags=[GPU_TAG],
     )
     # the final evaluation's pretrained arm needs the demo's weights (an empty record where the
-    # demo pretraining is off, as in the paper's envs), so `--pipelines permutation_study` makes them
+    # demo pretraining is off, as in the paper's envs), so `--pipelines permutation_study` makes
+    # them
     return per_configuration + pipeline([aggregate, final]) + demo_pretraining.create_pipeline()
