@@ -94,9 +94,8 @@ def test_probability_equals_the_models_output_on_the_same_slice(trained, tiny_co
     assert table["subject_id"].tolist() == [subject] and table["seeds"].tolist() == [2]
 
     expected = []
-    for entry in (
-        bundle.values()
-    ):  # the trained weights applied to the data_engineering slice of that patient
+    # the trained weights applied to the data_engineering slice of that patient
+    for entry in bundle.values():
         cfg = RunConfig(**entry["meta"]["config"])
         model, _ = create_model(cfg.model_name, pretrained=False)
         model.load_state_dict(entry["state_dict"])

@@ -31,9 +31,8 @@ class TrainedRun:
     config: RunConfig
     model: torch.nn.Module
     normalization: Normalization  # the slices' intensity normalization (data_engineering)
-    weights: (
-        WeightsInfo  # what the run started from, with the input standardization its weights expect
-    )
+    # what the run started from, with the input standardization its weights expect
+    weights: WeightsInfo
 
 
 def _inputs(run: TrainedRun, subject: SubjectSlice) -> torch.Tensor:
