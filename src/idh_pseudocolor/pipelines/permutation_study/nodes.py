@@ -83,6 +83,21 @@ def where_and_when(cfg: RunConfig, started_at: float) -> dict[str, Any]:
     }
 
 
+def node_settings(
+    params: dict[str, Any],
+    data_params: dict[str, Any],
+    search_params: dict[str, Any],
+    environment: dict[str, Any],
+) -> tuple[PermutationStudySettings, DataEngineeringSettings, SearchSettings, EnvironmentSettings]:
+    """The four settings blocks a training node checks (CHECKED_PARAMETERS), typed."""
+    return (
+        PermutationStudySettings.from_params(params),
+        DataEngineeringSettings.from_params(data_params),
+        SearchSettings.from_params(search_params),
+        EnvironmentSettings.from_params(environment),
+    )
+
+
 def checked_best_params(
     best_params: dict[str, Any],
     settings: PermutationStudySettings,
@@ -141,12 +156,7 @@ def train_configuration(
     Hyperparameters come from the search's ``best_params`` (refused if this environment's search
     did not produce it), overridable by ``permutation_study.overrides``; the test split is not read.
     """
-    settings = PermutationStudySettings.from_params(params)
-    data, search = (
-        DataEngineeringSettings.from_params(data_params),
-        SearchSettings.from_params(search_params),
-    )
-    env = EnvironmentSettings.from_params(environment)
+    settings, data, search, env = node_settings(params, data_params, search_params, environment)
     check_cohort(slice_arrays, env)
     check_weights_files(settings.fixed.weights_file, env)
     source = checked_best_params(best_params, settings, search, f"configuration {config_id}")
@@ -293,12 +303,7 @@ def evaluate_winner(
     the demo pretrained its networks (``demo_pretrained_weights``), it loads those files, through
     the same weights-file path, and every row says so.
     """
-    settings = PermutationStudySettings.from_params(params)
-    data, search = (
-        DataEngineeringSettings.from_params(data_params),
-        SearchSettings.from_params(search_params),
-    )
-    env = EnvironmentSettings.from_params(environment)
+    settings, data, search, env = node_settings(params, data_params, search_params, environment)
     check_cohort(slice_arrays, env)
     weights_file = settings.fixed.weights_file
     if not weights_file and True in settings.final_evaluation.pretrained:
