@@ -9,8 +9,12 @@ export DO_NOT_TRACK := 1
 PHANTOM_SUBJECTS ?= 200
 PHANTOM_SEED ?= 0
 COHORT ?= data/01_raw/cohort
+# The external validation cohort: the phantom's second site (other scanners), other patients.
+EXTERNAL_SUBJECTS ?= 60
+EXTERNAL_SEED ?= 1
+EXTERNAL_COHORT ?= data/01_raw/external_cohort
 
-.PHONY: run test install browser phantom benchmarks clean-data wheelhouse
+.PHONY: run test install browser phantom benchmarks clean-data wheelhouse mutation
 
 # The demo's torch/torchvision are pinned in constraints-cpu.txt (pyproject.toml only gives ranges):
 # timm needs a torchvision built for the same torch, so both come first, together.
@@ -36,12 +40,19 @@ browser:
 
 phantom: install
 	$(BIN)/idh-pseudocolor phantom --subjects $(PHANTOM_SUBJECTS) --seed $(PHANTOM_SEED) --out $(COHORT) --if-absent
+	$(BIN)/idh-pseudocolor phantom --site b --layout brats --subjects $(EXTERNAL_SUBJECTS) \
+	  --seed $(EXTERNAL_SEED) --out $(EXTERNAL_COHORT) --if-absent
 
 ## make test: install and run the whole test suite
 test: install browser
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
 	$(BIN)/python -m pytest
+
+## make mutation: mutants of the number-shaping modules, each against its own unit tests
+## (tools/mutation.py; not part of make test). Results: .mutation/results.md, docs/benchmarks.md.
+mutation: install
+	$(BIN)/python tools/mutation.py
 
 benchmarks: install
 	$(BIN)/python benchmarks/data_engineering.py

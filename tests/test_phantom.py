@@ -7,12 +7,22 @@ import json
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 from scipy import ndimage, stats
 
 from idh_pseudocolor.cli import cli
 from idh_pseudocolor.cohort import discover_cohort, parse_idh
-from idh_pseudocolor.phantom import cohort_is_complete, generate_cohort, load_template
+from idh_pseudocolor.phantom import (
+    SITES,
+    Site,
+    cohort_is_complete,
+    draw_tumor,
+    generate_cohort,
+    generate_subject,
+    load_template,
+    render_subject,
+)
 
 
 def test_full_template_is_egd_grid():
@@ -266,3 +276,196 @@ def test_python_m_is_the_idh_pseudocolor_command():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "phantom" in done.stdout and "predict" in done.stdout
+
+
+SEQUENCE_FILES = ("T1", "T1GD", "T2", "FLAIR")
+
+
+def _neighbour_correlation(volume: np.ndarray, brain: np.ndarray, axis: int) -> float:
+    """Correlation of brain voxels with their next neighbour along ``axis`` (2 = S-I in RAS)."""
+    first = [slice(None)] * 3
+    second = [slice(None)] * 3
+    first[axis], second[axis] = slice(None, -1), slice(1, None)
+    pair = brain[tuple(first)] & brain[tuple(second)]
+    return float(np.corrcoef(volume[tuple(first)][pair], volume[tuple(second)][pair])[0, 1])
+
+
+def test_site_a_is_the_default_cohort(tmp_path):
+    """Site "a" is the cohort generator v3 always wrote: its parameters are the historical
+    constants and an explicit site="a" writes the same voxels as the default arguments."""
+    assert SITES["a"] == Site(
+        name="a",
+        description=SITES["a"].description,
+        scale_median=800.0,
+        scale_spread=0.3,
+        offset=(0.0, 40.0),
+        bias_sd=0.12,
+        noise=(0.015, 0.04),
+        slice_voxels=1,
+    )
+    generate_cohort(
+        tmp_path / "d", n_subjects=3, seed=7, voxel_size=4.0, n_workers=1, progress=False
+    )
+    generate_cohort(
+        tmp_path / "a", n_subjects=3, seed=7, voxel_size=4.0, n_workers=1, progress=False, site="a"
+    )
+    generate_cohort(
+        tmp_path / "b", n_subjects=3, seed=7, voxel_size=4.0, n_workers=1, progress=False, site="b"
+    )
+    for i in (1, 2, 3):
+        for name in (*SEQUENCE_FILES, "MASK"):
+            default = nib.load(tmp_path / "d" / f"PHANTOM-{i:04d}" / f"{name}.nii.gz")
+            site_a = nib.load(tmp_path / "a" / f"PHANTOM-{i:04d}" / f"{name}.nii.gz")
+            np.testing.assert_array_equal(np.asarray(default.dataobj), np.asarray(site_a.dataobj))
+            np.testing.assert_array_equal(default.get_fdata(), site_a.get_fdata())
+            if name != "MASK":  # ... while site "b" does change the images
+                site_b = nib.load(tmp_path / "b" / f"PHANTOM-{i:04d}" / f"{name}.nii.gz")
+                assert not np.allclose(default.get_fdata(), site_b.get_fdata())
+        meta = json.loads((tmp_path / "d" / f"PHANTOM-{i:04d}" / "metadata.json").read_text())
+        assert meta["Scan_characteristics"]["Site"] == "a"
+    assert json.loads((tmp_path / "d" / "phantom_cohort.json").read_text())["site"] == "a"
+
+
+def test_site_b_changes_the_scanner_not_the_patients(tmp_path):
+    """Same seed at site b: identical labels, tumors and clinical data; brighter, offset images
+    (median about 1800 / 800 times site a's, every brain voxel above the offset's floor of 50)
+    whose adjacent axial planes correlate more (thick slices)."""
+    for site in ("a", "b"):
+        generate_cohort(
+            tmp_path / site,
+            n_subjects=4,
+            seed=4,
+            voxel_size=4.0,
+            n_workers=1,
+            progress=False,
+            site=site,
+        )
+    ratios, minima = [], {"a": [], "b": []}
+    anisotropy = {"a": [], "b": []}  # z-correlation minus in-plane (x) correlation
+    for i in range(1, 5):
+        folders = {site: tmp_path / site / f"PHANTOM-{i:04d}" for site in ("a", "b")}
+        masks = {s: nib.load(f / "MASK.nii.gz").get_fdata() for s, f in folders.items()}
+        assert masks["a"].any()
+        np.testing.assert_array_equal(masks["a"], masks["b"])
+        meta = {s: json.loads((f / "metadata.json").read_text()) for s, f in folders.items()}
+        assert [m["Scan_characteristics"].pop("Site") for m in meta.values()] == ["a", "b"]
+        assert meta["a"] == meta["b"]  # IDH, grade, clinical data and the drawn tumor
+        for seq in SEQUENCE_FILES:
+            volumes = {s: nib.load(f / f"{seq}.nii.gz").get_fdata() for s, f in folders.items()}
+            brain = volumes["a"] > 0
+            np.testing.assert_array_equal(brain, volumes["b"] > 0)  # same skull stripping
+            ratios.append(np.median(volumes["b"][brain]) / np.median(volumes["a"][brain]))
+            z_corr = {}
+            for site, volume in volumes.items():
+                minima[site].append(volume[brain].min())
+                z_corr[site] = _neighbour_correlation(volume, brain, axis=2)
+                anisotropy[site].append(z_corr[site] - _neighbour_correlation(volume, brain, 0))
+            assert z_corr["b"] > z_corr["a"] + 0.05, (i, seq, z_corr)
+    assert min(ratios) > 1.4 and 1.8 < np.median(ratios) < 2.8, ratios
+    assert min(minima["b"]) >= 49.9 > min(minima["a"])  # offsets: b uniform(50, 150), a (0, 40)
+    # the extra smoothness is along S-I (thick axial slices), not only a smoother image
+    assert np.median(anisotropy["b"]) > np.median(anisotropy["a"]) + 0.05, anisotropy
+
+
+def test_site_b_tumor_is_drawn_as_at_site_a():
+    """render_subject: the same rng gives the same labels at both sites, and the same rng state
+    afterwards (so everything drawn later, e.g. clinical data, is the same too)."""
+    template = load_template(4.0)
+    results = []
+    for site in ("a", "b", SITES["b"]):
+        rng = np.random.default_rng([3, 2])
+        tumor = draw_tumor(rng, template, mutant=True)
+        volumes, labels = render_subject(rng, template, tumor, site=site)
+        results.append((volumes, labels, rng.random()))
+    (vol_a, lab_a, next_a), (vol_b, lab_b, next_b), (vol_obj, _, _) = results
+    np.testing.assert_array_equal(lab_a, lab_b)
+    assert lab_a.any() and next_a == next_b
+    np.testing.assert_array_equal(vol_b["T2"], vol_obj["T2"])  # a Site or its name
+    assert np.median(vol_b["T2"][template.brain]) > 1.5 * np.median(vol_a["T2"][template.brain])
+
+
+def test_unknown_site_raises(tmp_path):
+    with pytest.raises(ValueError, match="unknown site 'c'; valid sites: a, b"):
+        generate_cohort(tmp_path / "c", n_subjects=2, voxel_size=4.0, n_workers=1, site="c")
+    assert not (tmp_path / "c").exists()  # refused before anything is written
+    with pytest.raises(ValueError, match="valid sites: a, b"):
+        generate_subject(tmp_path / "s", 1, True, 0, voxel_size=4.0, site="B")
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(ValueError, match="slice_voxels must be odd"):
+        Site("x", "even slices", 800.0, 0.3, (0.0, 40.0), 0.12, (0.015, 0.04), slice_voxels=2)
+    result = CliRunner().invoke(cli, ["phantom", "--site", "c", "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 2 and "'a', 'b'" in result.output.replace('"', "'")
+
+
+def test_marker_records_site_and_if_absent_compares_it(tmp_path):
+    out = tmp_path / "cohort"
+    generate_cohort(
+        out, n_subjects=2, seed=1, voxel_size=4.0, n_workers=1, progress=False, site="b"
+    )
+    marker = json.loads((out / "phantom_cohort.json").read_text())
+    assert marker["site"] == "b"
+    assert cohort_is_complete(out, 2, 1, 4.0, "egd", site="b")
+    assert not cohort_is_complete(out, 2, 1, 4.0, "egd", site="a")
+    assert not cohort_is_complete(out, 2, 1, 4.0, "egd")  # the default is site a
+    base = ["phantom", "--subjects", "2", "--seed", "1", "--voxel-size", "4", "--out", str(out)]
+    base += ["--workers", "1", "--if-absent"]
+    kept = CliRunner().invoke(cli, [*base, "--site", "b"])
+    assert kept.exit_code == 0 and "already complete" in kept.output, kept.output
+    t2_b = nib.load(out / "PHANTOM-0001" / "T2.nii.gz").get_fdata()
+    regenerated = CliRunner().invoke(cli, base)  # site a asked for: regenerated
+    assert regenerated.exit_code == 0 and "Wrote 2 phantom subjects" in regenerated.output
+    assert json.loads((out / "phantom_cohort.json").read_text())["site"] == "a"
+    assert not np.allclose(t2_b, nib.load(out / "PHANTOM-0001" / "T2.nii.gz").get_fdata())
+    # a marker written before sites existed is site a's cohort (which did not change)
+    marker = json.loads((out / "phantom_cohort.json").read_text())
+    del marker["site"]
+    (out / "phantom_cohort.json").write_text(json.dumps(marker))
+    assert cohort_is_complete(out, 2, 1, 4.0, "egd") and not cohort_is_complete(
+        out, 2, 1, 4.0, "egd", site="b"
+    )
+
+
+def test_cli_site_b_writes_a_brats_cohort(tmp_path):
+    out = tmp_path / "external"
+    args = ["phantom", "--site", "b", "--layout", "brats", "--subjects", "6", "--seed", "3"]
+    args += ["--voxel-size", "4", "--out", str(out), "--workers", "1"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "Wrote 6 phantom subjects (2 IDH-mutant) of site b" in result.output
+    marker = json.loads((out / "phantom_cohort.json").read_text())
+    assert (marker["site"], marker["layout"], marker["seed"]) == ("b", "brats", 3)
+    frame = discover_cohort(out, layout="brats", labels=out / "labels.csv")
+    assert len(frame) == 6 and (frame["problem"] == "").all()
+    assert frame["label_raw"].map(parse_idh).sum() == 2
+    t2 = nib.load(out / "BraTS2021_00001" / "BraTS2021_00001_t2.nii.gz")
+    assert nib.aff2axcodes(t2.affine) == ("L", "P", "S")
+    meta = json.loads((out / "BraTS2021_00001" / "metadata.json").read_text())
+    assert meta["Scan_characteristics"]["Site"] == "b"
+    # the CLI wrote what the Python API writes for site b, not site a's images
+    for site in ("a", "b"):
+        generate_cohort(
+            tmp_path / site,
+            n_subjects=1,
+            seed=3,
+            voxel_size=4.0,
+            layout="brats",
+            n_workers=1,
+            progress=False,
+            site=site,
+        )
+    api = {
+        s: nib.load(tmp_path / s / "BraTS2021_00001" / "BraTS2021_00001_t2.nii.gz").get_fdata()
+        for s in ("a", "b")
+    }
+    np.testing.assert_array_equal(t2.get_fdata(), api["b"])
+    # BraTS files are int16 scaled to their maximum (no scanner units): compare the thick slices,
+    # S-I is the third axis in LPS too
+    brain = api["a"] > 0
+    assert _neighbour_correlation(api["b"], brain, 2) > _neighbour_correlation(api["a"], brain, 2)
+
+
+def test_the_clis_site_names_are_the_generators():
+    """The CLI lists the sites itself (importing it must stay cheap): the same names."""
+    from idh_pseudocolor.cli import SITE_NAMES
+
+    assert sorted(SITE_NAMES) == sorted(SITES)

@@ -90,6 +90,7 @@ def test_every_environment_builds_every_pipelines_settings(resolved):
         "data_engineering.normalization.clip",
         "demo_pretraining.step",
         "environment.paper",
+        "cross_validation.fold",
     ],
 )
 def test_an_unknown_key_is_refused_with_its_name_and_file(resolved, path):
@@ -150,7 +151,7 @@ def test_the_settings_hold_no_defaults_the_yaml_is_their_only_home():
         for c in vars(module).values()
         if isinstance(c, type) and is_dataclass(c) and c.__module__ == module.__name__
     ]
-    assert len(classes) == 15  # every block and nested section
+    assert len(classes) == 16  # every block and nested section
     for cls in classes:
         with_default = [
             f.name

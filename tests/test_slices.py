@@ -261,3 +261,84 @@ def test_stack_slices_centres_smaller_slices_in_zero_padding():
     np.testing.assert_array_equal(stacked["images"][0], 1.0)
     assert stacked["labels"].tolist() == [0, 1] and stacked["slice_index"].tolist() == [0, 4]
     assert stacked["subject_ids"].tolist() == ["big", "small"]
+
+
+def test_each_normalization_by_hand():
+    """Every method on a plane whose foreground is 25 voxels 1..25 and whose background is 0."""
+    plane = np.zeros((7, 7), np.float32)
+    plane[1:6, 1:6] = np.arange(1, 26, dtype=np.float32).reshape(5, 5)
+    fg = plane > 0
+    values = plane[fg]
+    none = normalize_plane(plane, Normalization(method="none"))
+    assert none.dtype == np.float32 and np.array_equal(none, plane)
+    minmax = normalize_plane(plane, Normalization(method="minmax"))
+    np.testing.assert_allclose(minmax[fg], (values - 1) / 24, rtol=1e-6)
+    assert (minmax[~fg] == 0).all() and minmax.dtype == np.float32
+    lo, hi = np.percentile(values, [10, 90])  # 3.4 and 22.6: the ends are clipped
+    pct = normalize_plane(plane, Normalization(lower=10, upper=90))
+    np.testing.assert_allclose(pct[fg], np.clip((values - lo) / (hi - lo), 0, 1), rtol=1e-6)
+    assert pct[1, 1] == 0.0 and pct[5, 5] == 1.0 and (pct[~fg] == 0).all()
+    z = normalize_plane(plane, Normalization(method="zscore"))
+    # (x - mean) / std over the foreground, not clipped: 1 is 1.66 std below the mean of 13
+    np.testing.assert_allclose(z[fg], (values - values.mean()) / values.std(), rtol=1e-5)
+    assert z.min() < -1.5 and z.max() > 1.5 and (z[~fg] == 0).all()
+
+
+def test_a_small_foreground_is_normalized_over_the_whole_plane():
+    """Fewer than 16 non-zero voxels: the percentiles come from every voxel (zeros too)."""
+    plane = np.zeros((4, 4), np.float32)
+    plane[0, :3] = [2.0, 4.0, 6.0]
+    out = normalize_plane(plane, Normalization(method="minmax"))  # over 0..6, not 2..6
+    np.testing.assert_allclose(out[0, :3], [2 / 6, 4 / 6, 1.0], rtol=1e-6)
+    sixteen = np.zeros((5, 5), np.float32)
+    sixteen[:4, :4] = np.arange(2, 18, dtype=np.float32).reshape(4, 4)
+    out = normalize_plane(sixteen, Normalization(method="minmax"))  # 16 voxels: 2..17
+    assert out[0, 0] == 0.0 and out[3, 3] == 1.0
+
+
+def test_normalization_settings_are_checked():
+    Normalization(lower=0, upper=100)  # the widest range is allowed
+    Normalization(method="minmax")
+    Normalization(method="zscore")
+    Normalization(method="none")
+    for bad in (
+        dict(lower=-1),
+        dict(upper=100.5),
+        dict(lower=50, upper=50),
+        dict(lower=60, upper=40),
+    ):
+        with pytest.raises(ValueError, match="0 <= lower < upper <= 100"):
+            Normalization(**bad)
+    with pytest.raises(ValueError, match="Unknown normalization method 'bogus'"):
+        Normalization(method="bogus")
+
+
+def test_prefix_reader_on_plain_gzip_and_multimember_files(tmp_path):
+    from idh_pseudocolor.slices import _decompressed_prefix
+
+    data = bytes(range(256)) * 40
+    plain, packed, two = tmp_path / "a.nii", tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"
+    plain.write_bytes(data)
+    packed.write_bytes(gzip.compress(data))
+    two.write_bytes(gzip.compress(data[:3000]) + gzip.compress(data[3000:]))
+    for path in (plain, packed, two):
+        assert _decompressed_prefix(path, 5000) == data[:5000]
+        assert _decompressed_prefix(path, len(data)) == data
+        assert _decompressed_prefix(path, 1) == data[:1]
+        with pytest.raises(ValueError, match=f"file ends after {len(data)} of {len(data) + 1}"):
+            _decompressed_prefix(path, len(data) + 1)
+    assert _decompressed_prefix(two, 3001) == data[:3001]  # into the second member
+
+
+def test_axial_plane_when_the_axial_axis_is_not_the_slowest_on_disk(tmp_path, subject):
+    """A volume stored with S first (axes S, R, A): the plane is gathered, not read as a block."""
+    from idh_pseudocolor.slices import read_axial_plane
+
+    img = nib.load(subject / "T1.nii.gz")
+    data = np.asarray(img.dataobj)
+    turned = nib.Nifti1Image(np.transpose(data, (2, 0, 1)).copy(), img.affine[:, [2, 0, 1, 3]])
+    nib.save(turned, tmp_path / "sra.nii.gz")
+    back = nib.load(tmp_path / "sra.nii.gz")
+    ornt = ornt_transform(nib.io_orientation(back.affine), axcodes2ornt("RAS"))
+    for z in (0, 7, SHAPE[2] - 1):
+        np.testing.assert_array_equal(read_axial_plane(back, z, ornt), data[:, :, z])

@@ -51,3 +51,34 @@ def test_too_small_or_unbalanced_cohorts_fail_clearly():
         split_subjects(*cohort(50), train=0.8, val=0.15, test=0.15)
     with pytest.raises(ValueError, match="duplicate"):
         split_subjects(["a", "a", "b", "c", "d", "e", "f"], [0, 0, 0, 1, 1, 1, 0])
+
+
+def test_the_default_seed_is_the_papers_42():
+    ids, labels = cohort(120)
+    pd.testing.assert_frame_equal(split_subjects(ids, labels), split_subjects(ids, labels, seed=42))
+
+
+def test_the_smallest_cohorts_that_stratify_are_accepted_and_one_less_is_not():
+    """Exactly 3 of a class is enough; splits of 2 validation or test patients and 2 training
+    patients are the smallest allowed."""
+    ids = [f"S{i}" for i in range(14)]
+    labels = [1, 1, 1] + [0] * 11
+    frame = split_subjects(ids, labels, train=0.70, val=0.15, test=0.15)
+    assert frame["split"].value_counts().to_dict() == {"train": 10, "val": 2, "test": 2}
+    assert frame["label"].sum() == 3 and sorted(frame["subject_id"]) == sorted(ids)
+    with pytest.raises(ValueError, match="have 2 mutant and 12 wild-type"):
+        split_subjects(ids, [1, 1] + [0] * 12)
+    with pytest.raises(ValueError, match="too small for splits 11/1/2"):
+        split_subjects(ids, labels, train=0.75, val=0.10, test=0.15)
+    # two training patients are enough, one is not
+    assert (split_subjects(ids[:6] + ids[6:8], [1, 1, 1, 0, 0, 0, 1, 0], 0.25, 0.375, 0.375)[
+        "split"
+    ].value_counts()["train"]) == 2  # fmt: skip
+    with pytest.raises(ValueError, match="too small for splits 1/"):
+        split_subjects(ids[:7], [1, 1, 1, 0, 0, 0, 1], 0.1, 0.45, 0.45)
+
+
+def test_numeric_looking_ids_stay_strings_in_id_order():
+    frame = split_subjects([10, 9, 100, 1, 2, 3, 4, 5, 6, 7, 8, 11, 12, 13], [1, 0] * 7)
+    assert frame["subject_id"].tolist() == sorted(str(i) for i in frame["subject_id"])
+    assert frame["subject_id"].map(type).eq(str).all()

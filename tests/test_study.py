@@ -171,3 +171,20 @@ def test_validation_choice_takes_the_highest_validation_auroc_and_breaks_ties_by
     )
     with pytest.raises(ValueError, match="differs within one run"):
         validation_choice(broken)
+
+
+def test_runs_carry_the_pretrained_flag_they_are_asked_for():
+    for pretrained in (True, False):
+        keys = study_runs(["m"], pretrained, seeds=(1,), config_ids=(3,))
+        assert keys == [RunKey(3, "m", pretrained, 1)]
+        assert keys[0].pretrained is pretrained
+
+
+def test_summary_columns_name_the_configuration_second():
+    summary = summarize(runs_table({(15, "a"): [0.6, 0.7, 0.8], (3, "a"): [0.5, 0.5, 0.5]}))
+    assert summary.columns[:3].tolist() == ["config_id", "configuration", "model_name"]
+    assert summary.loc[summary["config_id"] == 15, "configuration"].item() == "15: T2-T1ce-FLAIR"
+    assert summary.loc[summary["config_id"] == 15, "auroc_std"].item() == pytest.approx(0.1)
+    assert summary["seeds"].tolist() == [3, 3]
+    with pytest.raises(ValueError, match=r"lacks columns \['f1'\]"):
+        summarize(runs_table({(15, "a"): [0.6, 0.7, 0.8]}).drop(columns="f1"))

@@ -11,6 +11,14 @@ from pathlib import Path
 
 import click
 
+# the phantom's sites, listed here so that importing the CLI (Kedro does, for every command) does
+# not import nibabel and scipy; tests/test_phantom.py checks they equal phantom.SITES
+SITE_NAMES = ("a", "b")
+SITE_HELP = (
+    "a = the development cohort's scanners; b = another hospital (brighter scale, offset, "
+    "stronger bias field, more noise, 3-voxel-thick slices)"
+)
+
 
 @click.group()
 def cli() -> None:
@@ -47,6 +55,14 @@ def cli() -> None:
 @click.option(
     "--mutant-fraction", default=0.35, show_default=True, help="Fraction of IDH-mutant subjects."
 )
+@click.option(
+    "--site",
+    type=click.Choice(SITE_NAMES),
+    default="a",
+    show_default=True,
+    help="Imaging site (scanner effects only; the same seed gives the same patients and labels): "
+    f"{SITE_HELP}. Use b with another seed for an external validation cohort.",
+)
 @click.option("--workers", default=None, type=int, help="Parallel processes (default: all cores).")
 @click.option(
     "--if-absent",
@@ -60,13 +76,16 @@ def phantom(
     voxel_size: float,
     layout: str,
     mutant_fraction: float,
+    site: str,
     workers: int | None,
     if_absent: bool,
 ) -> None:
     """Generate the synthetic (phantom) glioma cohort: not patient data."""
     from idh_pseudocolor.phantom import cohort_is_complete, generate_cohort
 
-    if if_absent and cohort_is_complete(out, n_subjects, seed, voxel_size, layout, mutant_fraction):
+    if if_absent and cohort_is_complete(
+        out, n_subjects, seed, voxel_size, layout, mutant_fraction, site
+    ):
         click.echo(f"Phantom cohort already complete in {out}; nothing to do.")
         return
     start = time.perf_counter()
@@ -78,11 +97,13 @@ def phantom(
         layout=layout,
         mutant_fraction=mutant_fraction,
         n_workers=workers,
+        site=site,
     )
     mutants = sum(r["IDH"] for r in rows)
     click.echo(
         f"Wrote {len(rows)} phantom subjects ({mutants} IDH-mutant) "
-        f"to {out} in {time.perf_counter() - start:.0f} s"
+        + (f"of site {site} " if site != "a" else "")
+        + f"to {out} in {time.perf_counter() - start:.0f} s"
     )
 
 
@@ -120,6 +141,28 @@ def phantom(
     "--workers", default=1, show_default=True, help="Processes reading subjects in parallel."
 )
 @click.option("--no-pictures", is_flag=True, help="Only the CSV (no composite / Grad-CAM PNGs).")
+@click.option(
+    "--labels",
+    "labels_csv",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="CSV of the patients' IDH status: also writes OUT/metrics.csv (per model and arm, the "
+    "seed ensemble's metrics with patient-level bootstrap 95% CIs, Brier score and ECE).",
+)
+@click.option("--id-column", default="ID", show_default=True, help="Subject id column of --labels.")
+@click.option(
+    "--label-column", default="IDH", show_default=True, help="IDH status column of --labels."
+)
+@click.option(
+    "--bootstrap-resamples",
+    default=2000,
+    show_default=True,
+    help="Resamples of the CIs (as reporting.bootstrap_resamples).",
+)
+@click.option("--bootstrap-seed", default=0, show_default=True, help="As reporting.seed.")
+@click.option(
+    "--calibration-bins", default=5, show_default=True, help="As reporting.calibration_bins."
+)
 def predict(
     folder: str,
     bundle: str,
@@ -128,6 +171,12 @@ def predict(
     out: str,
     workers: int,
     no_pictures: bool,
+    labels_csv: str | None,
+    id_column: str,
+    label_column: str,
+    bootstrap_resamples: int,
+    bootstrap_seed: int,
+    calibration_bins: int,
 ) -> None:
     """P(IDH mutant) for the patient(s) in FOLDER: one subject folder (T1, T1GD, T2, FLAIR, MASK or
     BraTS names) or a cohort folder of them. Writes OUT/predictions.csv (seed-ensemble
@@ -162,6 +211,23 @@ def predict(
     )
     if not slices:
         raise SystemExit(1)
+    if labels_csv:
+        from idh_pseudocolor.predict import attach_labels, labelled_metrics
+
+        labelled, unlabelled = attach_labels(table, labels_csv, id_column, label_column)
+        for problem in unlabelled:
+            click.echo(f"not in the metrics: {problem}", err=True)
+        if labelled.empty:
+            click.echo(f"no predicted subject has a label in {labels_csv}: no metrics", err=True)
+            raise SystemExit(1)
+        metrics = labelled_metrics(labelled, bootstrap_resamples, bootstrap_seed, calibration_bins)
+        metrics.to_csv(out_dir / "metrics.csv", index=False)
+        for r in metrics.itertuples():
+            click.echo(
+                f"{r.model_name} ({'pretrained' if r.pretrained else 'scratch'}): AUROC "
+                f"{r.auroc:.3f} [{r.auroc_ci_low:.3f}, {r.auroc_ci_high:.3f}] on {r.patients} "
+                f"labelled patients -> {out_dir / 'metrics.csv'}"
+            )
 
 
 main = cli

@@ -6,6 +6,11 @@ tissue contrast, a tumor whose look depends on IDH status through *overlapping* 
 scanner effects (scale, offset, smooth bias field, Rician noise). Written in the EGD layout (or
 BraTS layout, stored LPS with a UCSF-style labels CSV, so those readers are exercised too).
 
+The scanner effects belong to an imaging :class:`Site` (:data:`SITES`): site ``"a"`` is the
+development cohort, site ``"b"`` another hospital for external validation (brighter, offset,
+stronger bias field, noisier, thick slices). The site changes only the scanner: the same seed
+gives the same patients, tumors and labels at every site.
+
 The planted truth (generator v3), recorded in ``phantom_cohort.json`` under ``cues`` so the
 report can check that a study recovered it:
 - Strongest, and relational: **T2-FLAIR discordance** of the solid tumor. Its T2 signal and its
@@ -89,6 +94,73 @@ CUES: list[dict[str, Any]] = [
 _CUE_BY_NAME = {c["cue"]: c for c in CUES}
 #: The sequences a configuration must hold to see the strongest cue.
 PLANTED_SEQUENCES: tuple[str, ...] = ("T2", "FLAIR")
+
+
+@dataclass(frozen=True)
+class Site:
+    """The scanner effects of one imaging site; anatomy, tumors and labels do not depend on it.
+
+    Per subject and sequence: an intensity scale (lognormal), an additive offset (uniform), Rician
+    noise (sd a uniform fraction of the scale); per subject, one smooth multiplicative bias field
+    (a quadratic polynomial in x, y, z whose 9 coefficients are normal with sd ``bias_sd``).
+    ``slice_voxels`` is the through-plane resolution: each axial plane averages that many grid
+    voxels along the superior-inferior axis, tissue and noise alike (a thick slice's partial
+    volume, and its noise correlated along S-I, as when thick slices are resampled onto the same
+    grid); 1 = isotropic ``voxel_size``. Slice thickness = ``slice_voxels * voxel_size`` mm. The
+    noise sd is that of the written image at every site (averaged noise is rescaled to it).
+    """
+
+    name: str
+    description: str
+    scale_median: float  # median of the lognormal intensity scale
+    scale_spread: float  # sigma of log(scale)
+    offset: tuple[float, float]  # additive offset, uniform in [low, high)
+    bias_sd: float  # sd of the bias field's polynomial coefficients
+    noise: tuple[float, float]  # Rician noise sd as a fraction of the scale, uniform in [low, high)
+    slice_voxels: int = 1  # grid voxels averaged along S-I (odd, so the plane stays centered)
+
+    def __post_init__(self) -> None:
+        if self.slice_voxels < 1 or self.slice_voxels % 2 == 0:
+            raise ValueError(f"slice_voxels must be odd and positive, got {self.slice_voxels}")
+
+
+#: The imaging sites. "a" is the cohort generator v3 has always written (keep it unchanged: the
+#: default cohort must stay the same for a seed); "b" is another hospital for external validation.
+SITES: dict[str, Site] = {
+    "a": Site(
+        name="a",
+        description="the development site",
+        scale_median=800.0,
+        scale_spread=0.3,
+        offset=(0.0, 40.0),
+        bias_sd=0.12,
+        noise=(0.015, 0.04),
+        slice_voxels=1,
+    ),
+    "b": Site(
+        name="b",
+        description=(
+            "another hospital for external validation: brighter (scale ~1800) with a larger "
+            "offset, a stronger bias field, more noise and 3-voxel-thick axial slices"
+        ),
+        scale_median=1800.0,
+        scale_spread=0.2,
+        offset=(50.0, 150.0),
+        bias_sd=0.25,
+        noise=(0.03, 0.06),
+        slice_voxels=3,
+    ),
+}
+
+
+def get_site(site: str | Site) -> Site:
+    """The :class:`Site` named ``site`` (a ``Site`` passes through); ValueError naming the valid
+    ones otherwise."""
+    if isinstance(site, Site):
+        return site
+    if site not in SITES:
+        raise ValueError(f"unknown site {site!r}; valid sites: {', '.join(sorted(SITES))}")
+    return SITES[site]
 
 
 @dataclass(frozen=True)
@@ -235,14 +307,26 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float
     return field / (field.std() + 1e-6)
 
 
+def _thick_slices(values: np.ndarray, template: Template, voxels: int) -> np.ndarray:
+    """Brain-voxel ``values`` averaged over ``voxels`` grid planes along S-I (RAS axis 2), scaled
+    back to their sd (i.i.d. noise keeps its sd and becomes correlated between planes)."""
+    full = np.zeros(template.brain.size, dtype=np.float32)
+    full[template.brain_index] = values
+    full = ndimage.uniform_filter1d(full.reshape(template.shape), voxels, axis=2, mode="constant")
+    return full.ravel()[template.brain_index] * np.float32(np.sqrt(voxels))
+
+
 def render_subject(
-    rng: np.random.Generator, template: Template, tumor: Tumor
+    rng: np.random.Generator, template: Template, tumor: Tumor, site: str | Site = "a"
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Four sequences (float32, scanner units) and a BraTS-style label map (0, 1, 2, 4).
 
-    The tumor is rendered in a box around its center; scanner effects are applied on brain
-    voxels only (the volumes are skull-stripped, like EGD's), which keeps generation fast.
+    The tumor is rendered in a box around its center; the ``site``'s scanner effects are applied
+    on brain voxels only (the volumes are skull-stripped, like EGD's), which keeps generation
+    fast. Every site draws the same numbers from ``rng`` in the same order, so the labels (and
+    whatever is drawn after) do not depend on the site.
     """
+    scanner = get_site(site)
     voxel = float(abs(template.affine[0, 0]))
     reach = (
         tumor.radius_mm * max(tumor.axes) * (1 + tumor.edema_width) * (1 + 2 * tumor.irregularity)
@@ -290,7 +374,7 @@ def render_subject(
     in_brain = template.brain[box]
     # one smooth multiplicative bias field per subject (same receive coil for every sequence)
     x, y, z = template.brain_coords / 80.0  # roughly [-1, 1] over the head
-    coef = rng.normal(0, 0.12, 9).astype(np.float32)
+    coef = rng.normal(0, scanner.bias_sd, 9).astype(np.float32)
     bias = np.exp(
         coef[0] * x
         + coef[1] * y
@@ -317,14 +401,20 @@ def render_subject(
             mixed = local * (1 - solid - necrosis - edema) + core_value[seq] * solid
             mixed = mixed + necrosis_value[seq] * necrosis + edema_value[seq] * edema
         local[in_brain] = mixed[in_brain]
+        if scanner.slice_voxels > 1:  # thick axial slices: partial volume along S-I (RAS axis 2)
+            vol = ndimage.uniform_filter1d(vol, scanner.slice_voxels, axis=2, mode="constant")
         # scanner: scale, offset, bias field, Rician noise (brain only)
-        scale = float(rng.lognormal(np.log(800.0), 0.3))
+        scale = float(rng.lognormal(np.log(scanner.scale_median), scanner.scale_spread))
         signal = vol.ravel()[template.brain_index] * scale * bias
-        noise_sd = float(rng.uniform(0.015, 0.04)) * scale
+        noise_sd = float(rng.uniform(*scanner.noise)) * scale
         n1 = rng.standard_normal(signal.shape, dtype=np.float32) * noise_sd
         n2 = rng.standard_normal(signal.shape, dtype=np.float32) * noise_sd
+        if scanner.slice_voxels > 1:  # a thick slice's noise is shared along S-I
+            n1, n2 = (_thick_slices(n, template, scanner.slice_voxels) for n in (n1, n2))
         out = np.zeros(vol.size, dtype=np.float32)
-        out[template.brain_index] = np.sqrt((signal + n1) ** 2 + n2**2) + float(rng.uniform(0, 40))
+        out[template.brain_index] = np.sqrt((signal + n1) ** 2 + n2**2) + float(
+            rng.uniform(*scanner.offset)
+        )
         volumes[seq] = out.reshape(template.shape)
 
     labels = np.zeros(template.shape, dtype=np.uint8)
@@ -343,7 +433,9 @@ def render_subject(
     return volumes, labels
 
 
-def _metadata(rng: np.random.Generator, tumor: Tumor, seed: int, as_string: bool) -> dict[str, Any]:
+def _metadata(
+    rng: np.random.Generator, tumor: Tumor, seed: int, as_string: bool, site: str = "a"
+) -> dict[str, Any]:
     idh: int | str = int(tumor.mutant)
     if as_string:
         idh = str(idh)  # EGD's values arrive as int or string; the reader must take both
@@ -368,6 +460,7 @@ def _metadata(rng: np.random.Generator, tumor: Tumor, seed: int, as_string: bool
             "Manufacturer": manufacturer,
             "System": {"Siemens": "Avanto", "GE": "Signa HDxt", "Philips": "Achieva"}[manufacturer],
             "Field": float(rng.choice([1.5, 3.0])),
+            "Site": site,
         },
         "Phantom": {
             "synthetic": True,
@@ -400,17 +493,25 @@ def subject_id_for(index: int, layout: str) -> str:
 
 
 def generate_subject(
-    out: Path, index: int, mutant: bool, seed: int, voxel_size: float = 1.0, layout: str = "egd"
+    out: Path,
+    index: int,
+    mutant: bool,
+    seed: int,
+    voxel_size: float = 1.0,
+    layout: str = "egd",
+    site: str = "a",
 ) -> dict[str, Any]:
-    """Render and write one subject; reproducible from (seed, index) whatever the worker order."""
+    """Render and write one subject; reproducible from (seed, index, site) whatever the worker
+    order. The same (seed, index) at another site is the same patient on another scanner."""
+    get_site(site)  # an unknown site fails before anything is drawn or written
     rng = np.random.default_rng([seed, index])
     template = load_template(voxel_size)
     subject_id = subject_id_for(index, layout)
     tumor = draw_tumor(rng, template, mutant)
-    volumes, labels = render_subject(rng, template, tumor)
+    volumes, labels = render_subject(rng, template, tumor, site)
     folder = out / subject_id
     folder.mkdir(parents=True, exist_ok=True)
-    meta = _metadata(rng, tumor, seed, as_string=index % 5 == 3)
+    meta = _metadata(rng, tumor, seed, as_string=index % 5 == 3, site=site)
     if layout == "brats":
         names = {"T1": "t1", "T1ce": "t1ce", "T2": "t2", "FLAIR": "flair"}
         for seq, name in names.items():
@@ -451,8 +552,13 @@ def generate_cohort(
     mutant_fraction: float = 0.35,
     n_workers: int | None = None,
     progress: bool = True,
+    site: str = "a",
 ) -> list[dict[str, Any]]:
     """Write a phantom cohort to ``out`` and return one summary row per subject.
+
+    ``site`` (a key of :data:`SITES`) sets the scanner effects only: ``"b"`` with the seed of an
+    ``"a"`` cohort holds the same patients and labels, scanned at another hospital; with another
+    seed, other patients (an external validation cohort).
 
     Labels are assigned exactly (``round(mutant_fraction * n)`` mutants, shuffled by ``seed``).
     A ``phantom_cohort.json`` marker at the root records the settings, so every later step can
@@ -466,6 +572,7 @@ def generate_cohort(
         raise ValueError(f"layout must be 'egd' or 'brats', got {layout!r}")
     if n_subjects < 1:
         raise ValueError("n_subjects must be positive")
+    get_site(site)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _forget_earlier_phantom(out, n_subjects, layout)
@@ -477,12 +584,12 @@ def generate_cohort(
     n_workers = max(1, min(n_workers or os.cpu_count() or 1, n_subjects))
     if n_workers == 1:
         jobs = (
-            generate_subject(out, i, bool(m), seed, voxel_size, layout)
+            generate_subject(out, i, bool(m), seed, voxel_size, layout, site)
             for i, m in zip(indices, labels, strict=True)
         )
     else:
         jobs = Parallel(n_jobs=n_workers, return_as="generator", batch_size=1)(
-            delayed(generate_subject)(out, i, bool(m), seed, voxel_size, layout)
+            delayed(generate_subject)(out, i, bool(m), seed, voxel_size, layout, site)
             for i, m in zip(indices, labels, strict=True)
         )
     rows = list(
@@ -504,6 +611,7 @@ def generate_cohort(
         "seed": seed,
         "voxel_size_mm": voxel_size,
         "layout": layout,
+        "site": site,
         "mutant_fraction": mutant_fraction,
         "cues": CUES,
         "planted_sequences": list(PLANTED_SEQUENCES),
@@ -536,9 +644,11 @@ def cohort_is_complete(
     voxel_size: float,
     layout: str,
     mutant_fraction: float = 0.35,
+    site: str = "a",
 ) -> bool:
-    """True when ``out`` already holds a finished phantom cohort made with these settings (and this
-    generator version): anything else is regenerated."""
+    """True when ``out`` already holds a finished phantom cohort made with these settings (site
+    included, and this generator version): anything else is regenerated. A marker without a site
+    predates sites: its cohort is site ``"a"``'s, which did not change."""
     marker = Path(out) / "phantom_cohort.json"
     if not marker.is_file():
         return False
@@ -554,4 +664,4 @@ def cohort_is_complete(
         "mutant_fraction": mutant_fraction,
         "generator_version": GENERATOR_VERSION,
     }
-    return all(info.get(k) == v for k, v in wanted.items())
+    return all(info.get(k) == v for k, v in wanted.items()) and info.get("site", "a") == site

@@ -9,11 +9,13 @@ from kedro.pipeline import Pipeline
 # 28 is this project's extension, off unless asked for (`kedro run --pipelines four_channel`).
 # demo_pretraining (the demo's pretrained arm; an empty record where it is disabled) is part of
 # permutation_study, whose final evaluation reads it; it is also a pipeline of its own.
+# external_validation runs without an external cohort too (empty outputs, the report says so).
 DEFAULT = (
     "data_engineering",
     "demo_pretraining",
     "hyperparameter_search",
     "permutation_study",
+    "external_validation",
     "reporting",
 )
 

@@ -40,6 +40,7 @@ SOURCES: dict[str, str] = {
     "hyperparameter_search": "conf/base/parameters_hyperparameter_search.yml",
     "permutation_study": "conf/base/parameters_permutation_study.yml",
     "reporting": "conf/base/parameters_reporting.yml",
+    "cross_validation": "conf/base/parameters_cross_validation.yml",
 }
 
 #: RunConfig fields that choose hardware or speed, not the experiment: not part of a search's
@@ -396,6 +397,17 @@ class ReportingSettings(Settings):
     figure_1_subject: str | None  # None: the first training patient by id
 
 
+@dataclass(frozen=True)
+class CrossValidationSettings(Settings):
+    """``params:cross_validation``: the outer folds. Models, arms, seeds and training settings are
+    the final evaluation's (``permutation_study``), so ``--env l4`` runs the paper's."""
+
+    SECTION: ClassVar[str] = "cross_validation"
+    folds: int  # K stratified outer folds of all included patients
+    seed: int  # of the fold assignment and of each fold's train/val split
+    val_fraction: float  # of the patients outside the test fold that validate (early stopping)
+
+
 # ---- all of them ---------------------------------------------------------------------------------
 
 PIPELINE_SETTINGS: dict[str, Any] = {
@@ -407,6 +419,7 @@ PIPELINE_SETTINGS: dict[str, Any] = {
         SearchSettings,
         PermutationStudySettings,
         ReportingSettings,
+        CrossValidationSettings,
     )
 }
 

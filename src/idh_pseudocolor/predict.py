@@ -257,3 +257,69 @@ def save_pictures(
         plt.close(fig)
         written.append(path)
     return written
+
+
+def attach_labels(
+    table: pd.DataFrame, labels_csv: str | Path, id_column: str, label_column: str
+) -> tuple[pd.DataFrame, list[str]]:
+    """The predictions with a ``label`` column from a labels CSV (ids matched as for a cohort:
+    BraTS zero padding may differ; values as the cohort reader parses them: 0/1, wildtype,
+    IDH1 p.R132H ...), and the predicted subjects it has no usable label for, with the reason."""
+    from idh_pseudocolor.cohort import LabelError, match_ids, parse_idh
+
+    path = Path(labels_csv)
+    if not path.is_file():
+        raise FileNotFoundError(f"Labels CSV {path} does not exist")
+    labels = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in (id_column, label_column) if c not in labels.columns]
+    if missing:
+        raise ValueError(
+            f"Labels CSV {path} lacks column(s) {missing}; it has {list(labels.columns)} "
+            "(--id-column / --label-column)"
+        )
+    subjects = sorted(table["subject_id"].astype(str).unique()) if len(table) else []
+    mapping = match_ids(subjects, list(labels[id_column]))
+    parsed: dict[str, int] = {}
+    problems: dict[str, str] = {}
+    for label_id, value in zip(labels[id_column], labels[label_column], strict=True):
+        subject = mapping.get(label_id)
+        if subject is None:
+            continue
+        try:
+            parsed[subject] = parse_idh(value)
+        except LabelError as exc:
+            problems[subject] = f"{subject}: {path}: {exc}"
+    for s in subjects:
+        if s not in parsed and s not in problems:
+            problems[s] = f"{s}: no label in {path}"
+    labelled = table[table["subject_id"].isin(parsed)].copy()
+    labelled["label"] = labelled["subject_id"].map(parsed).astype(int)
+    return labelled, list(problems.values())
+
+
+def labelled_metrics(
+    labelled: pd.DataFrame, n_resamples: int, seed: int, calibration_bins: int
+) -> pd.DataFrame:
+    """Per model x pretrained, the seed ensemble's metrics with bootstrap CIs, Brier and ECE on
+    the labelled patients (:func:`idh_pseudocolor.external.cohort_metrics`: the numbers the
+    external_validation pipeline reports for the same patients)."""
+    from idh_pseudocolor.external import cohort_metrics
+
+    rows = []
+    for (model, pretrained), part in labelled.groupby(["model_name", "pretrained"], sort=False):
+        part = part.sort_values("subject_id", kind="stable")  # the pipeline's patient order
+        rows.append(
+            {
+                "model_name": model,
+                "pretrained": bool(pretrained),
+                "seeds": int(part["seeds"].max()),
+                **cohort_metrics(
+                    part["label"].to_numpy(),
+                    part["prob_mutant"].to_numpy(),
+                    n_resamples,
+                    seed,
+                    calibration_bins,
+                ),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -27,18 +27,30 @@ class CohortDataset(AbstractDataset[None, pd.DataFrame]):
           labels: /data/idh_labels.csv  # absolute, or relative to the cohort folder
           id_column: ID
           label_column: IDH
+
+    ``optional: true`` (the external validation cohort): no path, or no folder there, loads an
+    empty frame whose ``attrs["absent"]`` says why, so a run without that cohort still runs and
+    its report says what was not done. The development cohort is never optional.
     """
 
     def __init__(
         self,
-        path: str,
+        path: str | None,
         layout: str = "egd",
         labels: str | None = None,
         id_column: str = "ID",
         label_column: str = "IDH",
         files: dict[str, str] | None = None,
         metadata: dict[str, Any] | None = None,
+        optional: bool = False,
     ) -> None:
+        self._optional = optional
+        if path is None or str(path) == "":
+            if not optional:
+                raise DatasetError("CohortDataset needs a path (the cohort folder)")
+            self._path, self._layout, self._labels = None, layout, None
+            self.metadata = metadata
+            return
         protocol = get_protocol_and_path(str(path))[0]
         if protocol != "file":
             raise DatasetError(
@@ -56,6 +68,12 @@ class CohortDataset(AbstractDataset[None, pd.DataFrame]):
         self.metadata = metadata
 
     def load(self) -> pd.DataFrame:
+        if self._optional and (self._path is None or not self._path.is_dir()):
+            frame = pd.DataFrame(columns=["subject_id", "label_raw", "problem"])
+            frame.attrs["absent"] = (
+                "no cohort given" if self._path is None else f"no cohort folder at {self._path}"
+            )
+            return frame
         return discover_cohort(
             self._path,
             layout=self._layout,
@@ -71,7 +89,7 @@ class CohortDataset(AbstractDataset[None, pd.DataFrame]):
         )
 
     def _exists(self) -> bool:
-        return self._path.is_dir()
+        return self._path is not None and self._path.is_dir()
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path), "layout": self._layout, "labels": self._labels}

@@ -214,6 +214,111 @@ def agreement_rows(agreement: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
+EXTERNAL_METRICS = ("auroc", "f1", "accuracy")
+
+
+def external_context(summary: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The external-validation section from the pipeline's summary: whether it ran (and why not),
+    the QC counts, per arm the metrics of :data:`EXTERNAL_METRICS` with their CIs, the internal
+    value and the difference with its CI (``external_table`` macro), and the ROC / calibration
+    figure of both cohorts' seed ensembles."""
+    from idh_pseudocolor.report.figures import figure_external
+
+    if not summary:
+        return {"ran": False, "reason": "the external_validation pipeline has not run"}
+    if summary.get("absent"):
+        return {"ran": False, "reason": str(summary["absent"])}
+    qc = dict(summary.get("qc") or {})
+    suffixes = {
+        "value": "",
+        "ci_low": "_ci_low",
+        "ci_high": "_ci_high",
+        "internal": "_internal",
+        "difference": "_difference",
+        "difference_ci_low": "_difference_ci_low",
+        "difference_ci_high": "_difference_ci_high",
+    }
+    rows = [
+        {
+            "model_name": str(r["model_name"]),
+            "pretrained": bool(r["pretrained"]),
+            **{k: plain(r.get(k)) for k in ("patients", "mutant", "internal_patients")},
+            "cells": [
+                {"metric": m, **{k: plain(r.get(f"{m}{sfx}")) for k, sfx in suffixes.items()}}
+                for m in EXTERNAL_METRICS
+            ],
+            **{k: plain(r.get(k)) for k in ("brier", "brier_internal", "ece", "ece_internal")},
+        }
+        for r in summary["metrics"]
+    ]
+
+    def ensembles(key: str) -> dict[tuple[str, bool], tuple[np.ndarray, np.ndarray]]:
+        return {
+            (a["model_name"], bool(a["pretrained"])): (
+                np.asarray(a["labels"]),
+                np.asarray(a["prob"]),
+            )
+            for a in summary.get(key, [])
+        }
+
+    figure = figure_external(
+        ensembles("external"), ensembles("internal"), int(summary["calibration_bins"])
+    )
+    return {
+        "ran": True,
+        "rows": rows,
+        "metrics": list(EXTERNAL_METRICS),
+        "found": qc.get("subjects_found"),
+        "included": qc.get("included"),
+        "excluded": qc.get("excluded"),
+        "exclusions_by_kind": dict(qc.get("exclusions_by_kind", {})),
+        "phantom": bool(qc.get("synthetic_phantom_cohort")),
+        "figure": png_data_uri(figure),
+    }
+
+
+def cross_validation_context(summary: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The cross-validation section (None when the opt-in pipeline has not run): the per-fold
+    AUROC figure, the pooled table and the sentences placing the single split among the folds."""
+    if not summary:
+        return None
+    from idh_pseudocolor.cross_validation import arm_label, fold_auroc_figure
+
+    per_fold = pd.DataFrame(summary["fold_metrics"])
+    single = pd.DataFrame(summary.get("single_split", []))
+    figure = fold_auroc_figure(per_fold, single if len(single) else None)
+    rows = [
+        {
+            "model_name": str(r["model_name"]),
+            "arm": arm_label(bool(r["pretrained"])),
+            "patients": plain(r.get("n_patients")),
+            **{
+                k: plain(r.get(k))
+                for k in (
+                    "auroc_pooled",
+                    "auroc_ci_low",
+                    "auroc_ci_high",
+                    "auroc_fold_mean",
+                    "auroc_fold_std",
+                    "auroc_fold_min",
+                    "auroc_fold_max",
+                    "f1_pooled",
+                    "f1_fold_mean",
+                    "f1_fold_std",
+                )
+            },
+        }
+        for r in summary["pooled"]
+    ]
+    return {
+        "folds": summary["folds"],
+        "patients": summary["patients"],
+        "rows": rows,
+        "sentences": list(summary["sentences"]),
+        "figure": png_data_uri(figure),
+    }
+
+
 # -- the report -------------------------------------------------------------------------------
 def report_context(
     *,
@@ -231,6 +336,8 @@ def report_context(
     generated: str,
     planted: Mapping[str, Any] | None = None,
     demo_pretraining: Mapping[str, Any] | None = None,
+    external_validation: Mapping[str, Any] | None = None,
+    cross_validation: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything ``report.html.j2`` shows, as plain data: the numbers from ``stats``, the figures
     as data URIs, the tables as rows."""
@@ -265,6 +372,8 @@ def report_context(
         "parameters": yaml.safe_dump(dict(parameters), sort_keys=False),
         "planted": dict(planted or {"applicable": False}),
         "demo_pretraining": dict(demo_pretraining or {}) if stats.any_demo_arm(table) else None,
+        "external": external_context(external_validation),
+        "cross_validation": cross_validation_context(cross_validation),
     }
 
 

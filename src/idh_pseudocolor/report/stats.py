@@ -113,6 +113,31 @@ class Interval(NamedTuple):
     undefined: int
 
 
+def stratified_resample_index(labels: np.ndarray, n_resamples: int, seed: int) -> np.ndarray | None:
+    """(resamples, patients) positions: mutants and wild-types drawn with replacement separately,
+    so every resample keeps the class counts; None when a class has fewer than two patients."""
+    y = np.asarray(labels).astype(int)
+    groups = (np.flatnonzero(y == 1), np.flatnonzero(y == 0))
+    if min(len(g) for g in groups) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    return np.concatenate(
+        [g[rng.integers(0, len(g), size=(n_resamples, len(g)))] for g in groups], axis=1
+    )
+
+
+def resampled_metrics(
+    labels: np.ndarray, prob: np.ndarray, n_resamples: int, seed: int
+) -> dict[str, np.ndarray] | None:
+    """Every metric on each stratified resample of patients (NaN where undefined), for intervals
+    of differences between independent cohorts; None when a class has fewer than two patients."""
+    y, p = np.asarray(labels).astype(int), np.asarray(prob, dtype=float)
+    index = stratified_resample_index(y, n_resamples, seed)
+    if index is None:
+        return None
+    return {m: v for m, v in binary_metrics_many(y[index], p[index]).items() if m in METRICS}
+
+
 def _stratified_bootstrap(
     labels: np.ndarray,
     statistic: Callable[[np.ndarray], Any],
@@ -131,14 +156,9 @@ def _stratified_bootstrap(
     per component, or None when a class has fewer than two patients: nothing to resample, so no
     interval rather than a made-up one.
     """
-    y = np.asarray(labels).astype(int)
-    groups = (np.flatnonzero(y == 1), np.flatnonzero(y == 0))
-    if min(len(g) for g in groups) < 2:
+    index = stratified_resample_index(labels, n_resamples, seed)
+    if index is None:
         return None
-    rng = np.random.default_rng(seed)
-    index = np.concatenate(
-        [g[rng.integers(0, len(g), size=(n_resamples, len(g)))] for g in groups], axis=1
-    )
     draws = np.asarray(statistic(index), dtype=float).reshape(n_resamples, -1)
     undefined = np.isnan(draws).sum(axis=0)
     tail = 100 * (1 - confidence) / 2

@@ -43,6 +43,10 @@ def extract_slices(
         DataEngineeringSettings.from_params(params),
         EnvironmentSettings.from_params(environment),
     )
+    if cohort.attrs.get("absent"):  # an optional cohort (external validation) not given
+        logger.info("No cohort to extract (%s)", cohort.attrs["absent"])
+        empty = pd.DataFrame(columns=MANIFEST_COLUMNS)
+        return empty, {"subject_ids": np.array([], dtype=str)}, {"absent": cohort.attrs["absent"]}
     phantom = bool(cohort["phantom"].any()) if "phantom" in cohort else False
     check_cohort({"phantom": phantom}, env)
     normalization = settings.normalization.normalization()

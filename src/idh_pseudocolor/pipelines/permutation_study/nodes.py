@@ -311,11 +311,39 @@ def evaluate_winner(
     check_weights_files(weights_file, env)
     source = checked_best_params(best_params, settings, search, "the final evaluation")
     check_winner_source(study_winner, best_params, "the final evaluation")
-    config_id = int(study_winner["config_id"])
-    hp = settings.hyperparameters(best_params)
     train_ids = development_split.loc[development_split["split"] == "train", "subject_id"].tolist()
     val_ids = development_split.loc[development_split["split"] == "val", "subject_id"].tolist()
-    test_ids, test_labels = test_split["subject_id"].tolist(), test_split["label"].to_numpy()
+    predictions_table, models = winner_runs(
+        slice_arrays,
+        train_ids,
+        val_ids,
+        test_split,
+        int(study_winner["config_id"]),
+        settings,
+        data,
+        settings.hyperparameters(best_params),
+        weights_file,
+        source["best_params_id"],
+    )
+    return predictions_table, final_metrics_table(predictions_table), models
+
+
+def winner_runs(
+    slice_arrays: dict[str, np.ndarray],
+    train_ids: list[str],
+    val_ids: list[str],
+    test: pd.DataFrame,
+    config_id: int,
+    settings: PermutationStudySettings,
+    data: DataEngineeringSettings,
+    hyperparameters: dict[str, Any],
+    weights_file: str | dict[str, str] | None,
+    best_params_id: str,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The winner's runs (each model, arm and seed) trained on ``train_ids``, best epoch chosen on
+    ``val_ids``, scored on the ``test`` patients: one row per run x test patient, and each run's
+    weights. The final evaluation's loop, also each cross-validation fold's."""
+    test_ids, test_labels = test["subject_id"].tolist(), test["label"].to_numpy()
     predictions, models = [], {}
     arms = settings.final_evaluation.pretrained
     total = len(settings.models) * len(arms) * len(settings.seeds)
@@ -329,7 +357,7 @@ def evaluate_winner(
                     seed=seed,
                     **{
                         **settings.fixed.run_config(),
-                        **hp,
+                        **hyperparameters,
                         "pretrained": pretrained,
                         "weights_file": weights_file,
                     },
@@ -362,12 +390,11 @@ def evaluate_winner(
                             # configuration
                             "val_auroc": float(result.metrics["auroc"]),
                             "best_epoch": int(result.best_epoch),
-                            "best_params_id": source["best_params_id"],
+                            "best_params_id": best_params_id,
                             "subject_id": test_ids,
                             "label": test_labels,
                             "prob_mutant": result.eval_prob_mutant,
                         }
                     )
                 )
-    predictions_table = pd.concat(predictions, ignore_index=True)
-    return predictions_table, final_metrics_table(predictions_table), models
+    return pd.concat(predictions, ignore_index=True), models

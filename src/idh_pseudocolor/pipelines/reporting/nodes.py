@@ -99,6 +99,8 @@ def build_report(
     parameters: dict[str, Any],
     planted_truth: dict[str, Any] | None = None,
     demo_pretrained_weights: dict[str, Any] | None = None,
+    external_validation_summary: dict[str, Any] | None = None,
+    cross_validation_summary: dict[str, Any] | None = None,
 ) -> tuple[str, str]:
     """One self-contained HTML page, saved twice: versioned (history) and as report.html (latest).
 
@@ -125,6 +127,8 @@ def build_report(
         parameters=parameters,
         planted=planted_truth,
         demo_pretraining=(demo_pretrained_weights or {}).get("record"),
+        external_validation=external_validation_summary,
+        cross_validation=cross_validation_summary,
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )
     return page, page

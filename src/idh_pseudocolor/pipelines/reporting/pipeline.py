@@ -78,6 +78,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "parameters",
                     "planted_truth",
                     "demo_pretrained_weights",
+                    "external_validation_summary",
+                    "cross_validation_summary",
                 ],
                 ["report_history", "report"],
                 name="build_report",
