@@ -342,3 +342,103 @@ def test_axial_plane_when_the_axial_axis_is_not_the_slowest_on_disk(tmp_path, su
     ornt = ornt_transform(nib.io_orientation(back.affine), axcodes2ornt("RAS"))
     for z in (0, 7, SHAPE[2] - 1):
         np.testing.assert_array_equal(read_axial_plane(back, z, ornt), data[:, :, z])
+
+
+def _break(path: Path, how: str) -> None:
+    """Damage one file of a subject the way real data arrives damaged."""
+    replacement = {
+        "4-D": np.ones((*SHAPE, 2), np.float32),
+        "empty": np.zeros(SHAPE, np.uint8),
+        "NaN": np.full(SHAPE, np.nan, np.float32),
+        "constant": np.full(SHAPE, 5.0, np.float32),
+    }
+    if how == "delete":
+        path.unlink()
+    elif how == "garbage":
+        path.write_bytes(b"not a NIfTI")
+    elif how == "truncate":
+        path.write_bytes(path.read_bytes()[:-500])
+    else:
+        nib.save(nib.Nifti1Image(replacement[how], AFFINE), path)
+
+
+@pytest.mark.parametrize(
+    ("file", "how", "reason"),
+    [
+        ("T2.nii.gz", "delete", "missing T2 file"),
+        ("FLAIR.nii.gz", "garbage", "unreadable FLAIR volume"),
+        ("T1GD.nii.gz", "truncate", "corrupt T1ce volume"),
+        ("T2.nii.gz", "4-D", "not 3-D"),
+        ("MASK.nii.gz", "empty", "empty tumor mask"),
+        ("MASK.nii.gz", "NaN", "non-finite values in mask"),
+        ("T1.nii.gz", "constant", "T1 slice z=7: no contrast"),
+    ],
+)
+def test_every_error_names_the_subject_and_the_file(subject, file, how, reason):
+    """What the manifest and `predict`'s errors.csv show: who, which file, why."""
+    path = subject / file
+    _break(path, how)
+    err = _reason(subject, Normalization())
+    assert err.subject_id == "S1" and err.file == str(path)
+    assert reason in err.reason
+    assert str(err) == f"subject S1: {path}: {err.reason}"
+    assert str(SubjectError("S2", None, "no label")) == "subject S2: no label"
+    assert SubjectError("S2", "", "x").file == ""
+
+
+def test_slope_only_scaling_is_applied(tmp_path, subject):
+    """int16 with a slope and no intercept (how the phantom stores volumes) reads scaled."""
+    img = nib.load(subject / "T2.nii.gz")
+    scaled = nib.Nifti1Image(np.rint(img.get_fdata() * 7).astype(np.int16), AFFINE)
+    scaled.header.set_slope_inter(1 / 7, 0.0)
+    nib.save(scaled, subject / "T2.nii.gz")
+    expected = nib.load(subject / "T2.nii.gz").get_fdata()[:, :, 7]
+    result = extract_subject("S1", files_of(subject), RAW)
+    np.testing.assert_allclose(result.image[2], to_display(expected), rtol=1e-5)
+    offset_only = nib.Nifti1Image(np.rint(img.get_fdata()).astype(np.int16), AFFINE)
+    offset_only.header.set_slope_inter(1.0, 100.0)
+    nib.save(offset_only, subject / "T2.nii.gz")
+    expected = nib.load(subject / "T2.nii.gz").get_fdata()[:, :, 7]
+    np.testing.assert_allclose(
+        extract_subject("S1", files_of(subject), RAW).image[2], to_display(expected), rtol=1e-5
+    )
+
+
+def test_display_orientation_by_hand():
+    """Canonical [x, y] (x: left to right, y: posterior to anterior) -> rows anterior first,
+    columns left to right (neurological convention)."""
+    plane = np.array([[1, 2, 3], [4, 5, 6]])  # x = 0, 1; y = 0, 1, 2
+    np.testing.assert_array_equal(to_display(plane), [[3, 6], [2, 5], [1, 4]])
+    assert to_display(plane).flags["C_CONTIGUOUS"]
+
+
+def test_stacked_arrays_have_the_documented_types_and_centring():
+    big = SubjectSlice("big", np.ones((4, 6, 7), np.float64), np.ones((6, 7), np.int64), 0, 9, 4)
+    small = SubjectSlice("small", np.full((4, 2, 3), 2.0), np.ones((2, 3), bool), 3, 5, 4)
+    stacked = stack_slices([big, small], {"big": 0, "small": 1})
+    assert stacked["images"].dtype == np.float32 and stacked["masks"].dtype == np.uint8
+    assert stacked["labels"].dtype == np.int8 and stacked["labels"].tolist() == [0, 1]
+    assert stacked["slice_index"].dtype == np.int32 and stacked["slice_index"].tolist() == [4, 4]
+    assert stacked["sequences"].tolist() == ["T1", "T1ce", "T2", "FLAIR"]
+    assert stacked["subject_ids"].tolist() == ["big", "small"]
+    # a 2x3 slice in a 6x7 frame: rows (6-2)//2 = 2.., columns (7-3)//2 = 2..
+    assert np.argwhere(stacked["masks"][1]).min(axis=0).tolist() == [2, 2]
+    assert np.argwhere(stacked["images"][1, 0]).max(axis=0).tolist() == [3, 4]
+
+
+def test_serial_and_parallel_extraction_give_the_same_results(tmp_path):
+    volumes, mask = make_volumes()
+    good = write_subject(tmp_path / "good", volumes, mask, AFFINE)
+    bad = write_subject(tmp_path / "bad", volumes, np.zeros_like(mask), AFFINE)
+    subjects = [("good", files_of(good)), ("bad", files_of(bad))]
+    serial = list(
+        extract_many(subjects, Normalization(method="minmax"), n_workers=1, progress=False)
+    )
+    parallel = list(
+        extract_many(subjects, Normalization(method="minmax"), n_workers=2, progress=False)
+    )
+    assert [r.subject_id for r in serial] == ["good", "bad"]
+    np.testing.assert_array_equal(serial[0].image, parallel[0].image)
+    assert serial[0].image.max() == 1.0  # minmax, as asked
+    assert isinstance(serial[1], SubjectError) and serial[1].file == str(bad / "MASK.nii.gz")
+    assert str(serial[1]) == str(parallel[1])

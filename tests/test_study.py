@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -188,3 +189,108 @@ def test_summary_columns_name_the_configuration_second():
     assert summary["seeds"].tolist() == [3, 3]
     with pytest.raises(ValueError, match=r"lacks columns \['f1'\]"):
         summarize(runs_table({(15, "a"): [0.6, 0.7, 0.8]}).drop(columns="f1"))
+
+
+def test_winner_record_names_everything_the_report_reads():
+    table = runs_table(
+        {
+            (15, "A"): [0.89, 0.90, 0.91],
+            (15, "B"): [0.97, 0.98, 0.99],
+            (21, "A"): [0.95, 0.95, 0.95],
+            (21, "B"): [0.92, 0.93, 0.94],  # 21: 0.95 + 0.93 = 1.88, a tie with 15
+            (24, "A"): [0.6, 0.6, 0.6],
+            (24, "B"): [0.5, 0.5, 0.5],
+            (3, "A"): [0.7, 0.7, 0.7],
+            (3, "B"): [0.5, 0.5, 0.5],  # 3: 1.2
+        }
+    )
+    result = winner(summarize(table))
+    assert result["config_id"] == 15  # ties go to the lower id
+    assert result["configuration"] == "15: T2-T1ce-FLAIR"
+    assert result["per_model_mean_val_auroc"] == {"A": pytest.approx(0.9), "B": pytest.approx(0.98)}
+    assert result["ranking"] == [15, 21, 3, 24]  # the tie keeps id order (a stable sort)
+    with pytest.raises(ValueError, match=r"no results for model\(s\) \['C'\]"):
+        winner(summarize(table), models=["A", "C"])
+
+
+def test_the_seed_ensemble_is_one_row_per_subject_with_its_columns():
+    preds = pd.DataFrame(
+        {
+            "subject_id": ["b", "b", "a", "a"],
+            "label": [0, 0, 1, 1],
+            "seed": [42, 43, 42, 43],
+            "prob_mutant": [0.2, 0.4, 0.6, 1.0],
+        }
+    )
+    ens = seed_ensemble(preds)
+    assert ens.columns.tolist() == ["subject_id", "label", "prob_mutant"]
+    assert ens.values.tolist() == [["a", 1, pytest.approx(0.8)], ["b", 0, pytest.approx(0.3)]]
+
+
+def final_rows(arms: dict[tuple[str, bool], dict[int, list[float]]], loaded=True) -> pd.DataFrame:
+    rows = []
+    for (model, pretrained), per_seed in arms.items():
+        for seed, probs in per_seed.items():
+            for sid, label, prob in zip("abcd", [1, 1, 0, 0], probs, strict=True):
+                rows.append(
+                    {
+                        "model_name": model,
+                        "pretrained": pretrained,
+                        "pretrained_loaded": loaded,
+                        "seed": seed,
+                        "subject_id": sid,
+                        "label": label,
+                        "prob_mutant": prob,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_final_metrics_table_rows_columns_and_spread():
+    from idh_pseudocolor.study import final_metrics_table
+
+    arms = {
+        ("Z", True): {42: [0.9, 0.8, 0.2, 0.1], 43: [0.6, 0.4, 0.3, 0.7], 44: [0.9, 0.6, 0.4, 0.2]},
+        ("A", False): {42: [0.9, 0.8, 0.2, 0.1]},
+    }
+    table = final_metrics_table(final_rows(arms))
+    # in the order the arms come, not sorted
+    assert table[["model_name", "pretrained"]].values.tolist() == [["Z", True], ["A", False]]
+    z, a = table.iloc[0], table.iloc[1]
+    assert z["seeds"] == 3 and z["subjects"] == 4 and z["pretrained_loaded"]
+    # per-seed AUROC 1, 0.5, 1: std with ddof 1 is sqrt(1/12)
+    assert z["auroc_std"] == pytest.approx(np.std([1, 0.5, 1], ddof=1))
+    assert math.isnan(a["auroc_std"]) and a["auroc_mean"] == 1.0  # one seed: no spread
+    without = final_metrics_table(final_rows(arms).drop(columns="pretrained_loaded"))
+    assert without["pretrained_loaded"].isna().all()
+    not_loaded = final_metrics_table(final_rows(arms, loaded=False))
+    assert not_loaded["pretrained_loaded"].tolist() == [False, False]
+
+
+def test_validation_choice_keeps_one_row_per_arm_in_arm_order_and_skips_unrecorded_runs():
+    rows = [
+        {
+            "model_name": m,
+            "pretrained": p,
+            "seed": s,
+            "subject_id": sid,
+            "val_auroc": v,
+            "best_epoch": 1,
+            "prob_mutant": 0.5,
+        }  # fmt: skip
+        for m, p, s, v in [
+            ("Z", False, 42, 0.6),
+            ("Z", False, 43, math.nan),  # not recorded: never chosen, never counted
+            ("A", True, 42, 0.7),
+            ("A", True, 43, 0.8),
+        ]
+        for sid in "ab"
+    ]
+    chosen = validation_choice(pd.DataFrame(rows))
+    assert chosen[["model_name", "seed"]].values.tolist() == [["A", 43], ["Z", 42]]
+    assert chosen.index.tolist() == [0, 1] and "index" not in chosen.columns
+    assert chosen["seeds_compared"].tolist() == [2, 1]
+    mixed = pd.DataFrame(rows)
+    mixed.loc[(mixed["seed"] == 43) & (mixed["subject_id"] == "a"), "val_auroc"] = 0.5
+    with pytest.raises(ValueError, match="differs within one run"):  # NaN and 0.5 in one run
+        validation_choice(mixed[mixed["model_name"] == "Z"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import subprocess
@@ -162,10 +163,13 @@ def tiny_run(**overrides) -> RunConfig:
     return RunConfig(**{**base, **overrides})
 
 
-def test_same_seed_gives_identical_validation_metrics():
+def test_same_seed_gives_identical_validation_metrics(monkeypatch):
     arrays = synthetic_arrays(24)
     ids = arrays["subject_ids"].tolist()
+    # no seed left behind by an earlier run in this process: the run must seed itself
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
     a = train_run(arrays, ids[:16], ids[16:], tiny_run())
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
     b = train_run(arrays, ids[:16], ids[16:], tiny_run())
     c = train_run(arrays, ids[:16], ids[16:], tiny_run(seed=8))
     assert a.history == b.history and a.val_prob_mutant == b.val_prob_mutant
@@ -495,3 +499,77 @@ def test_the_epoch_bar_is_drawn_where_a_person_watches_and_nowhere_else(monkeypa
             multiprocessing, "parent_process", lambda: object()
         )  # a ParallelRunner or Dask worker
         assert not show_progress(None)
+
+
+def test_device_batches_slice_in_order_or_as_a_shuffling_dataloader_does():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from idh_pseudocolor.training import DeviceBatches
+
+    x, y = torch.arange(10.0)[:, None], torch.arange(10)
+    plain = [(bx[:, 0].tolist(), by.tolist()) for bx, by in DeviceBatches(x, y, 4)]
+    assert plain == [([0, 1, 2, 3], [0, 1, 2, 3]), ([4, 5, 6, 7], [4, 5, 6, 7]), ([8, 9], [8, 9])]
+    assert len(DeviceBatches(x, y, 4)) == 3 and len(DeviceBatches(x, y, 4, drop_last=True)) == 2
+    assert len(DeviceBatches(x, y, 5, drop_last=True)) == 2
+    dropped = [by.tolist() for _, by in DeviceBatches(x, y, 4, drop_last=True)]
+    assert dropped == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    # a partial last batch (3 of 10), none (5 of 10), or dropped: the DataLoader's order, epoch
+    # after epoch
+    for size, drop in ((3, False), (5, False), (3, True)):
+        ours = DeviceBatches(x, y, size, True, torch.Generator().manual_seed(size), drop)
+        loader = DataLoader(
+            TensorDataset(x, y),
+            batch_size=size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(size),
+            drop_last=drop,
+        )
+        for _ in range(3):  # three epochs: the generator moves on identically
+            # Lightning takes len(loader) batches and never exhausts the sampler (which would draw
+            # one more permutation); the same here
+            expected = [b.tolist() for _, b in itertools.islice(iter(loader), len(loader))]
+            assert [b.tolist() for _, b in ours] == expected
+    shuffled = [b.tolist() for _, b in DeviceBatches(x, y, 3, True, torch.Generator())]
+    assert sorted(sum(shuffled, [])) == list(range(10)) and sum(shuffled, []) != list(range(10))
+
+
+def test_weights_file_for_one_file_or_one_per_model():
+    from idh_pseudocolor.training import weights_file_for
+
+    assert weights_file_for("/w/all.safetensors", "resnet18") == "/w/all.safetensors"
+    assert weights_file_for(None, "resnet18") is None
+    per_model = {"resnet18": "/w/r.safetensors", "vgg16": "/w/v.safetensors"}
+    assert weights_file_for(per_model, "vgg16") == "/w/v.safetensors"
+    assert weights_file_for(per_model, "resnext") is None
+
+
+def test_a_four_channel_run_builds_a_four_channel_network():
+    arrays = synthetic_arrays(12)
+    ids = arrays["subject_ids"].tolist()
+    result = train_run(
+        arrays, ids[:8], ids[8:], tiny_run(config_id=28, max_epochs=1), keep_state=True
+    )
+    first_conv = next(v for k, v in result.state_dict.items() if v.ndim == 4)
+    assert first_conv.shape[1] == 4  # T1, T1ce, T2, FLAIR in
+
+
+def test_weights_are_kept_only_when_asked_and_unknown_subjects_are_named():
+    from idh_pseudocolor.training import split_index
+
+    arrays = synthetic_arrays(12)
+    ids = arrays["subject_ids"].tolist()
+    assert train_run(arrays, ids[:8], ids[8:], tiny_run(max_epochs=1)).state_dict is None
+    assert split_index(arrays, [ids[3], ids[0]]).tolist() == [3, 0]
+    with pytest.raises(KeyError, match=r"1 split subject\(s\) have no slice, e.g. \['NOPE'\]"):
+        split_index(arrays, [ids[0], "NOPE"])
+
+
+def test_a_gpu_run_on_a_machine_without_one_stops_before_any_work():
+    from idh_pseudocolor.training import HardwareUnavailable
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: nothing to refuse")
+    arrays = synthetic_arrays(12)
+    ids = arrays["subject_ids"].tolist()
+    with pytest.raises(HardwareUnavailable, match="sees no CUDA GPU"):
+        train_run(arrays, ids[:8], ids[8:], tiny_run(accelerator="gpu"))

@@ -63,6 +63,13 @@ MODULE_TESTS: dict[str, list[str]] = {
     ],
 }
 
+DIFFS = """
+import json, sys
+from mutmut.mutation.diff_apply import get_diff_for_mutant
+names = json.load(sys.stdin)
+print(json.dumps({n: get_diff_for_mutant(n, path=sys.argv[1]) for n in names}))
+"""
+
 #: mutmut's exit codes -> status
 STATUS = {0: "survived", 1: "killed", 3: "killed", -24: "timeout", 24: "timeout", 33: "no tests"}
 
@@ -104,16 +111,23 @@ def results(work: Path, module: str) -> dict:
     for status in statuses.values():
         counts[status] = counts.get(status, 0) + 1
     survived = sorted(k for k, s in statuses.items() if s == "survived")
-    diffs = {}
-    for name in survived:
-        shown = subprocess.run(
-            [str(BIN / "mutmut"), "show", name], cwd=work, capture_output=True, text=True
-        ).stdout
-        diffs[name] = (
-            "\n".join(line for line in shown.splitlines() if line.startswith(("-", "+")))
-            .replace("--- ", "")
-            .strip()
+    # every diff from one process (mutmut show would start one per mutant)
+    shown = subprocess.run(
+        [str(BIN / "python"), "-c", DIFFS, f"src/idh_pseudocolor/{module}.py"],
+        cwd=work,
+        input=json.dumps(survived),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    diffs = {
+        name: "\n".join(
+            line
+            for line in diff.splitlines()
+            if line.startswith(("-", "+")) and not line.startswith(("---", "+++"))
         )
+        for name, diff in json.loads(shown).items()
+    }
     tested = counts.get("killed", 0) + counts.get("survived", 0) + counts.get("timeout", 0)
     return {
         "counts": counts,
@@ -128,7 +142,15 @@ def main() -> None:
     parser.add_argument("modules", nargs="*", default=list(MODULE_TESTS))
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     args = parser.parse_args()
-    env = {**os.environ, "KEDRO_DISABLE_TELEMETRY": "1", "MPLBACKEND": "Agg"}
+    # one thread per mutant: --max-children mutants side by side already fill the cores, and the
+    # CPU-time limit on each mutant then means what it says
+    env = {
+        **os.environ,
+        "KEDRO_DISABLE_TELEMETRY": "1",
+        "MPLBACKEND": "Agg",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
     report = [f"# make mutation: {time.strftime('%Y-%m-%d %H:%M')}\n"]
     table = ["| module | killed / tested | score | no tests | minutes |", "|---|---|---|---|---|"]
     started_all = time.time()

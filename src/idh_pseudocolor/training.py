@@ -152,6 +152,10 @@ class DeviceBatches:
             else:
                 index = order[i * self.batch_size : (i + 1) * self.batch_size]
                 yield self.x[index], self.y[index]
+        if self.shuffle and not self.drop_last and n % self.batch_size:
+            # a partial last batch runs the DataLoader's sampler dry, which draws (and discards)
+            # one more permutation: the next epoch's order depends on it
+            torch.randperm(n, generator=self.generator)
 
 
 def show_progress(progress: bool | None) -> bool:  # pragma: no mutate block
@@ -269,9 +273,8 @@ class PseudocolorClassifier(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = F.cross_entropy(self(x), y)
-        self.log(
-            "train_loss", loss, on_step=False, on_epoch=True
-        )  # accumulated on device: no per-step sync
+        # for the progress bar: accumulated on device, no per-step sync (not a number we report)
+        self.log("train_loss", loss, on_step=False, on_epoch=True)  # pragma: no mutate
         return loss
 
     def validation_step(self, batch, batch_idx):
