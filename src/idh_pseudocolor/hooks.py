@@ -6,9 +6,11 @@ from typing import Any
 
 from kedro.framework.hooks import hook_impl
 
+from idh_pseudocolor.cohort import cohort_record
 from idh_pseudocolor.config_loader import expected_environment
-from idh_pseudocolor.paper import check_parameters
+from idh_pseudocolor.paper import check_cohort, check_parameters
 from idh_pseudocolor.pipeline_settings import (
+    EnvironmentSettings,
     PermutationStudySettings,
     SearchSettings,
     check_settings,
@@ -33,6 +35,14 @@ class PaperSettingsCheck:
         parameters = catalog.load("parameters")
         check_settings(parameters)
         check_parameters(parameters, env, paper=expected["paper"], rehearsal=expected["rehearsal"])
+        # the phantom marker of every cohort this run reads, before any node writes anything
+        # (extract_slices checks the slices again; here no other node has run yet)
+        environment = EnvironmentSettings.from_params(parameters["environment"])
+        for name in ("cohort", "external.cohort"):
+            if name in pipeline.inputs():
+                folder = getattr(catalog.get(name), "path", None)
+                if folder is not None and cohort_record(folder)["synthetic"]:
+                    check_cohort({"phantom": True}, environment)
 
 
 class HardwareCheck:

@@ -67,6 +67,11 @@ class CohortDataset(AbstractDataset[None, pd.DataFrame]):
         self._files = files
         self.metadata = metadata
 
+    @property
+    def path(self) -> Path | None:
+        """The cohort folder (None: an optional cohort not given)."""
+        return self._path
+
     def load(self) -> pd.DataFrame:
         if self._optional and (self._path is None or not self._path.is_dir()):
             frame = pd.DataFrame(columns=["subject_id", "label_raw", "problem"])
