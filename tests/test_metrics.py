@@ -166,6 +166,15 @@ def test_delong_on_the_smallest_samples_and_without_variance():
         "ci_high": 0.5,
     }
     assert delong_test(y, [0.5] * 6, [0.9, 0.8, 0.7, 0.3, 0.2, 0.1])["z"] == -math.inf
+    same = delong_test(y, [0.9, 0.8, 0.7, 0.3, 0.2, 0.1], [0.8, 0.7, 0.6, 0.4, 0.3, 0.2])
+    assert (same["z"], same["p_value"], same["difference"]) == (0.0, 1.0, 0.0)
+
+
+def test_vectorized_ratios_with_exactly_one_in_the_denominator():
+    """One predicted mutant (tp + fp = 1) and one true mutant: the ratios are defined, 1 or 0."""
+    many = binary_metrics_many(np.array([[1, 0, 0], [0, 1, 0]]), np.array([[0.9, 0.1, 0.2]] * 2))
+    assert many["precision"].tolist() == [1.0, 0.0] and many["recall"].tolist() == [1.0, 0.0]
+    assert many["auroc"].tolist() == [1.0, 0.0]
 
 
 def test_ece_uses_five_bins_unless_told():

@@ -71,7 +71,15 @@ print(json.dumps({n: get_diff_for_mutant(n, path=sys.argv[1]) for n in names}))
 """
 
 #: mutmut's exit codes -> status
-STATUS = {0: "survived", 1: "killed", 3: "killed", -24: "timeout", 24: "timeout", 33: "no tests"}
+STATUS = {
+    0: "survived",
+    1: "killed",
+    3: "killed",
+    -24: "timeout",  # SIGXCPU: the CPU limit
+    24: "timeout",
+    -9: "timeout",  # SIGKILL one second after it
+    33: "no tests",
+}
 
 
 def config_for(module: str, base: str) -> str:
