@@ -247,6 +247,21 @@ def _templates(layout: str, files: dict[str, str] | None) -> dict[str, str]:
     return {**LAYOUTS[layout], **(files or {})}
 
 
+def read_labels_csv(path: Path, id_column: str, label_column: str, where_set: str) -> pd.DataFrame:
+    """A labels CSV as strings (values are parsed per subject, with a reason when they fail);
+    a missing file or column is named, with where the column names are set."""
+    if not path.is_file():
+        raise FileNotFoundError(f"Labels CSV {path} does not exist")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in (id_column, label_column) if c not in table.columns]
+    if missing:
+        raise ValueError(
+            f"Labels CSV {path} lacks column(s) {missing}; it has {list(table.columns)}. "
+            f"Set {where_set}."
+        )
+    return table
+
+
 def _attach_csv_labels(
     rows: dict[str, dict[str, Any]],
     path: Path,
@@ -255,15 +270,9 @@ def _attach_csv_labels(
     templates: dict[str, str],
     root: Path,
 ) -> None:
-    if not path.is_file():
-        raise FileNotFoundError(f"Labels CSV {path} does not exist")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in (id_column, label_column) if c not in table.columns]
-    if missing:
-        raise ValueError(
-            f"Labels CSV {path} lacks column(s) {missing}; it has {list(table.columns)}. "
-            "Set id_column / label_column on the 'cohort' catalog entry."
-        )
+    table = read_labels_csv(
+        path, id_column, label_column, "id_column / label_column on the 'cohort' catalog entry"
+    )
     mapping = match_ids(list(rows), list(table[id_column]))
     seen: set[str] = set()
     for label_id, value in zip(table[id_column], table[label_column], strict=True):

@@ -265,18 +265,10 @@ def attach_labels(
     """The predictions with a ``label`` column from a labels CSV (ids matched as for a cohort:
     BraTS zero padding may differ; values as the cohort reader parses them: 0/1, wildtype,
     IDH1 p.R132H ...), and the predicted subjects it has no usable label for, with the reason."""
-    from idh_pseudocolor.cohort import LabelError, match_ids, parse_idh
+    from idh_pseudocolor.cohort import LabelError, match_ids, parse_idh, read_labels_csv
 
     path = Path(labels_csv)
-    if not path.is_file():
-        raise FileNotFoundError(f"Labels CSV {path} does not exist")
-    labels = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in (id_column, label_column) if c not in labels.columns]
-    if missing:
-        raise ValueError(
-            f"Labels CSV {path} lacks column(s) {missing}; it has {list(labels.columns)} "
-            "(--id-column / --label-column)"
-        )
+    labels = read_labels_csv(path, id_column, label_column, "--id-column / --label-column")
     subjects = sorted(table["subject_id"].astype(str).unique()) if len(table) else []
     mapping = match_ids(subjects, list(labels[id_column]))
     parsed: dict[str, int] = {}

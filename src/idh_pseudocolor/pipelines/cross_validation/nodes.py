@@ -17,14 +17,8 @@ from idh_pseudocolor.cross_validation import (
     pooled_metrics,
     single_split_sentence,
 )
-from idh_pseudocolor.paper import check_cohort, check_weights_files, check_winner_source
 from idh_pseudocolor.pipeline_settings import CrossValidationSettings, ReportingSettings
-from idh_pseudocolor.pipelines.permutation_study.nodes import (
-    checked_best_params,
-    demo_weights_files,
-    node_settings,
-    winner_runs,
-)
+from idh_pseudocolor.pipelines.permutation_study.nodes import checked_winner_inputs, winner_runs
 
 logger = logging.getLogger(__name__)
 
@@ -73,14 +67,14 @@ def train_fold(
     cv = CrossValidationSettings.from_params(cv_params)
     if fold >= cv.folds:
         return pd.DataFrame(columns=[*FOLD_COLUMNS, "prob_mutant"])
-    settings, data, search, env = node_settings(params, data_params, search_params, environment)
-    check_cohort(slice_arrays, env)
-    weights_file = settings.fixed.weights_file
-    if not weights_file and True in settings.final_evaluation.pretrained:
-        weights_file = demo_weights_files(demo_pretrained_weights, list(settings.models))
-    check_weights_files(weights_file, env)
-    source = checked_best_params(best_params, settings, search, f"cross-validation fold {fold}")
-    check_winner_source(study_winner, best_params, f"cross-validation fold {fold}")
+    settings, data, weights_file, source = checked_winner_inputs(
+        slice_arrays,
+        best_params,
+        study_winner,
+        (params, data_params, search_params, environment),
+        demo_pretrained_weights,
+        f"cross-validation fold {fold}",
+    )
     split = fold_split(folds, fold, cv.val_fraction, cv.seed)
     logger.info(
         "Cross-validation fold %d of %d: %s",

@@ -281,6 +281,29 @@ def demo_weights_files(
     return {m: demo["files"][m] for m in models}
 
 
+def checked_winner_inputs(
+    slice_arrays: dict[str, np.ndarray],
+    best_params: dict[str, Any],
+    study_winner: dict[str, Any],
+    blocks: tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]],
+    demo_pretrained_weights: dict[str, Any] | None,
+    consumer: str,
+) -> tuple[PermutationStudySettings, DataEngineeringSettings, Any, dict[str, Any]]:
+    """What every training of the winner checks first (the final evaluation, each
+    cross-validation fold): the settings, a paper run's cohort and weights, that best_params and
+    the winner come from this environment's search; returns the settings, the weights file(s) of
+    the pretrained arm and best_params' identity."""
+    settings, data, search, env = node_settings(*blocks)
+    check_cohort(slice_arrays, env)
+    weights_file = settings.fixed.weights_file
+    if not weights_file and True in settings.final_evaluation.pretrained:
+        weights_file = demo_weights_files(demo_pretrained_weights, list(settings.models))
+    check_weights_files(weights_file, env)
+    source = checked_best_params(best_params, settings, search, consumer)
+    check_winner_source(study_winner, best_params, consumer)
+    return settings, data, weights_file, source
+
+
 def evaluate_winner(
     slice_arrays: dict[str, np.ndarray],
     development_split: pd.DataFrame,
@@ -303,14 +326,14 @@ def evaluate_winner(
     the demo pretrained its networks (``demo_pretrained_weights``), it loads those files, through
     the same weights-file path, and every row says so.
     """
-    settings, data, search, env = node_settings(params, data_params, search_params, environment)
-    check_cohort(slice_arrays, env)
-    weights_file = settings.fixed.weights_file
-    if not weights_file and True in settings.final_evaluation.pretrained:
-        weights_file = demo_weights_files(demo_pretrained_weights, list(settings.models))
-    check_weights_files(weights_file, env)
-    source = checked_best_params(best_params, settings, search, "the final evaluation")
-    check_winner_source(study_winner, best_params, "the final evaluation")
+    settings, data, weights_file, source = checked_winner_inputs(
+        slice_arrays,
+        best_params,
+        study_winner,
+        (params, data_params, search_params, environment),
+        demo_pretrained_weights,
+        "the final evaluation",
+    )
     train_ids = development_split.loc[development_split["split"] == "train", "subject_id"].tolist()
     val_ids = development_split.loc[development_split["split"] == "val", "subject_id"].tolist()
     predictions_table, models = winner_runs(
