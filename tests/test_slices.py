@@ -173,6 +173,25 @@ def test_non_finite_values(subject):
     assert "non-finite" in err.reason and err.file.endswith("FLAIR.nii.gz")
 
 
+def test_a_float_mask_is_read_like_an_integer_one_and_refused_with_nan(subject):
+    # segmentation tools often save float32 masks: 0.0/1.0 must select the same slice, and a NaN
+    # in one is an error naming the mask, not a silently dropped voxel
+    expected = extract_subject("S1", files_of(subject), RAW)
+    _, mask = make_volumes()
+    nib.save(nib.Nifti1Image(mask.astype(np.float32), AFFINE), subject / "MASK.nii.gz")
+    got = extract_subject("S1", files_of(subject), RAW)
+    assert (
+        (got.z, got.z_min, got.z_max) == (expected.z, expected.z_min, expected.z_max) == (7, 4, 11)
+    )
+    np.testing.assert_array_equal(got.mask, expected.mask)
+    np.testing.assert_array_equal(got.image, expected.image)
+    broken = mask.astype(np.float32)
+    broken[0, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(broken, AFFINE), subject / "MASK.nii.gz")
+    err = _reason(subject)
+    assert err.reason == "non-finite values in mask" and err.file.endswith("MASK.nii.gz")
+
+
 def test_constant_slice_has_no_contrast(subject):
     nib.save(nib.Nifti1Image(np.full(SHAPE, 5.0, np.float32), AFFINE), subject / "T1.nii.gz")
     err = _reason(subject, Normalization())

@@ -150,7 +150,7 @@ def test_requested_but_unavailable_weights_fail_fast_with_instructions(tmp_path)
 
 def tiny_run(**overrides) -> RunConfig:
     base = {
-        "model_name": "resnet18",
+        "model_name": "test_resnet",  # timm's tiny ResNet: 6x faster than resnet18 at 32 px
         "config_id": 15,
         "pretrained": False,
         "learning_rate": 3e-3,
@@ -285,6 +285,137 @@ def test_the_best_epoch_is_the_lowest_validation_loss_and_its_weights_score_the_
     np.testing.assert_allclose(predict_proba(model, x), result.eval_prob_mutant, atol=1e-6)
 
 
+def test_a_run_starts_from_the_weights_its_seed_draws_and_records_what_it_saw():
+    """A run's seed decides its initial weights (the seed axis of the 28 x 2 x 3 study): with a
+    vanishing learning rate the trained convolutions are those timm draws under that seed. The
+    result names its configuration and validation subjects, and scores no held-out patients and
+    keeps no weights unless asked."""
+    arrays = synthetic_arrays(24)
+    ids = arrays["subject_ids"].tolist()
+    frozen = {"learning_rate": 1e-12, "superconvergence": False, "max_epochs": 1}
+    results = {}
+    for seed in (7, 8):
+        torch.manual_seed(0)  # whatever the process drew before, the run seeds itself
+        cfg = tiny_run(seed=seed, **frozen)
+        results[seed] = train_run(arrays, ids[:16], ids[16:], cfg, keep_state=True)
+        torch.manual_seed(seed)
+        drawn, _ = create_model("test_resnet", pretrained=False, in_chans=3)
+        convolutions = [k for k, v in drawn.state_dict().items() if v.dim() == 4]
+        assert convolutions
+        for key in convolutions:
+            torch.testing.assert_close(
+                results[seed].state_dict[key], drawn.state_dict()[key], atol=1e-8, rtol=0
+            )
+    assert not torch.equal(
+        results[7].state_dict[convolutions[0]], results[8].state_dict[convolutions[0]]
+    )
+    plain = train_run(arrays, ids[:16], ids[16:], tiny_run(max_epochs=1))
+    assert plain.config == tiny_run(max_epochs=1)
+    assert plain.val_subject_ids == ids[16:] and len(plain.val_prob_mutant) == 8
+    assert plain.eval_subject_ids == [] and plain.eval_prob_mutant == []
+    assert plain.state_dict is None
+
+
+def test_held_out_patients_are_scored_by_the_best_epoch_without_keeping_its_weights():
+    """The final evaluation asks for test-patient probabilities, not weights: the best epoch's
+    weights are still reloaded for them, and not returned."""
+    arrays = synthetic_arrays(32, seed=3)
+    arrays["labels"][20:] = 1 - arrays["labels"][20:]  # the best epoch is not the last
+    ids = arrays["subject_ids"].tolist()
+    cfg = tiny_run(learning_rate=0.01, superconvergence=False, max_epochs=6, early_stopping=False)
+    result = train_run(arrays, ids[:20], ids[20:], cfg, evaluate_ids=ids[20:])
+    assert result.best_epoch != 5 and result.state_dict is None
+    assert result.eval_subject_ids == ids[20:]
+    np.testing.assert_allclose(result.eval_prob_mutant, result.val_prob_mutant, atol=1e-6)
+
+
+def _expected_epochs(losses: list[float], patience: int) -> int:
+    """Epochs an early stop with this patience runs on this validation-loss curve (min mode,
+    strict improvement), by hand."""
+    best, waited = math.inf, 0
+    for epoch, loss in enumerate(losses):
+        if loss < best:
+            best, waited = loss, 0
+        else:
+            waited += 1
+            if waited >= patience:
+                return epoch + 1
+    return len(losses)
+
+
+def test_early_stopping_waits_patience_epochs_after_the_lowest_validation_loss():
+    arrays = synthetic_arrays(32, seed=3)
+    arrays["labels"][20:] = 1 - arrays["labels"][20:]  # learning makes validation worse
+    ids = arrays["subject_ids"].tolist()
+    free = train_run(
+        arrays,
+        ids[:20],
+        ids[20:],
+        tiny_run(learning_rate=0.01, superconvergence=False, max_epochs=10, early_stopping=False),
+    )
+    losses = [row["val_loss"] for row in free.history]
+    stops = []
+    for patience in (1, 2):
+        cfg = tiny_run(
+            learning_rate=0.01,
+            superconvergence=False,
+            max_epochs=10,
+            early_stopping_patience=patience,
+        )
+        stopped = train_run(arrays, ids[:20], ids[20:], cfg)
+        assert [r["val_loss"] for r in stopped.history] == losses[: stopped.epochs_run]
+        assert stopped.epochs_run == _expected_epochs(losses, patience)
+        stops.append(stopped.epochs_run)
+    assert stops[0] < stops[1] < 10, "precondition: both stop early, at different epochs"
+
+
+def test_the_run_trains_at_the_precision_it_is_given():
+    """conf/l4 trains in bf16-mixed: the setting reaches Lightning (on CPU too) and changes the
+    numbers a little, not the run."""
+    arrays = synthetic_arrays(24)
+    ids = arrays["subject_ids"].tolist()
+    full = train_run(arrays, ids[:16], ids[16:], tiny_run(max_epochs=2))
+    half = train_run(arrays, ids[:16], ids[16:], tiny_run(max_epochs=2, precision="bf16-mixed"))
+    assert half.val_prob_mutant != full.val_prob_mutant
+    np.testing.assert_allclose(half.val_prob_mutant, full.val_prob_mutant, atol=0.05)
+
+
+def test_masking_non_tumor_tissue_hides_everything_outside_the_mask():
+    """Table 1's mask option: with it, a change outside the tumor cannot reach the network."""
+    from idh_pseudocolor.training import prepare_inputs
+
+    arrays = synthetic_arrays(4)
+    changed = {**arrays, "images": arrays["images"].copy()}
+    changed["images"][:, :, 15:, 15:] += 0.5  # outside the tumor (rows/cols 5..11)
+    index = np.arange(4)
+    for mask, reaches in ((True, False), (False, True)):
+        cfg = tiny_run(mask_non_tumor=mask, image_size=24)
+        a, _ = prepare_inputs(arrays, index, cfg)
+        b, _ = prepare_inputs(changed, index, cfg)
+        assert (not torch.equal(a, b)) is reaches
+        if mask:
+            assert float(a[:, :, :2].abs().max()) == 0.0 and float(a[:, :, 7:14, 5:12].min()) > 0
+
+
+def test_optuna_sees_each_epochs_validation_f1():
+    """The pruner judges a trial by the F1 the run logs each epoch: it must be the F1 of that
+    epoch's validation predictions (0 when nothing is predicted mutant), not a placeholder."""
+    import optuna
+
+    from idh_pseudocolor.search import PruningCallback
+
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    trial = study.ask()
+    arrays = synthetic_arrays(24)
+    ids = arrays["subject_ids"].tolist()
+    result = train_run(
+        arrays, ids[:16], ids[16:], tiny_run(max_epochs=3), callbacks=[PruningCallback(trial)]
+    )
+    reported = study.trials[0].intermediate_values
+    assert reported == pytest.approx({row["epoch"]: row["f1"] for row in result.history})
+    assert any(v > 0 for v in reported.values()), "precondition: some epoch predicts a mutant"
+
+
 def test_onecycle_peaks_at_peak_fraction_per_step_or_per_epoch_and_constant_stays_constant():
     """Table 1's schedule: OneCycle over all steps (or all epochs) with its peak at peak_fraction,
     starting at max_lr / 25 (torch's default); without superconvergence, one constant rate."""
@@ -316,10 +447,14 @@ def test_onecycle_peaks_at_peak_fraction_per_step_or_per_epoch_and_constant_stay
         )  # the peak where peak_fraction puts it
         assert rates[-1] < rates[0]  # annealed below the start by the end of training
     constant = PseudocolorClassifier(
-        net, tiny_run(superconvergence=False, learning_rate=2e-4), steps_per_epoch=12
+        net,
+        tiny_run(superconvergence=False, learning_rate=2e-4, weight_decay=0.3),
+        steps_per_epoch=12,
     )
     optimizer = constant.configure_optimizers()
     assert isinstance(optimizer, torch.optim.AdamW) and optimizer.param_groups[0]["lr"] == 2e-4
+    # Table 1's weight decay reaches AdamW (AdamW's own default is 0.01, the setting's default)
+    assert optimizer.param_groups[0]["weight_decay"] == 0.3
 
 
 def test_importing_the_training_module_changes_no_logging_or_warnings_state():
@@ -426,7 +561,8 @@ def test_a_training_run_feeds_the_network_what_its_weights_expect(tmp_path):
         model_name="test_resnet",
         config_id=15,
         pretrained=True,
-        weights_file=str(path),
+        # one file per model, as conf/paper gives them: the run must pick its own model's
+        weights_file={"resnet18": str(tmp_path / "absent.pth"), "test_resnet": str(path)},
         learning_rate=3e-3,
         max_epochs=2,
         batch_size=8,
