@@ -402,6 +402,11 @@ def test_table_2_rows_per_arm_in_study_order_with_each_arms_own_chosen_seed():
             own["auroc"].high,
         )
         ens = part.groupby("subject_id").agg(label=("label", "first"), p=("prob_mutant", "mean"))
+        # the ensemble row's numbers are this arm's, not another arm's of the same model
+        assert ensemble["auroc_ensemble"] == pytest.approx(roc_auc_score(ens["label"], ens["p"]))
+        per_seed = [roc_auc_score(g["label"], g["prob_mutant"]) for _, g in part.groupby("seed")]
+        assert ensemble["auroc_mean"] == pytest.approx(np.mean(per_seed))
+        assert ensemble["pretrained_loaded"] == pretrained and ensemble["seeds"] == 3
         own = stats.bootstrap_ci(ens["label"], ens["p"], 300, seed=4)
         assert ensemble["f1_ci_low"] == own["f1"].low
         assert ensemble["ece"] == pytest.approx(
