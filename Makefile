@@ -66,7 +66,7 @@ WHEEL_PLATFORM ?=
 WHEEL_SKIP ?=
 WHEEL_EXTRAS ?=
 wheelhouse: install
-	$(BIN)/python -m idh_pseudocolor.wheelhouse --out $(WHEELHOUSE) \
+	$(BIN)/python tools/wheelhouse.py --out $(WHEELHOUSE) \
 	  $(if $(WHEEL_PYTHON),--python-version $(WHEEL_PYTHON)) $(if $(WHEEL_PLATFORM),--platform $(WHEEL_PLATFORM)) \
 	  $(if $(strip $(WHEEL_SKIP)),--skip $(WHEEL_SKIP)) $(if $(strip $(WHEEL_EXTRAS)),--extras $(WHEEL_EXTRAS))
 

@@ -25,7 +25,9 @@ import numpy as np
 import psutil
 
 from idh_pseudocolor.cohort import FILE_KEYS, discover_cohort
+from idh_pseudocolor.config_loader import project_parameters
 from idh_pseudocolor.configurations import SEQUENCES
+from idh_pseudocolor.parameters import DataEngineeringSettings
 from idh_pseudocolor.phantom import cohort_is_complete, generate_cohort
 from idh_pseudocolor.slices import (
     Normalization,
@@ -95,7 +97,9 @@ def main() -> None:
     subjects = [
         (r["subject_id"], {k: r[f"file_{k}"] for k in FILE_KEYS}) for r in frame.to_dict("records")
     ]
-    normalization = Normalization()
+    normalization = DataEngineeringSettings.from_params(
+        project_parameters(Path(__file__).resolve().parents[1])["data_engineering"]
+    ).normalization.normalization()
     shape = nib.load(subjects[0][1]["T1"]).shape
 
     with PeakRSS() as ours_mem:

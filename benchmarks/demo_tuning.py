@@ -22,10 +22,20 @@ import numpy as np
 import pandas as pd
 
 from idh_pseudocolor.cohort import FILE_KEYS, discover_cohort, parse_idh
+from idh_pseudocolor.config_loader import project_parameters
+from idh_pseudocolor.parameters import DataEngineeringSettings, PermutationStudySettings
 from idh_pseudocolor.phantom import generate_cohort
-from idh_pseudocolor.slices import Normalization, extract_many, stack_slices
-from idh_pseudocolor.splits import split_subjects
+from idh_pseudocolor.search import PAPER_OPTIMUM
+from idh_pseudocolor.slices import extract_many, stack_slices
+from idh_pseudocolor.splits import split_ids, split_subjects
 from idh_pseudocolor.training import RunConfig, train_run
+
+REPO = Path(__file__).resolve().parents[1]
+#: the demo's settings (conf/base): the slices' normalization, the split, the sweep's fixed
+#: settings (48 px, batch 16, patience 5, one thread)
+PARAMETERS = project_parameters(REPO)
+DATA = DataEngineeringSettings.from_params(PARAMETERS["data_engineering"])
+FIXED = PermutationStudySettings.from_params(PARAMETERS["permutation_study"]).fixed
 
 BASELINE = (6, 6e-4)
 
@@ -36,7 +46,9 @@ def phantom_slices(n_subjects: int, voxel_size: float) -> dict[str, np.ndarray]:
         cohort = discover_cohort(tmp)
         rows = cohort.to_dict("records")
         candidates = [(r["subject_id"], {k: r[f"file_{k}"] for k in FILE_KEYS}) for r in rows]
-        slices = list(extract_many(candidates, Normalization(), None, progress=False))
+        slices = list(
+            extract_many(candidates, DATA.normalization.normalization(), None, progress=False)
+        )
         return stack_slices(slices, {r["subject_id"]: parse_idh(r["label_raw"]) for r in rows})
 
 
@@ -58,26 +70,28 @@ def main() -> None:
         if args.slices
         else phantom_slices(args.subjects, args.voxel_size)
     )
-    split = split_subjects(arrays["subject_ids"].tolist(), arrays["labels"].tolist(), seed=42)
-    train, val = (split.loc[split["split"] == k, "subject_id"].tolist() for k in ("train", "val"))
+    s = DATA.splits
+    split = split_subjects(
+        arrays["subject_ids"].tolist(), arrays["labels"].tolist(), s.train, s.val, s.test, s.seed
+    )
+    train, val = split_ids(split, "train"), split_ids(split, "val")
     grid = sorted(set(itertools.product(args.epochs, args.learning_rates)) | {BASELINE})
     rows = []
     for (epochs, lr), model in itertools.product(grid, args.models):
         cfg = RunConfig(
-            model_name=model,
-            config_id=args.config_id,
-            seed=42,
-            pretrained=False,
-            learning_rate=lr,
-            max_epochs=epochs,
-            superconvergence=True,
-            peak_fraction=0.3,
-            lr_interval="epoch",
-            image_size=48,
-            batch_size=16,
-            early_stopping=True,
-            early_stopping_patience=5,
-            torch_threads=1,
+            **{
+                **FIXED.run_config(),
+                **PAPER_OPTIMUM,
+                "model_name": model,
+                "config_id": args.config_id,
+                "seed": 42,
+                "pretrained": False,
+                "learning_rate": lr,
+                "max_epochs": epochs,
+                "superconvergence": True,
+                "peak_fraction": 0.3,
+                "lr_interval": "epoch",
+            }
         )
         start = time.perf_counter()
         result = train_run(arrays, train, val, cfg)

@@ -115,7 +115,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     python = sys.executable
     from idh_pseudocolor.models import PAPER_MODELS
-    from idh_pseudocolor.paper import best_params_id
+    from idh_pseudocolor.provenance import best_params_id
     from idh_pseudocolor.search import PAPER_OPTIMUM
 
     summary: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "tiny": args.tiny, "stages": {}}

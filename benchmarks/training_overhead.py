@@ -13,15 +13,21 @@ import argparse
 import os
 import platform
 import time
+from pathlib import Path
 
 import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
 
+from idh_pseudocolor.config_loader import project_parameters
 from idh_pseudocolor.metrics import binary_metrics
+from idh_pseudocolor.parameters import PermutationStudySettings
 from idh_pseudocolor.pseudocolor import compose
+from idh_pseudocolor.search import PAPER_OPTIMUM
 from idh_pseudocolor.training import RunConfig, train_run
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def synthetic(n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -93,14 +99,24 @@ def main() -> None:
     ids = arrays["subject_ids"].tolist()
     train_ids, val_ids = ids[: args.subjects], ids[args.subjects :]
     train_idx, val_idx = np.arange(args.subjects), np.arange(args.subjects, args.subjects + n_val)
+    # the demo sweep's fixed settings (conf/base) with the paper's optimum
+    fixed = PermutationStudySettings.from_params(
+        project_parameters(REPO)["permutation_study"]
+    ).fixed
     cfg = RunConfig(
-        model_name=args.model,
-        config_id=15,
-        pretrained=False,
-        learning_rate=1e-3,
-        max_epochs=args.epochs,
-        image_size=args.image_size,
-        early_stopping=False,
+        **{
+            **fixed.run_config(),
+            **PAPER_OPTIMUM,
+            "model_name": args.model,
+            "config_id": 15,
+            "seed": 42,
+            "pretrained": False,
+            "learning_rate": 1e-3,
+            "max_epochs": args.epochs,
+            "image_size": args.image_size,
+            "early_stopping": False,
+            "torch_threads": None,
+        }
     )
     images = (args.subjects // cfg.batch_size) * cfg.batch_size * args.epochs
     bare_s = min(bare_loop(arrays, train_idx, val_idx, cfg) for _ in range(2))

@@ -51,9 +51,8 @@ def visit(
         page.goto(url, wait_until="load", timeout=timeout_ms)
         if wait_for:
             page.wait_for_selector(wait_for, timeout=timeout_ms)
-        page.wait_for_load_state(
-            "networkidle", timeout=timeout_ms
-        )  # every fetch answered; no fixed sleep
+        # every fetch answered; no fixed sleep
+        page.wait_for_load_state("networkidle", timeout=timeout_ms)
         result.title = page.title()
         result.checks = {name: page.evaluate(expr) for name, expr in (evaluate or {}).items()}
         page.screenshot(path=str(screenshot), full_page=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from pathlib import Path
@@ -107,13 +108,9 @@ def project_parameters(
 ) -> dict:
     """The parameters a `kedro run --env ENV` in ``project`` resolves to (the project's own
     loader)."""
-    from idh_pseudocolor.config_loader import LayeredConfigLoader
-    from idh_pseudocolor.settings import CONFIG_LOADER_ARGS
+    from idh_pseudocolor.config_loader import project_parameters as resolved
 
-    loader = LayeredConfigLoader(
-        str(project / "conf"), env=env, runtime_params=runtime_params, **CONFIG_LOADER_ARGS
-    )
-    return loader["parameters"]
+    return resolved(project, env, runtime_params)
 
 
 def write_best_params(
@@ -155,3 +152,49 @@ def write_weights(folder: Path, models: list[str]) -> dict[str, str]:
         files[name] = str(folder / f"{name}.safetensors")
         save_file({k: v.contiguous() for k, v in net.state_dict().items()}, files[name])
     return files
+
+
+def run_config(**overrides):
+    """A RunConfig as the demo's sweep builds one (conf/base's ``permutation_study.fixed``) with
+    the paper's optimum as hyperparameters and timm's tiny ``test_resnet`` on configuration 15;
+    ``overrides`` change any field. RunConfig itself has no defaults: conf is their only home."""
+    from idh_pseudocolor.search import PAPER_OPTIMUM
+    from idh_pseudocolor.training import RunConfig
+
+    values = {
+        "model_name": "test_resnet",
+        "config_id": 15,
+        "seed": 42,
+        **PAPER_OPTIMUM,
+        **_demo_fixed(),
+    }
+    return RunConfig(**{**values, **overrides})
+
+
+@functools.lru_cache(maxsize=1)
+def _demo_fixed() -> dict:
+    from idh_pseudocolor.parameters import PermutationStudySettings
+
+    params = project_parameters(REPO)["permutation_study"]
+    return PermutationStudySettings.from_params(params).fixed.run_config()
+
+
+def table_1() -> dict:
+    """The paper's search space (Table 1) as the paper path's settings table states it."""
+    from idh_pseudocolor.paper_path import PAPER_SETTINGS
+
+    prefix = "hyperparameter_search.search_space."
+    return {
+        k.removeprefix(prefix): v for k, (v, _) in PAPER_SETTINGS.items() if k.startswith(prefix)
+    }
+
+
+def conf_normalization(**overrides):
+    """The slice normalization conf/base gives data_engineering (its only home), with
+    ``overrides`` (e.g. ``method="minmax"``)."""
+    from dataclasses import replace
+
+    from idh_pseudocolor.parameters import DataEngineeringSettings
+
+    data = DataEngineeringSettings.from_params(project_parameters(REPO)["data_engineering"])
+    return replace(data.normalization.normalization(), **overrides)

@@ -1,6 +1,7 @@
 """Cross-validation's arithmetic checked against scikit-learn and hand-built numbers: folds that
 partition and stratify the patients, fold splits the training code can run, per-fold and pooled
-seed-ensemble metrics, the sentences placing the single split, and the figure's plotted data."""
+seed-ensemble metrics and the sentences placing the single split (the fold figure:
+tests/test_figures.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.collections import PathCollection
-from matplotlib.container import ErrorbarContainer
 from sklearn.metrics import (
     accuracy_score,
+    brier_score_loss,
     f1_score,
     precision_score,
     recall_score,
@@ -22,14 +22,12 @@ from sklearn.model_selection import StratifiedKFold
 
 from idh_pseudocolor.cross_validation import (
     assign_folds,
-    fold_auroc_figure,
     fold_metrics,
     fold_split,
     pooled_metrics,
     single_split_sentence,
 )
-from idh_pseudocolor.metrics import METRICS
-from idh_pseudocolor.report.stats import bootstrap_ci
+from idh_pseudocolor.metrics import METRICS, bootstrap_ci
 from idh_pseudocolor.splits import split_subjects
 
 N_PATIENTS, N_MUTANT, K = 30, 12, 3
@@ -127,7 +125,7 @@ def test_fold_split_keeps_two_validation_patients_and_the_split_format():
     split = fold_split(folds, 1, val=0.01, seed=0)  # 1% of 20 rounds to 0
     assert (split["split"] == "val").sum() == 2
     assert set(split.loc[split["split"] == "val", "label"]) == {0, 1}
-    reference = split_subjects(ids, labels, seed=0)
+    reference = split_subjects(ids, labels, train=0.70, val=0.15, test=0.15, seed=0)
     assert list(split.columns) == list(reference.columns)
     assert split.dtypes.to_dict() == reference.dtypes.to_dict()
     # the row order of the folds table does not matter
@@ -215,7 +213,7 @@ def test_fold_metrics_reject_a_duplicated_run_row():
 
 def test_pooled_metrics_are_scikit_learns_on_all_out_of_fold_ensembles():
     preds, expected = predictions(folds=3)
-    table = pooled_metrics(preds, n_resamples=300, seed=11)
+    table = pooled_metrics(preds, n_resamples=300, seed=11, calibration_bins=4)
     assert len(table) == len(ARMS)
     for model, pretrained in ARMS:
         parts = [v for (f, m, a), v in expected.items() if (m, a) == (model, pretrained)]
@@ -232,6 +230,14 @@ def test_pooled_metrics_are_scikit_learns_on_all_out_of_fold_ensembles():
             assert row[f"{metric}_ci_low"] == pytest.approx(ci[metric].low)
             assert row[f"{metric}_ci_high"] == pytest.approx(ci[metric].high)
         assert row["auroc_ci_low"] <= row["auroc_pooled"] <= row["auroc_ci_high"]
+        assert row["bootstrap_resamples"] == 300
+        # calibration of the pooled predictions, as Table 2 states it (4 equal-mass bins here)
+        assert row["brier_pooled"] == pytest.approx(brier_score_loss(y, p))
+        bins = np.array_split(np.argsort(p[order], kind="stable"), 4)
+        yo, po = y[order], p[order]
+        assert row["ece_pooled"] == pytest.approx(
+            sum(len(b) * abs(yo[b].mean() - po[b].mean()) for b in bins) / len(po)
+        )
         per_fold = pd.DataFrame([sklearn_metrics(y_, p_) for _, y_, p_ in parts])
         for metric in METRICS:
             values = per_fold[metric].to_numpy()
@@ -245,8 +251,9 @@ def test_a_patient_tested_in_two_folds_is_refused():
     preds, _ = predictions()
     leaked = preds[(preds["fold"] == 0) & (preds["subject_id"] == "P000")].assign(fold=1)
     with pytest.raises(ValueError, match="more than one fold"):
-        pooled_metrics(pd.concat([preds, leaked]), n_resamples=50, seed=0)
-    pooled_metrics(preds, n_resamples=50, seed=0)  # the same patient in both arms is fine
+        pooled_metrics(pd.concat([preds, leaked]), n_resamples=50, seed=0, calibration_bins=5)
+    # the same patient in both arms is fine
+    pooled_metrics(preds, n_resamples=50, seed=0, calibration_bins=5)
 
 
 # -- the sentence -----------------------------------------------------------------------------
@@ -301,64 +308,3 @@ def test_a_single_fold_gives_no_spread_to_place_the_split_in():
         "a, finetuned: the single split's test AUROC cannot be placed among the folds "
         "(undefined or one fold)."
     )
-
-
-# -- the figure -------------------------------------------------------------------------------
-def test_figure_draws_one_point_per_fold_and_arm_with_mean_and_std():
-    fold_auroc = {
-        ("vgg16", True): [0.90, 0.84, 0.87],
-        ("vgg16", False): [0.70, 0.78, 0.74],
-        ("resnet18", True): [0.88, 0.91, 0.80],
-    }
-    fold_table = pd.DataFrame(
-        [
-            {"fold": f, "model_name": m, "pretrained": a, "auroc": v}
-            for (m, a), values in fold_auroc.items()
-            for f, v in enumerate(values)
-        ]
-    )
-    single = pd.DataFrame({"model_name": ["vgg16"], "pretrained": [True], "auroc": [0.93]})
-    fig = fold_auroc_figure(fold_table, single)
-    (ax,) = fig.axes
-    ticks = [t.get_text() for t in ax.get_xticklabels()]
-    x_of = {
-        arm: ticks.index(f"{arm[0]}\n{'finetuned' if arm[1] else 'no pretraining'}")
-        for arm in fold_auroc
-    }
-    points = {
-        c.get_label(): c.get_offsets()
-        for c in ax.collections
-        if isinstance(c, PathCollection) and c.get_label().startswith("fold")
-    }
-    assert sorted(points) == ["fold 0", "fold 1", "fold 2"]
-    for arm, values in fold_auroc.items():
-        for f, value in enumerate(values):
-            near = [(x, y) for x, y in points[f"fold {f}"] if abs(x - x_of[arm]) < 0.45]
-            assert len(near) == 1 and near[0][1] == pytest.approx(value), (arm, f)
-    assert sum(len(p) for p in points.values()) == 9  # 3 folds x 3 arms, nothing else
-    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
-    assert len(bars) == 3
-    for arm, values in fold_auroc.items():
-        (bar,) = [b for b in bars if abs(b.lines[0].get_xdata()[0] - x_of[arm]) < 0.45]
-        mean, std = np.mean(values), np.std(values, ddof=1)
-        assert bar.lines[0].get_ydata()[0] == pytest.approx(mean)
-        (segment,) = bar.lines[2][0].get_segments()
-        assert sorted(segment[:, 1]) == pytest.approx([mean - std, mean + std])
-    (cross,) = [c for c in ax.collections if c.get_label() == "single 70:15:15 split"]
-    assert cross.get_offsets().tolist() == [[x_of[("vgg16", True)], 0.93]]
-    legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert {"fold 0", "mean ± 1 std over folds", "single 70:15:15 split"} <= set(legend)
-    assert "AUROC" in ax.get_ylabel() and ax.get_xlabel()
-
-
-def test_figure_without_a_single_split_draws_only_the_folds():
-    table = pd.DataFrame(
-        {"fold": [0, 1], "model_name": ["m", "m"], "pretrained": [True, True], "auroc": [0.6, 0.8]}
-    )
-    (ax,) = fold_auroc_figure(table).axes
-    offsets = np.concatenate(
-        [c.get_offsets() for c in ax.collections if c.get_label()[:4] == "fold"]
-    )
-    assert sorted(offsets[:, 1].tolist()) == pytest.approx([0.6, 0.8])
-    legend = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert legend == ["fold 0", "fold 1", "mean ± 1 std over folds"]

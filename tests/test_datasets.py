@@ -95,3 +95,30 @@ def test_sqlite_study_location_names_its_file(tmp_path):
 
     location = OptunaStorageDataset("s", filepath=str(tmp_path / "db" / "search.db")).load()
     assert location.url == f"sqlite:///{tmp_path}/db/search.db" and location.study_name == "s"
+
+
+def test_a_plain_catalog_load_imports_neither_torch_nor_lightning():
+    """``kedro catalog``, ``kedro viz`` and a notebook reading one table build the catalog: every
+    dataset of conf/base is created (in a fresh interpreter) without importing torch, Lightning or
+    timm, which only saving or loading weights needs."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = (
+        "import sys\n"
+        "from kedro.io import DataCatalog\n"
+        "from idh_pseudocolor.config_loader import LOADER_ARGS, LayeredConfigLoader\n"
+        "catalog = DataCatalog.from_config(LayeredConfigLoader('conf', **LOADER_ARGS)['catalog'])\n"
+        "types = {type(catalog.get(name)).__name__ for name in catalog.keys()}\n"
+        "print(sorted(types))\n"
+        "print([m for m in ('torch', 'pytorch_lightning', 'timm') if m in sys.modules])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    types, heavy = done.stdout.strip().splitlines()[-2:]
+    assert "ModelBundleDataset" in types and "WeightsFolderDataset" in types
+    assert "OptunaStorageDataset" in types and "CohortDataset" in types
+    assert heavy == "[]"

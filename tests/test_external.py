@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from idh_pseudocolor.external import check_normalization, cohort_metrics, external_metrics
-from idh_pseudocolor.slices import Normalization
+from idh_pseudocolor.external import check_normalization, external_metrics
+from tests.conftest import conf_normalization
 
 
 def predictions(n: int, shift: dict[tuple[str, bool], float], seed: int) -> pd.DataFrame:
@@ -94,24 +94,12 @@ def test_the_difference_interval_widens_with_the_smaller_cohort():
     assert wide["auroc_ci_low"].iloc[0] == narrow["auroc_ci_low"].iloc[0]  # external: the same
 
 
-def test_cohort_metrics_for_one_arm():
-    y = np.array([1, 1, 0, 0, 0, 1, 0, 0])
-    p = np.array([0.9, 0.4, 0.2, 0.6, 0.1, 0.7, 0.3, 0.2])
-    m = cohort_metrics(y, p, n_resamples=300, seed=0, calibration_bins=2)
-    assert m["patients"] == 8 and m["mutant"] == 3 and m["bootstrap_resamples"] == 300
-    assert m["auroc"] == pytest.approx(roc_auc_score(y, p))
-    assert m["recall"] == pytest.approx(2 / 3) and m["specificity"] == pytest.approx(4 / 5)
-    # two equal-mass bins: {0.1, 0.2, 0.2, 0.3} 0 observed vs 0.2; {0.4, 0.6, 0.7, 0.9} 0.75 vs 0.65
-    assert m["ece"] == pytest.approx((4 * 0.2 + 4 * 0.1) / 8)
-    assert m["brier"] == pytest.approx(np.mean((p - y) ** 2))
-
-
 def test_runs_trained_on_other_slices_are_refused():
     class Run:
         def __init__(self, name, normalization):
             self.name, self.normalization = name, normalization
 
-    same = Normalization()
-    check_normalization([Run("r1", same), Run("r2", same)], Normalization())
+    same = conf_normalization()
+    check_normalization([Run("r1", same), Run("r2", same)], conf_normalization())
     with pytest.raises(ValueError, match="run r2 was trained on slices normalized as"):
-        check_normalization([Run("r1", same), Run("r2", Normalization("zscore"))], same)
+        check_normalization([Run("r1", same), Run("r2", conf_normalization(method="zscore"))], same)

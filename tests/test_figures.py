@@ -11,7 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from matplotlib.collections import PathCollection  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.container import ErrorbarContainer  # noqa: E402
 
 from idh_pseudocolor.report.figures import (  # noqa: E402
     GROUP_COLORS,
@@ -19,6 +21,7 @@ from idh_pseudocolor.report.figures import (  # noqa: E402
     figure_composition,
     figure_configurations,
     figure_model_agreement,
+    fold_auroc_figure,
 )
 from idh_pseudocolor.report.stats import CalibrationCurve  # noqa: E402
 
@@ -148,6 +151,69 @@ def test_calibration_lines_are_the_curves_and_the_legend_gives_brier_and_ece():
     drawn = [(list(line.get_xdata()), list(line.get_ydata())) for line in ax.lines[1:]]
     assert drawn == [([0.1, 0.5, 0.9], [0.0, 0.4, 1.0]), ([0.2, 0.7], [0.1, 0.9])]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels[1] == "A (scratch), Brier 0.123, ECE 0.045"
-    assert labels[2] == "B (demo-pretrained, not ImageNet), Brier 0.200, ECE 0.100"
+    assert labels[1] == "A (no pretraining), Brier 0.123, ECE 0.045"
+    assert labels[2] == (
+        "B (finetuned from demo pretraining (photographs, not ImageNet)), Brier 0.200, ECE 0.100"
+    )
     assert len(hist.patches) == 2  # one step histogram per curve
+
+
+# -- cross-validation's fold figure ----------------------------------------------------------------
+def test_figure_draws_one_point_per_fold_and_arm_with_mean_and_std():
+    fold_auroc = {
+        ("vgg16", True): [0.90, 0.84, 0.87],
+        ("vgg16", False): [0.70, 0.78, 0.74],
+        ("resnet18", True): [0.88, 0.91, 0.80],
+    }
+    fold_table = pd.DataFrame(
+        [
+            {"fold": f, "model_name": m, "pretrained": a, "auroc": v}
+            for (m, a), values in fold_auroc.items()
+            for f, v in enumerate(values)
+        ]
+    )
+    single = pd.DataFrame({"model_name": ["vgg16"], "pretrained": [True], "auroc": [0.93]})
+    fig = fold_auroc_figure(fold_table, single)
+    (ax,) = fig.axes
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    x_of = {
+        arm: ticks.index(f"{arm[0]}\n{'finetuned' if arm[1] else 'no pretraining'}")
+        for arm in fold_auroc
+    }
+    points = {
+        c.get_label(): c.get_offsets()
+        for c in ax.collections
+        if isinstance(c, PathCollection) and c.get_label().startswith("fold")
+    }
+    assert sorted(points) == ["fold 0", "fold 1", "fold 2"]
+    for arm, values in fold_auroc.items():
+        for f, value in enumerate(values):
+            near = [(x, y) for x, y in points[f"fold {f}"] if abs(x - x_of[arm]) < 0.45]
+            assert len(near) == 1 and near[0][1] == pytest.approx(value), (arm, f)
+    assert sum(len(p) for p in points.values()) == 9  # 3 folds x 3 arms, nothing else
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 3
+    for arm, values in fold_auroc.items():
+        (bar,) = [b for b in bars if abs(b.lines[0].get_xdata()[0] - x_of[arm]) < 0.45]
+        mean, std = np.mean(values), np.std(values, ddof=1)
+        assert bar.lines[0].get_ydata()[0] == pytest.approx(mean)
+        (segment,) = bar.lines[2][0].get_segments()
+        assert sorted(segment[:, 1]) == pytest.approx([mean - std, mean + std])
+    (cross,) = [c for c in ax.collections if c.get_label() == "single 70:15:15 split"]
+    assert cross.get_offsets().tolist() == [[x_of[("vgg16", True)], 0.93]]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert {"fold 0", "mean ± 1 std over folds", "single 70:15:15 split"} <= set(legend)
+    assert "AUROC" in ax.get_ylabel() and ax.get_xlabel()
+
+
+def test_figure_without_a_single_split_draws_only_the_folds():
+    table = pd.DataFrame(
+        {"fold": [0, 1], "model_name": ["m", "m"], "pretrained": [True, True], "auroc": [0.6, 0.8]}
+    )
+    (ax,) = fold_auroc_figure(table).axes
+    offsets = np.concatenate(
+        [c.get_offsets() for c in ax.collections if c.get_label()[:4] == "fold"]
+    )
+    assert sorted(offsets[:, 1].tolist()) == pytest.approx([0.6, 0.8])
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["fold 0", "fold 1", "mean ± 1 std over folds"]

@@ -50,6 +50,5 @@ def test_workers_get_the_levels_without_the_handlers():
     assert worker_logging({"version": 1}, "idh_pseudocolor")["loggers"] == {
         "idh_pseudocolor": {"level": "INFO"}
     }
-    assert config["loggers"]["kedro"]["handlers"] == [
-        "console"
-    ]  # the driver's configuration is left as it was
+    # the driver's configuration is left as it was
+    assert config["loggers"]["kedro"]["handlers"] == ["console"]

@@ -9,6 +9,7 @@ then ``pip install --no-index`` from the wheelhouse, the phantom generator and a
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -20,9 +21,24 @@ import pandas as pd
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from idh_pseudocolor.wheelhouse import TORCH, build_wheelhouse, closure, target_environment
-
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_tool(path: Path):
+    """tools/wheelhouse.py, a developer tool outside the package, as a module (registered
+    before it runs: its dataclasses look their module up in sys.modules)."""
+    spec = importlib.util.spec_from_file_location(f"_tools_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+wheelhouse_tool = _load_tool(REPO / "tools" / "wheelhouse.py")
+TORCH = wheelhouse_tool.TORCH
+build_wheelhouse = wheelhouse_tool.build_wheelhouse
+closure = wheelhouse_tool.closure
+target_environment = wheelhouse_tool.target_environment
 
 
 def _offline_env(venv: Path) -> dict[str, str]:
@@ -79,9 +95,8 @@ def _preinstall_torch(venv: Path, env: dict[str, str]) -> list[str]:
         for file in dist.files:
             source = Path(dist.locate_file(file))
             rel = os.path.relpath(source, base)
-            if (
-                rel.startswith("..") or not source.is_file()
-            ):  # console scripts in bin/, stale entries
+            # console scripts in bin/, stale entries
+            if rel.startswith("..") or not source.is_file():
                 continue
             dest = site / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -130,14 +145,14 @@ def test_offline_install_beside_preinstalled_torch(tmp_path, kedro_project):
     assert not {"torch", "torchvision"} & {
         word.rsplit("-", 1)[0] for word in installed.split()[2:]
     }, installed
-    _run(
-        [venv / "bin/python", "-m", "pip", "check"], env
-    )  # every requirement met, torch's included
+    # every requirement met, torch's included
+    _run([venv / "bin/python", "-m", "pip", "check"], env)
     after = os.stat(torch_metadata)
+    # the box's torch, untouched
     assert (after.st_ino, after.st_mtime_ns) == (
         before.st_ino,
         before.st_mtime_ns,
-    )  # the box's torch, untouched
+    )
 
     seen = _run(
         [
@@ -150,9 +165,8 @@ def test_offline_install_beside_preinstalled_torch(tmp_path, kedro_project):
         env,
     ).split()
     assert seen[:2] == [metadata.version("torch"), metadata.version("torchvision")]
-    assert all(
-        Path(path).is_relative_to(venv) for path in seen[2:]
-    )  # the venv's torch, the wheel's package
+    # the venv's torch, the wheel's package
+    assert all(Path(path).is_relative_to(venv) for path in seen[2:])
 
     _run(
         [

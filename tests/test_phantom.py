@@ -246,9 +246,8 @@ def test_if_absent_regenerates_for_other_settings_and_drops_stale_subjects(tmp_p
         out, 4, 0, 4.0, "egd", 0.5
     )
     again = CliRunner().invoke(cli, [*base, "--subjects", "4", "--mutant-fraction", "0.5"])
-    assert (
-        "Wrote 4 phantom subjects (2 IDH-mutant)" in again.output
-    )  # another fraction: regenerated, not kept
+    # another fraction: regenerated, not kept
+    assert "Wrote 4 phantom subjects (2 IDH-mutant)" in again.output
     (out / "notes").mkdir()  # a folder the phantom did not write is left alone
     smaller = CliRunner().invoke(cli, [*base, "--subjects", "2"])
     assert smaller.exit_code == 0, smaller.output

@@ -12,9 +12,9 @@ import pytest
 
 from idh_pseudocolor.datasets import ModelBundleDataset
 from idh_pseudocolor.models import create_model
-from idh_pseudocolor.pipeline_settings import DataEngineeringSettings
-from idh_pseudocolor.pipelines.permutation_study.nodes import checkpoint, run_name
-from idh_pseudocolor.slices import Normalization, extract_many, stack_slices
+from idh_pseudocolor.parameters import DataEngineeringSettings
+from idh_pseudocolor.runs import bundle_entry, run_name
+from idh_pseudocolor.slices import extract_many, stack_slices
 from idh_pseudocolor.training import (
     RunConfig,
     predict_proba,
@@ -22,7 +22,7 @@ from idh_pseudocolor.training import (
     split_index,
     train_run,
 )
-from tests.conftest import REPO, project_parameters
+from tests.conftest import REPO, conf_normalization, project_parameters, run_config
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +46,15 @@ def trained(tiny_cohort, tmp_path_factory):
         )
         for s in subjects
     ]
-    slices = list(extract_many(files, Normalization(), 1, progress=False))
+    slices = list(extract_many(files, conf_normalization(), 1, progress=False))
     arrays = stack_slices(slices, {s.subject_id: i % 2 for i, s in enumerate(slices)})
     ids = arrays["subject_ids"].tolist()
-    data = DataEngineeringSettings.from_params(
-        project_parameters(REPO)["data_engineering"]
-    )  # percentile, as extracted
-    assert data.normalization.normalization() == Normalization()
+    # percentile, as extracted
+    data = DataEngineeringSettings.from_params(project_parameters(REPO)["data_engineering"])
+    assert data.normalization.normalization() == conf_normalization()
     bundle = {}
     for seed in (42, 43):
-        cfg = RunConfig(
+        cfg = run_config(
             model_name="test_resnet",
             config_id=15,
             seed=seed,
@@ -65,7 +64,7 @@ def trained(tiny_cohort, tmp_path_factory):
             learning_rate=1e-3,
             early_stopping=False,
         )
-        bundle[run_name(cfg)] = checkpoint(
+        bundle[run_name(cfg)] = bundle_entry(
             train_run(arrays, ids[:16], ids[16:], cfg, keep_state=True), data
         )
     path = tmp_path_factory.mktemp("bundle") / "winner_models"

@@ -20,12 +20,12 @@ import torch
 from idh_pseudocolor.cohort import LAYOUTS
 from idh_pseudocolor.datasets import ModelBundleDataset
 from idh_pseudocolor.models import WeightsInfo, create_model
-from idh_pseudocolor.pipeline_settings import DataEngineeringSettings
-from idh_pseudocolor.pipelines.permutation_study.nodes import checkpoint, run_name
+from idh_pseudocolor.parameters import DataEngineeringSettings
 from idh_pseudocolor.pseudocolor import compose
-from idh_pseudocolor.slices import Normalization, extract_subject
+from idh_pseudocolor.runs import bundle_entry, run_name
+from idh_pseudocolor.slices import extract_subject
 from idh_pseudocolor.training import RunConfig, RunResult
-from tests.conftest import REPO, project_parameters
+from tests.conftest import REPO, conf_normalization, project_parameters, run_config
 
 SUBJECTS = ["PHANTOM-0003", "PHANTOM-0004"]
 MEAN_STD = ((0.4, 0.45, 0.5), (0.2, 0.25, 0.3))  # deliberately neither ImageNet's nor 0.5
@@ -42,7 +42,7 @@ def entry(
     model_name: str, seed: int, config_id: int = 15, pretrained: bool = False, method="percentile"
 ):
     """A bundle entry as the study writes it (``checkpoint``), with seeded untrained weights."""
-    cfg = RunConfig(
+    cfg = run_config(
         model_name=model_name,
         config_id=config_id,
         seed=seed,
@@ -70,7 +70,7 @@ def entry(
         metrics={"auroc": 0.5},
         state_dict=model.state_dict(),
     )
-    return run_name(cfg), checkpoint(result, data_settings(method))
+    return run_name(cfg), bundle_entry(result, data_settings(method))
 
 
 def save_bundle(path: Path, *entries) -> Path:
@@ -81,7 +81,7 @@ def save_bundle(path: Path, *entries) -> Path:
 def expected_prob(folder: Path, sid: str, layout: str, entry_, method: str) -> float:
     """The model's P(mutant) on the subject's slice, derived here from the files."""
     files = {k: str(folder / t.format(id=sid)) for k, t in LAYOUTS[layout].items()}
-    s = extract_subject(sid, files, Normalization(method=method))
+    s = extract_subject(sid, files, conf_normalization(method=method))
     cfg = RunConfig(**entry_["meta"]["config"])
     x = compose(s.image[None], s.mask[None], cfg.config_id, cfg.image_size)
     if cfg.pretrained:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from idh_pseudocolor.datasets import WeightsFolderDataset
 from idh_pseudocolor.models import PretrainedWeightsUnavailable, create_model
+from idh_pseudocolor.parameters import DemoPretrainingSettings
 from idh_pseudocolor.pretraining import (
     PHOTOGRAPHS,
     PretrainSettings,
@@ -22,9 +24,18 @@ from idh_pseudocolor.pretraining import (
     pretrain_models,
     weights_metadata,
 )
+from tests.conftest import REPO, project_parameters
 
-TINY = PretrainSettings(
-    image_size=32, photo_size=64, steps=3, batch_size=8, heldout_crops=16, seed=3, torch_threads=1
+#: the demo's pretraining settings (conf/base, their only home) at toy scale
+TINY = replace(
+    DemoPretrainingSettings.from_params(project_parameters(REPO)["demo_pretraining"]).pretraining,
+    image_size=32,
+    photo_size=64,
+    steps=3,
+    batch_size=8,
+    heldout_crops=16,
+    seed=3,
+    torch_threads=1,
 )
 
 
@@ -73,9 +84,8 @@ def test_pretraining_changes_the_weights_and_is_deterministic():
     again, _ = pretrain("test_byobnet", photos, TINY)
     assert state.keys() == initial.keys()
     assert not torch.equal(state["stem.conv.weight"], initial["stem.conv.weight"])
-    assert all(
-        torch.equal(state[k], again[k]) for k in state
-    )  # same seed, same threads: same weights
+    # same seed, same threads: same weights
+    assert all(torch.equal(state[k], again[k]) for k in state)
     assert record["classes"] == 15 and record["chance"] == pytest.approx(1 / 15, abs=1e-4)
     assert 0 <= record["heldout_accuracy"] <= 1 and record["seconds"] > 0
 
@@ -145,9 +155,14 @@ def test_is_demo_weights_only_for_demo_files(demo_file, tmp_path):
     assert info.source == f"file:{ordinary}" and not info.demo_pretraining
 
 
-def test_unknown_settings_are_refused():
-    with pytest.raises(ValueError, match="unknown demo_pretraining setting"):
-        PretrainSettings.from_params({"step": 10})
+def test_unknown_and_missing_settings_are_refused():
+    params = dict(project_parameters(REPO)["demo_pretraining"])
+    with pytest.raises(ValueError, match=r"demo_pretraining\.step is not a setting"):
+        DemoPretrainingSettings.from_params({**params, "step": 10})
+    del params["steps"]
+    with pytest.raises(ValueError, match=r"demo_pretraining\.steps is missing"):
+        DemoPretrainingSettings.from_params(params)
+    assert PretrainSettings is type(TINY)
 
 
 def test_demo_weights_from_before_the_header_recorded_their_standardization_get_imagenets(

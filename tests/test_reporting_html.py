@@ -15,9 +15,15 @@ import yaml
 
 from idh_pseudocolor.configurations import GRAY_IDS, GRAY_T1_ID, configuration, is_gray
 from idh_pseudocolor.metrics import METRICS
-from idh_pseudocolor.pipeline_settings import ReportingSettings
+from idh_pseudocolor.parameters import ReportingSettings
 from idh_pseudocolor.report import html, stats
-from tests.test_reporting import fixed_predictions, render_macro, sweep_and_final
+from tests.report_inputs import (
+    ATTACK,
+    fixed_predictions,
+    render_macro,
+    report_inputs,
+    sweep_and_final,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO / "src/idh_pseudocolor/templates"
@@ -123,9 +129,8 @@ def test_table_2_macro_renders_the_cells_from_plain_data():
         and ours[2] == "0.500 [0.400, 0.600] 0.500 ± 0.010"
     )
     assert ours[7:] == ["0.077", "0.047", "phantom test split, 30 patients"]
-    assert (
-        picked[0].endswith("chosen before the test was read") and picked[1] == "– [–, –]"
-    )  # not recorded: said, not blank
+    # not recorded: said, not blank
+    assert picked[0].endswith("chosen before the test was read") and picked[1] == "– [–, –]"
     assert paper == [
         "ResNeXt finetuned ⚠ accuracy 0.881 is not between",
         "0.935",
@@ -138,14 +143,13 @@ def test_table_2_macro_renders_the_cells_from_plain_data():
         "–",
         "EGD test (paper)",
     ]
-    assert (
-        'class="warn"' in page and "Our rows, two per model" in page
-    )  # the footnote travels with the table
+    # the footnote travels with the table
+    assert 'class="warn"' in page and "Our rows, two per model" in page
 
 
 def test_table_2_rows_from_a_real_table_render_as_table_2_says():
     predictions = fixed_predictions()
-    table = stats.table_2(predictions, n_resamples=100)
+    table = stats.table_2(predictions, n_resamples=100, seed=0, calibration_bins=5)
     rows = Tables(render_macro("table_2", html.table_2_rows(table), list(METRICS))).tables[0][1:]
     assert len(rows) == len(table) == 2 + 6
     ours = table.iloc[0]
@@ -244,85 +248,11 @@ def test_generic_tables_print_cells_as_pandas_does():
     assert cells(render_macro("frame_table", html.frame_data(splits))) == cells(splits.to_html())
 
 
-ATTACK = '<script>alert("x")</script>'
-
-
-def report_inputs(label: str = ATTACK, search_plots=()) -> dict:
-    import matplotlib.pyplot as plt
-
-    predictions, sweep = sweep_and_final()
-    predictions["model_name"] = label
-    sweep["model_name"] = label
-    results = pd.DataFrame(
-        [
-            {
-                "config_id": c,
-                "configuration": str(c),
-                "model_name": m,
-                "auroc_mean": 0.6 + c / 100 + k / 50,
-                "auroc_std": 0.02,
-                "f1_mean": 0.5,
-                "f1_std": 0.05,
-                "seeds": 3,
-            }
-            for c in range(28)
-            for k, m in enumerate(["a", "b"])
-        ]
-    )
-    fig = plt.figure()
-    return dict(
-        figures={"figure_1": fig, "figure_2": fig, "figure_3": fig, "calibration": fig},
-        table=stats.table_2(predictions, 50),
-        comparison=stats.pretrained_comparison(predictions, 50),
-        agreement=stats.retrain_agreement(predictions, sweep, 0.02),
-        winner={
-            "config_id": 27,
-            "configuration": f"27: {label}",
-            "sum_mean_val_auroc": 1.8,
-            "per_model_mean_val_auroc": {label: 0.9},
-            "best_params_id": label,
-        },
-        study_results=results,
-        best_params={
-            "hyperparameters": {label: label},
-            "provenance": {
-                "trial": 3,
-                "completed_trials": 9,
-                "validation_f1": 0.7,
-                "model_name": label,
-                "config_id": 21,
-            },
-        },
-        qc_summary={
-            "synthetic_phantom_cohort": True,
-            label: label,
-            "splits": {label: {"subjects": 3}},
-        },
-        test_metrics=pd.DataFrame({"model_name": [label], "auroc_mean": [0.5]}),
-        search_plots=list(search_plots),
-        parameters={
-            "environment": {"kind": "demo", "rehearsal": False},
-            "reporting": {"figure_1_subject": label},
-        },
-        generated=label,
-        planted={
-            "applicable": True,
-            "passed": False,
-            "cue": label,
-            "planted_sequences": [label],
-            "holding": [1],
-            "criteria": [{"criterion": label, "passed": False}],
-        },
-        demo_pretraining={"description": label, "photographs": 15, "source": label, "task": label},
-    )
-
-
 def test_markup_in_the_data_is_escaped_everywhere_in_the_report():
     page = html.render_report(**report_inputs())
     assert "<script" not in page  # no search plots: the page has no script element at all
-    assert (
-        "alert" in page and page.count("&lt;script&gt;alert(") >= 15
-    )  # every place a label reaches, as text
+    # every place a label reaches, as text
+    assert "alert" in page and page.count("&lt;script&gt;alert(") >= 15
     parsed = Tables(page)
     assert parsed.scripts == []
     t2 = parsed.tables[0]
@@ -333,9 +263,8 @@ def test_markup_in_the_data_is_escaped_everywhere_in_the_report():
     )
     page = html.render_report(**report_inputs(search_plots=[plot]))
     scripts = Tables(page).scripts
-    assert (
-        len(scripts) == 3 and page.count("<script") == 3
-    )  # PlotlyConfig, plotly.js (src), the figure
+    # PlotlyConfig, plotly.js (src), the figure
+    assert len(scripts) == 3 and page.count("<script") == 3
     assert (
         "</script><script>alert(1)" not in page
         and "\\u003c/script\\u003e\\u003cscript\\u003ealert(1)" in page
@@ -345,9 +274,8 @@ def test_markup_in_the_data_is_escaped_everywhere_in_the_report():
 
 def test_report_plain_label_renders_without_escapes():
     page = html.render_report(**report_inputs(label="test_resnet"))
-    assert (
-        "&lt;" not in page.split("<pre>")[0]
-    )  # the tables carry text only; markup comes from the templates
+    # the tables carry text only; markup comes from the templates
+    assert "&lt;" not in page.split("<pre>")[0]
 
 
 def test_templates_mark_nothing_safe():
@@ -355,9 +283,8 @@ def test_templates_mark_nothing_safe():
     for template in TEMPLATES.glob("*.j2"):
         text = template.read_text()
         assert not re.search(r"\|\s*safe\b", text), template.name
-        assert not re.search(r"{%-?\s*autoescape\s+false", text), (
-            template.name
-        )  # never switched off
+        # never switched off
+        assert not re.search(r"{%-?\s*autoescape\s+false", text), template.name
     for module in (REPO / "src/idh_pseudocolor/report").glob("*.py"):
         text = module.read_text()
         assert (
@@ -390,6 +317,34 @@ def test_reporting_settings_come_from_the_yaml_only():
         ).figure_1_subject
         == "PHANTOM-0007"
     )
+
+
+def test_report_states_the_phantom_banner_only_for_phantom_data():
+    inputs = report_inputs(label="m")
+    phantom = html.render_report(
+        **{**inputs, "qc_summary": {"synthetic_phantom_cohort": True, "included": 10}}
+    )
+    real = html.render_report(
+        **{**inputs, "qc_summary": {"synthetic_phantom_cohort": False, "included": 10}}
+    )
+    assert 'id="phantom-banner"' in phantom and "not patient data" in phantom
+    assert 'id="phantom-banner"' not in real
+    assert "ranks 4 of 28" in real  # gray T1 (24) by the winner rule: only 25, 26, 27 score higher
+    assert "Some runs asked for pretrained weights that were not loaded" in real  # said, not hidden
+    # Table 2: per arm the seed ensemble, then the seed chosen on validation (43: val AUROC 0.900)
+    assert real.count('<tr class="ours">') == 2 and real.count('<tr class="ours chosen">') == 2
+    assert "m, no pretraining, seed 43 (chosen on validation AUROC 0.900, best of 2 seeds)" in real
+    # the retrain check: seed 43 of the scratch arm differs from the sweep by 0.05 > 0.02, flagged
+    assert 'id="retrain-flag"' in real and "1 of 4 retrained runs differ" in real
+    # sweep and status cells
+    assert real.count('<tr class="differs">') == 1 and real.count("<td>no sweep run</td>") == 2 * 2
+    predictions, sweep = sweep_and_final()
+    agrees = {
+        **inputs,
+        "qc_summary": {"included": 10},
+        "agreement": stats.retrain_agreement(predictions, sweep, 0.06),
+    }
+    assert 'id="retrain-flag"' not in html.render_report(**agrees)
 
 
 def test_the_report_states_values_from_stats():

@@ -34,9 +34,8 @@ def test_optunas_private_heartbeat_check_still_answers(tmp_path):
 def test_no_other_module_reaches_into_optunas_private_api():
     import re
 
-    private = re.compile(
-        r"optuna(\.\w+)*\._\w+|study\._storage"
-    )  # a private module of Optuna's, a study's storage
+    # a private module of Optuna's, a study's storage
+    private = re.compile(r"optuna(\.\w+)*\._\w+|study\._storage")
     users = [
         str(p.relative_to(REPO))
         for p in sorted((REPO / "src").rglob("*.py"))
@@ -49,6 +48,7 @@ def test_the_sampler_takes_every_option_from_the_yaml(settings, monkeypatch):
     given = {}
     monkeypatch.setattr(optuna.samplers, "TPESampler", lambda **options: given.update(options))
     make_sampler(settings.sampler, worker=2)
+    # conf/base/parameters_hyperparameter_search.yml, seed offset by the worker
     assert given == {
         "seed": 44,
         "n_startup_trials": 10,
@@ -56,7 +56,7 @@ def test_the_sampler_takes_every_option_from_the_yaml(settings, monkeypatch):
         "multivariate": False,
         "group": False,
         "constant_liar": False,
-    }  # conf/base/parameters_hyperparameter_search.yml, seed offset by the worker
+    }
     make_sampler(
         replace(settings.sampler, n_startup_trials=3, constant_liar=True, seed=None), worker=2
     )

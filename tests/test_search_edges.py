@@ -115,10 +115,11 @@ def test_pruned_trials_do_not_count_toward_n_trials(phantom, tmp_path, heartbeat
         (2, "PRUNED"),
         (3, "COMPLETE"),
     ]
+    # stopped at their first epoch
     assert [reported for number, _, reported in trials if number in (0, 2)] == [
         1,
         1,
-    ]  # stopped at their first epoch
+    ]
     assert all(reported >= 1 for _, _, reported in trials)  # every epoch's F1 went to the pruner
     provenance = best_params(study, fast_settings(n_trials=2))["provenance"]
     assert provenance["completed_trials"] == 2 and provenance["trial"] in (1, 3)

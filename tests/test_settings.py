@@ -1,4 +1,4 @@
-"""Every pipeline's typed settings (idh_pseudocolor.pipeline_settings): the YAML under conf/base
+"""Every pipeline's typed settings (idh_pseudocolor.parameters): the YAML under conf/base
 is the only home of defaults, an unknown or missing key is refused with its name and file, and
 every environment (the demo, the paper's, their rehearsals) builds every pipeline's settings."""
 
@@ -11,7 +11,7 @@ from dataclasses import MISSING, fields, is_dataclass
 import pytest
 import yaml
 
-from idh_pseudocolor.pipeline_settings import (
+from idh_pseudocolor.parameters import (
     PIPELINE_SETTINGS,
     SOURCES,
     DemoPretrainingSettings,
@@ -57,9 +57,8 @@ def test_every_environment_builds_every_pipelines_settings(resolved):
     assert demo["demo_pretraining"].pretraining.steps == 150 and demo[
         "demo_pretraining"
     ].pretraining.crop_scale == (0.2, 0.4)
-    assert (
-        l4["demo_pretraining"].pretraining is None and l4["demo_pretraining"].models == ()
-    )  # the paper's: off, all null
+    # the paper's: off, all null
+    assert l4["demo_pretraining"].pretraining is None and l4["demo_pretraining"].models == ()
     assert (
         l4["hyperparameter_search"].n_trials == 297
         and l4["permutation_study"].fixed.accelerator == "gpu"
@@ -68,9 +67,8 @@ def test_every_environment_builds_every_pipelines_settings(resolved):
         l4["permutation_study"].fixed.channels_last is True
         and rehearsal["permutation_study"].fixed.accelerator == "cpu"
     )
-    assert (
-        demo["permutation_study"].keep_checkpoints is False
-    )  # a YAML setting, not a default in code
+    # a YAML setting, not a default in code
+    assert demo["permutation_study"].keep_checkpoints is False
     assert (
         demo["hyperparameter_search"].sampler.seed == 42
         and demo["data_engineering"].splits.seed == 42
@@ -144,14 +142,14 @@ def test_a_value_of_the_wrong_type_is_refused_with_its_name(resolved, path, valu
 
 
 def test_the_settings_hold_no_defaults_the_yaml_is_their_only_home():
-    import idh_pseudocolor.pipeline_settings as module
+    import idh_pseudocolor.parameters as module
 
     classes = [
         c
         for c in vars(module).values()
         if isinstance(c, type) and is_dataclass(c) and c.__module__ == module.__name__
     ]
-    assert len(classes) == 16  # every block and nested section
+    assert len(classes) == 17  # every block and nested section
     for cls in classes:
         with_default = [
             f.name
@@ -191,6 +189,7 @@ def test_nodes_use_the_typed_settings(resolved):
         }
     }
     demo = PermutationStudySettings.from_params(base["permutation_study"]).hyperparameters(best)
+    # the demo's pins; pretrained from best
     assert demo == {
         "learning_rate": 4e-3,
         "pretrained": True,
@@ -199,7 +198,7 @@ def test_nodes_use_the_typed_settings(resolved):
         "lr_interval": "epoch",
         "max_epochs": 10,
         "mask_non_tumor": False,
-    }  # the demo's pins; pretrained from best
+    }
     assert (
         PermutationStudySettings.from_params(l4["permutation_study"]).hyperparameters(best)
         == best["hyperparameters"]
@@ -232,7 +231,46 @@ def test_a_kedro_run_refuses_an_unknown_key_before_any_node(kedro_project, tiny_
             ValueError, match=re.escape("permutation_study.keep_checkpoint is not a setting")
         ),
     ):
-        session.run(
-            pipeline_names=["data_engineering"]
-        )  # a pipeline that does not even read the block
+        # a pipeline that does not even read the block
+        session.run(pipeline_names=["data_engineering"])
     assert not any(p.is_file() for p in (kedro_project / "data").rglob("*"))  # nothing ran
+
+
+def test_every_run_setting_is_reachable_from_conf_and_nowhere_has_a_default(resolved):
+    """A RunConfig field is the loop's (model, configuration, seed), a hyperparameter (the
+    search's best_params, Table 1) or a fixed setting of the pipeline's YAML block: a field that
+    conf cannot set (as weight_decay once was, a default in code only) fails here, and so does a
+    default anywhere in RunConfig or the slice normalization."""
+    from idh_pseudocolor.paper_path import flatten
+    from idh_pseudocolor.parameters import FixedSettings, setting_keys
+    from idh_pseudocolor.search import PAPER_OPTIMUM
+    from idh_pseudocolor.slices import Normalization
+    from idh_pseudocolor.training import RunConfig
+
+    run_fields = {f.name for f in fields(RunConfig)}
+    fixed = {f.name for f in fields(FixedSettings)}
+    assert run_fields == {"model_name", "config_id", "seed"} | set(PAPER_OPTIMUM) | fixed
+    for cls in (RunConfig, Normalization):
+        assert [f.name for f in fields(cls) if f.default is not MISSING] == [], cls.__name__
+    for block in ("hyperparameter_search", "permutation_study"):
+        for name in fixed:  # each pipeline's YAML sets every fixed field, weight decay included
+            assert f"{block}.fixed.{name}" in setting_keys()
+    for env, parameters in resolved.items():  # and every environment resolves every setting
+        keys = set(flatten(parameters))
+        missing = [k for k in setting_keys() if k not in keys and not k.endswith(".weights_file")]
+        assert missing == [], env
+        assert parameters["permutation_study"]["fixed"]["weight_decay"] == 0.01
+
+
+def test_machine_keys_are_the_settings_marked_machine():
+    """The paper path's free keys come from the settings classes, not from a second list."""
+    from idh_pseudocolor.paper_path import MACHINE_KEYS
+    from idh_pseudocolor.parameters import machine_keys
+
+    assert MACHINE_KEYS == machine_keys()
+    assert "permutation_study.fixed.accelerator" in MACHINE_KEYS
+    assert "permutation_study.fixed.weights_file.*" in MACHINE_KEYS
+    assert "data_engineering.n_workers" in MACHINE_KEYS
+    # an experiment setting is never the machine's
+    for key in ("permutation_study.fixed.weight_decay", "permutation_study.fixed.batch_size"):
+        assert key not in MACHINE_KEYS

@@ -22,11 +22,11 @@ from idh_pseudocolor.slices import (
     to_display,
     tumor_z_range,
 )
-from tests.conftest import SEQUENCE_FILES, write_subject
+from tests.conftest import SEQUENCE_FILES, conf_normalization, write_subject
 
 SHAPE = (20, 24, 16)
 AFFINE = np.array([[1.5, 0, 0, -14.0], [0, 1.5, 0, -17.0], [0, 0, 2.0, -15.0], [0, 0, 0, 1]])
-RAW = Normalization(method="none")
+RAW = conf_normalization(method="none")
 
 
 def make_volumes(seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -79,7 +79,7 @@ def test_z_range_helpers():
     "codes", [("L", "P", "S"), ("P", "S", "L"), ("S", "R", "P"), ("A", "L", "I")]
 )
 def test_orientation_does_not_change_the_slice(tmp_path, subject, codes):
-    reference = extract_subject("S1", files_of(subject), Normalization())
+    reference = extract_subject("S1", files_of(subject), conf_normalization())
     out = tmp_path / "reoriented"
     out.mkdir()
     transform = ornt_transform(axcodes2ornt("RAS"), axcodes2ornt(codes))
@@ -87,7 +87,7 @@ def test_orientation_does_not_change_the_slice(tmp_path, subject, codes):
         img = nib.load(path).as_reoriented(transform)
         assert nib.aff2axcodes(img.affine) == codes
         nib.save(img, out / path.name)
-    result = extract_subject("S1", files_of(out), Normalization())
+    result = extract_subject("S1", files_of(out), conf_normalization())
     assert (result.z_min, result.z_max, result.z) == (reference.z_min, reference.z_max, reference.z)
     np.testing.assert_allclose(result.image, reference.image, atol=1e-6)
     np.testing.assert_array_equal(result.mask, reference.mask)
@@ -194,7 +194,7 @@ def test_a_float_mask_is_read_like_an_integer_one_and_refused_with_nan(subject):
 
 def test_constant_slice_has_no_contrast(subject):
     nib.save(nib.Nifti1Image(np.full(SHAPE, 5.0, np.float32), AFFINE), subject / "T1.nii.gz")
-    err = _reason(subject, Normalization())
+    err = _reason(subject, conf_normalization())
     assert "no contrast" in err.reason
 
 
@@ -203,13 +203,13 @@ def test_percentile_normalization_is_robust_and_keeps_background():
     plane = np.zeros((40, 40), np.float32)
     plane[5:35, 5:35] = rng.uniform(100, 200, (30, 30))
     plane[10, 10] = 1e6  # one hot voxel must not squash the rest
-    out = normalize_plane(plane, Normalization(lower=1, upper=99))
+    out = normalize_plane(plane, Normalization("percentile", lower=1, upper=99))
     assert out[0, 0] == 0.0 and out.max() == 1.0 and out.min() == 0.0
     assert 0.3 < np.median(out[5:35, 5:35]) < 0.7
-    z = normalize_plane(plane, Normalization(method="zscore"))
+    z = normalize_plane(plane, conf_normalization(method="zscore"))
     assert z[0, 0] == 0.0
     with pytest.raises(ValueError):
-        Normalization(method="bogus")
+        conf_normalization(method="bogus")
 
 
 def test_extract_many_runs_in_parallel_and_reports_errors(tmp_path):
@@ -218,7 +218,10 @@ def test_extract_many_runs_in_parallel_and_reports_errors(tmp_path):
     bad = write_subject(tmp_path / "bad", volumes, np.zeros_like(mask), AFFINE)
     results = list(
         extract_many(
-            [("good", files_of(good)), ("bad", files_of(bad))], n_workers=2, progress=False
+            [("good", files_of(good)), ("bad", files_of(bad))],
+            RAW,
+            n_workers=2,
+            progress=False,
         )
     )
     assert results[0].subject_id == "good" and results[0].z == 7
@@ -288,16 +291,16 @@ def test_each_normalization_by_hand():
     plane[1:6, 1:6] = np.arange(1, 26, dtype=np.float32).reshape(5, 5)
     fg = plane > 0
     values = plane[fg]
-    none = normalize_plane(plane, Normalization(method="none"))
+    none = normalize_plane(plane, conf_normalization(method="none"))
     assert none.dtype == np.float32 and np.array_equal(none, plane)
-    minmax = normalize_plane(plane, Normalization(method="minmax"))
+    minmax = normalize_plane(plane, conf_normalization(method="minmax"))
     np.testing.assert_allclose(minmax[fg], (values - 1) / 24, rtol=1e-6)
     assert (minmax[~fg] == 0).all() and minmax.dtype == np.float32
     lo, hi = np.percentile(values, [10, 90])  # 3.4 and 22.6: the ends are clipped
-    pct = normalize_plane(plane, Normalization(lower=10, upper=90))
+    pct = normalize_plane(plane, Normalization("percentile", lower=10, upper=90))
     np.testing.assert_allclose(pct[fg], np.clip((values - lo) / (hi - lo), 0, 1), rtol=1e-6)
     assert pct[1, 1] == 0.0 and pct[5, 5] == 1.0 and (pct[~fg] == 0).all()
-    z = normalize_plane(plane, Normalization(method="zscore"))
+    z = normalize_plane(plane, conf_normalization(method="zscore"))
     # (x - mean) / std over the foreground, not clipped: 1 is 1.66 std below the mean of 13
     np.testing.assert_allclose(z[fg], (values - values.mean()) / values.std(), rtol=1e-5)
     assert z.min() < -1.5 and z.max() > 1.5 and (z[~fg] == 0).all()
@@ -307,19 +310,19 @@ def test_a_small_foreground_is_normalized_over_the_whole_plane():
     """Fewer than 16 non-zero voxels: the percentiles come from every voxel (zeros too)."""
     plane = np.zeros((4, 4), np.float32)
     plane[0, :3] = [2.0, 4.0, 6.0]
-    out = normalize_plane(plane, Normalization(method="minmax"))  # over 0..6, not 2..6
+    out = normalize_plane(plane, conf_normalization(method="minmax"))  # over 0..6, not 2..6
     np.testing.assert_allclose(out[0, :3], [2 / 6, 4 / 6, 1.0], rtol=1e-6)
     sixteen = np.zeros((5, 5), np.float32)
     sixteen[:4, :4] = np.arange(2, 18, dtype=np.float32).reshape(4, 4)
-    out = normalize_plane(sixteen, Normalization(method="minmax"))  # 16 voxels: 2..17
+    out = normalize_plane(sixteen, conf_normalization(method="minmax"))  # 16 voxels: 2..17
     assert out[0, 0] == 0.0 and out[3, 3] == 1.0
 
 
 def test_normalization_settings_are_checked():
-    Normalization(lower=0, upper=100)  # the widest range is allowed
-    Normalization(method="minmax")
-    Normalization(method="zscore")
-    Normalization(method="none")
+    Normalization("percentile", lower=0, upper=100)  # the widest range is allowed
+    conf_normalization(method="minmax")
+    conf_normalization(method="zscore")
+    conf_normalization(method="none")
     for bad in (
         dict(lower=-1),
         dict(upper=100.5),
@@ -327,9 +330,9 @@ def test_normalization_settings_are_checked():
         dict(lower=60, upper=40),
     ):
         with pytest.raises(ValueError, match="0 <= lower < upper <= 100"):
-            Normalization(**bad)
+            Normalization(**{"method": "percentile", "lower": 0.5, "upper": 99.5, **bad})
     with pytest.raises(ValueError, match="Unknown normalization method 'bogus'"):
-        Normalization(method="bogus")
+        conf_normalization(method="bogus")
 
 
 def test_prefix_reader_on_plain_gzip_and_multimember_files(tmp_path):
@@ -397,7 +400,7 @@ def test_every_error_names_the_subject_and_the_file(subject, file, how, reason):
     """What the manifest and `predict`'s errors.csv show: who, which file, why."""
     path = subject / file
     _break(path, how)
-    err = _reason(subject, Normalization())
+    err = _reason(subject, conf_normalization())
     assert err.subject_id == "S1" and err.file == str(path)
     assert reason in err.reason
     assert str(err) == f"subject S1: {path}: {err.reason}"
@@ -451,10 +454,10 @@ def test_serial_and_parallel_extraction_give_the_same_results(tmp_path):
     bad = write_subject(tmp_path / "bad", volumes, np.zeros_like(mask), AFFINE)
     subjects = [("good", files_of(good)), ("bad", files_of(bad))]
     serial = list(
-        extract_many(subjects, Normalization(method="minmax"), n_workers=1, progress=False)
+        extract_many(subjects, conf_normalization(method="minmax"), n_workers=1, progress=False)
     )
     parallel = list(
-        extract_many(subjects, Normalization(method="minmax"), n_workers=2, progress=False)
+        extract_many(subjects, conf_normalization(method="minmax"), n_workers=2, progress=False)
     )
     assert [r.subject_id for r in serial] == ["good", "bad"]
     np.testing.assert_array_equal(serial[0].image, parallel[0].image)

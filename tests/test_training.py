@@ -22,7 +22,8 @@ from idh_pseudocolor.pseudocolor import (
     normalization_stats,
     pad_to_square,
 )
-from idh_pseudocolor.training import RunConfig, train_run
+from idh_pseudocolor.training import train_run
+from tests.conftest import run_config
 
 
 def synthetic_arrays(n: int = 24, size: int = 20, seed: int = 0) -> dict[str, np.ndarray]:
@@ -46,16 +47,13 @@ def test_compose_selects_channels_masks_and_resizes():
     arrays = synthetic_arrays(4)
     x = compose(arrays["images"], arrays["masks"], 21, image_size=32)  # (FLAIR, T1ce, T2)
     assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32
-    native = compose(
-        arrays["images"], arrays["masks"], 21, image_size=24
-    )  # square of the 20x24 slice: no resize
-    np.testing.assert_allclose(
-        native[:, 0, 2:22, :].numpy(), arrays["images"][:, 3]
-    )  # R = FLAIR, padded rows
+    # square of the 20x24 slice: no resize
+    native = compose(arrays["images"], arrays["masks"], 21, image_size=24)
+    # R = FLAIR, padded rows
+    np.testing.assert_allclose(native[:, 0, 2:22, :].numpy(), arrays["images"][:, 3])
     assert float(native[:, :, :2].abs().max()) == 0.0
-    masked = compose(
-        arrays["images"], arrays["masks"], 24, image_size=24, mask_tumor_only=True
-    )  # gray T1
+    # gray T1
+    masked = compose(arrays["images"], arrays["masks"], 24, image_size=24, mask_tumor_only=True)
     assert float(masked[:, :, 2:7].abs().max()) == 0.0 and float(masked[:, :, 8:13, 6:12].min()) > 0
     assert torch.equal(masked[:, 0], masked[:, 1])
     imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -68,10 +66,11 @@ def test_compose_selects_channels_masks_and_resizes():
     )
     assert four.shape == (4, 4, 16, 16)
     assert normalization_stats(3, imagenet) == imagenet and normalization_stats(3, None) is None
+    # 4th: the average
     assert normalization_stats(4, imagenet)[0] == (
         *imagenet[0],
         float(np.mean(imagenet[0])),
-    )  # 4th: the average
+    )
     assert pad_to_square(torch.zeros(1, 3, 5, 9)).shape == (1, 3, 9, 9)
     rgb = composite_rgb(arrays["images"][0], 15)
     assert rgb.shape == (20, 24, 3)
@@ -136,11 +135,12 @@ def test_requested_but_unavailable_weights_fail_fast_with_instructions(tmp_path)
     code = (
         "from idh_pseudocolor.models import create_model; create_model('resnet18', pretrained=True)"
     )
+    # an empty cache, whatever this machine holds
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "HF_HOME": str(tmp_path / "hf"),
-    }  # an empty cache, whatever this machine holds
+    }
     proc = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
     )
@@ -148,7 +148,7 @@ def test_requested_but_unavailable_weights_fail_fast_with_instructions(tmp_path)
     assert "PretrainedWeightsUnavailable" in proc.stderr and "HF cache" in proc.stderr
 
 
-def tiny_run(**overrides) -> RunConfig:
+def tiny_run(**overrides):
     base = {
         "model_name": "test_resnet",  # timm's tiny ResNet: 6x faster than resnet18 at 32 px
         "config_id": 15,
@@ -160,7 +160,7 @@ def tiny_run(**overrides) -> RunConfig:
         "early_stopping_patience": 5,
         "seed": 7,
     }
-    return RunConfig(**{**base, **overrides})
+    return run_config(**{**base, **overrides})
 
 
 def test_same_seed_gives_identical_validation_metrics(monkeypatch):
@@ -181,9 +181,8 @@ def test_same_seed_gives_identical_validation_metrics(monkeypatch):
 def test_device_resident_batches_equal_the_dataloader_path():
     """The GPU-efficiency path (tensors on the device, sliced batches, channels_last) changes speed,
     not results."""
-    arrays = synthetic_arrays(
-        27
-    )  # 19 training slices: the last partial batch is dropped in both paths
+    # 19 training slices: the last partial batch is dropped in both paths
+    arrays = synthetic_arrays(27)
     ids = arrays["subject_ids"].tolist()
     resident = train_run(arrays, ids[:19], ids[19:], tiny_run(device_resident=True))
     loader = train_run(arrays, ids[:19], ids[19:], tiny_run(device_resident=False))
@@ -236,9 +235,10 @@ def test_pruning_callback_stops_a_hopeless_trial():
 
     from idh_pseudocolor.search import PruningCallback
 
+    # F1 < 1.1: prune
     study = optuna.create_study(
         direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=1.1)
-    )  # F1 < 1.1: prune
+    )
     trial = study.ask()
     arrays = synthetic_arrays(24)
     ids = arrays["subject_ids"].tolist()
@@ -254,9 +254,8 @@ def test_the_best_epoch_is_the_lowest_validation_loss_and_its_weights_score_the_
     of the epoch with the lowest validation loss, not the last epoch's, and the weights are reloaded
     before the held-out patients are scored."""
     arrays = synthetic_arrays(32, seed=3)
-    arrays["labels"][20:] = (
-        1 - arrays["labels"][20:]
-    )  # validation labels against the signal: the more it learns, the worse
+    # validation labels against the signal: the more it learns, the worse
+    arrays["labels"][20:] = 1 - arrays["labels"][20:]
     ids = arrays["subject_ids"].tolist()
     cfg = tiny_run(
         model_name="test_resnet",
@@ -423,7 +422,7 @@ def test_onecycle_peaks_at_peak_fraction_per_step_or_per_epoch_and_constant_stay
 
     net = timm.create_model("test_resnet", num_classes=2)
     for interval, expected_steps in (("step", 10 * 12), ("epoch", 10)):
-        cfg = RunConfig(
+        cfg = run_config(
             model_name="test_resnet",
             config_id=15,
             learning_rate=1e-3,
@@ -442,9 +441,8 @@ def test_onecycle_peaks_at_peak_fraction_per_step_or_per_epoch_and_constant_stay
             scheduler.step()
         assert rates[0] == pytest.approx(1e-3 / 25)
         assert max(rates) == pytest.approx(1e-3, rel=1e-3)
-        assert (
-            abs(int(np.argmax(rates)) - 0.3 * expected_steps) <= 1
-        )  # the peak where peak_fraction puts it
+        # the peak where peak_fraction puts it
+        assert abs(int(np.argmax(rates)) - 0.3 * expected_steps) <= 1
         assert rates[-1] < rates[0]  # annealed below the start by the end of training
     constant = PseudocolorClassifier(
         net,
@@ -483,9 +481,8 @@ def test_project_logging_config_quiets_lightning_and_keeps_run_lines():
     config = yaml.safe_load((REPO / "conf/logging.yml").read_text())
     assert config["loggers"]["idh_pseudocolor"]["level"] == "INFO"
     assert config["loggers"]["pytorch_lightning.utilities.rank_zero"]["level"] == "WARNING"
-    logging.config.dictConfig(
-        {**config, "handlers": {}, "root": {"handlers": []}}
-    )  # valid for logging itself
+    # valid for logging itself
+    logging.config.dictConfig({**config, "handlers": {}, "root": {"handlers": []}})
 
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -507,9 +504,8 @@ def test_pretrained_inputs_are_standardized_as_timms_data_config_for_the_model(
 
     config = timm.data.resolve_model_data_config(timm.create_model(model_name, pretrained=False))
     assert (tuple(config["mean"]), tuple(config["std"])) == expected
-    path = (
-        tmp_path / f"{model_name}.safetensors"
-    )  # weights from a file, as the paper's runs may get them
+    # weights from a file, as the paper's runs may get them
+    path = tmp_path / f"{model_name}.safetensors"
     save_file(
         {
             k: v.contiguous()
@@ -522,7 +518,7 @@ def test_pretrained_inputs_are_standardized_as_timms_data_config_for_the_model(
         n = len(configuration(config_id))
         _, info = create_model(model_name, pretrained=True, weights_file=str(path), in_chans=n)
         assert (info.mean, info.std) == expected
-        cfg = RunConfig(model_name=model_name, config_id=config_id, image_size=16, pretrained=True)
+        cfg = run_config(model_name=model_name, config_id=config_id, image_size=16, pretrained=True)
         x, _ = prepare_inputs(arrays, np.arange(6), cfg, info)
         raw = compose(arrays["images"], arrays["masks"], config_id, image_size=16)
         mean, std = ([*v, float(np.mean(v))][:n] for v in expected)
@@ -531,7 +527,7 @@ def test_pretrained_inputs_are_standardized_as_timms_data_config_for_the_model(
         )
         with pytest.raises(ValueError, match="WeightsInfo"):  # never silently unstandardized
             prepare_inputs(arrays, np.arange(6), cfg)
-    scratch = RunConfig(model_name=model_name, config_id=15, image_size=16, pretrained=False)
+    scratch = run_config(model_name=model_name, config_id=15, image_size=16, pretrained=False)
     _, info = create_model(model_name, pretrained=False)
     assert info.normalization is None
     torch.testing.assert_close(
@@ -557,7 +553,7 @@ def test_a_training_run_feeds_the_network_what_its_weights_expect(tmp_path):
     )
     arrays = synthetic_arrays(24)
     ids = arrays["subject_ids"].tolist()
-    cfg = RunConfig(
+    cfg = run_config(
         model_name="test_resnet",
         config_id=15,
         pretrained=True,
@@ -581,9 +577,8 @@ def test_a_training_run_feeds_the_network_what_its_weights_expect(tmp_path):
     imagenet = compose(
         arrays["images"][16:], arrays["masks"][16:], 15, image_size=24, normalize=IMAGENET
     )
-    assert not np.allclose(
-        predict_proba(model, imagenet), result.eval_prob_mutant, atol=1e-4
-    )  # the test can tell
+    # the test can tell
+    assert not np.allclose(predict_proba(model, imagenet), result.eval_prob_mutant, atol=1e-4)
 
 
 class _Terminal:
@@ -613,27 +608,25 @@ def test_the_epoch_bar_is_drawn_where_a_person_watches_and_nowhere_else(monkeypa
 
     arrays = synthetic_arrays(24)
     ids = arrays["subject_ids"].tolist()
-    cfg = tiny_run(model_name="test_resnet", max_epochs=2, progress=None)
-    assert cfg.progress is None and show_progress(True) and not show_progress(False)
+    cfg = tiny_run(model_name="test_resnet", max_epochs=2)
+    assert show_progress(True) and not show_progress(False)
 
     assert not show_progress(None)  # pytest's captured stderr is no terminal
-    quiet = train_run(arrays, ids[:16], ids[16:], cfg)
+    quiet = train_run(arrays, ids[:16], ids[16:], cfg, progress=None)
     assert "epoch 1/2" not in "".join(capsys.readouterr())
 
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     assert show_progress(None)
-    shown = train_run(arrays, ids[:16], ids[16:], cfg)
+    shown = train_run(arrays, ids[:16], ids[16:], cfg, progress=None)
     drawn = terminal.buffer.getvalue()
     assert "15: T2-T1ce-FLAIR test_resnet scratch seed 7: epoch 2/2" in drawn and "100%" in drawn
-    assert (
-        "epoch 1/2" not in capsys.readouterr().out
-    )  # the bar stays off stdout, where log lines go
+    # the bar stays off stdout, where log lines go
+    assert "epoch 1/2" not in capsys.readouterr().out
     assert shown.val_prob_mutant == quiet.val_prob_mutant  # a bar changes nothing in the run
     with monkeypatch.context() as worker:
-        worker.setattr(
-            multiprocessing, "parent_process", lambda: object()
-        )  # a ParallelRunner or Dask worker
+        # a ParallelRunner or Dask worker
+        worker.setattr(multiprocessing, "parent_process", lambda: object())
         assert not show_progress(None)
 
 

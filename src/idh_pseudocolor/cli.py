@@ -155,13 +155,23 @@ def phantom(
 )
 @click.option(
     "--bootstrap-resamples",
-    default=2000,
-    show_default=True,
-    help="Resamples of the CIs (as reporting.bootstrap_resamples).",
+    type=int,
+    default=None,
+    help="Resamples of the CIs (default: reporting.bootstrap_resamples of the project's conf).",
 )
-@click.option("--bootstrap-seed", default=0, show_default=True, help="As reporting.seed.")
 @click.option(
-    "--calibration-bins", default=5, show_default=True, help="As reporting.calibration_bins."
+    "--bootstrap-seed", type=int, default=None, help="Default: reporting.seed of the project."
+)
+@click.option(
+    "--calibration-bins",
+    type=int,
+    default=None,
+    help="Default: reporting.calibration_bins of the project.",
+)
+@click.option(
+    "--env",
+    default=None,
+    help="The conf environment whose reporting settings are the defaults (e.g. l4).",
 )
 def predict(
     folder: str,
@@ -174,9 +184,10 @@ def predict(
     labels_csv: str | None,
     id_column: str,
     label_column: str,
-    bootstrap_resamples: int,
-    bootstrap_seed: int,
-    calibration_bins: int,
+    bootstrap_resamples: int | None,
+    bootstrap_seed: int | None,
+    calibration_bins: int | None,
+    env: str | None,
 ) -> None:
     """P(IDH mutant) for the patient(s) in FOLDER: one subject folder (T1, T1GD, T2, FLAIR, MASK or
     BraTS names) or a cohort folder of them. Writes OUT/predictions.csv (seed-ensemble
@@ -212,6 +223,7 @@ def predict(
     if not slices:
         raise SystemExit(1)
     if labels_csv:
+        from idh_pseudocolor.arms import arm_label
         from idh_pseudocolor.predict import attach_labels, labelled_metrics
 
         labelled, unlabelled = attach_labels(table, labels_csv, id_column, label_column)
@@ -220,14 +232,41 @@ def predict(
         if labelled.empty:
             click.echo(f"no predicted subject has a label in {labels_csv}: no metrics", err=True)
             raise SystemExit(1)
-        metrics = labelled_metrics(labelled, bootstrap_resamples, bootstrap_seed, calibration_bins)
+        n, seed, bins = _reporting_settings(
+            env, bootstrap_resamples, bootstrap_seed, calibration_bins
+        )
+        metrics = labelled_metrics(labelled, n, seed, bins)
         metrics.to_csv(out_dir / "metrics.csv", index=False)
         for r in metrics.itertuples():
             click.echo(
-                f"{r.model_name} ({'pretrained' if r.pretrained else 'scratch'}): AUROC "
+                f"{r.model_name} ({arm_label(r.pretrained)}): AUROC "
                 f"{r.auroc:.3f} [{r.auroc_ci_low:.3f}, {r.auroc_ci_high:.3f}] on {r.patients} "
                 f"labelled patients -> {out_dir / 'metrics.csv'}"
             )
+
+
+def _reporting_settings(
+    env: str | None, n: int | None, seed: int | None, bins: int | None
+) -> tuple[int, int, int]:
+    """The CIs' resamples, seed and calibration bins: the options given, the rest from the
+    project's ``reporting`` settings (conf/base/parameters_reporting.yml, their only home), so
+    ``predict --labels`` reports what the external_validation pipeline reports."""
+    if None not in (n, seed, bins):
+        return n, seed, bins
+    from idh_pseudocolor.config_loader import project_parameters
+    from idh_pseudocolor.parameters import ReportingSettings
+
+    try:
+        reporting = ReportingSettings.from_params(project_parameters(".", env)["reporting"])
+    except FileNotFoundError as err:
+        raise click.UsageError(
+            f"{err}; or give --bootstrap-resamples, --bootstrap-seed and --calibration-bins"
+        ) from err
+    return (
+        reporting.bootstrap_resamples if n is None else n,
+        reporting.seed if seed is None else seed,
+        reporting.calibration_bins if bins is None else bins,
+    )
 
 
 main = cli

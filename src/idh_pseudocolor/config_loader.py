@@ -10,7 +10,7 @@ is given. This loader merges, in order (later wins, nested keys merged)::
                ->  conf/rehearsal (env+rehearsal)  ->  conf/local
 
 ``--env l4+rehearsal`` adds the rehearsal layer, which may change only the scale of a run
-(trials, epochs, image size, models, accelerator; see :mod:`idh_pseudocolor.paper`). Each
+(trials, epochs, image size, models, accelerator; see :mod:`idh_pseudocolor.paper_path`). Each
 layer is resolved on its own, as Kedro does, except ``globals``, which are merged first and
 resolved once so that ``outputs: ${data_root}/paper`` follows a ``data_root`` set in
 ``conf/local``.
@@ -23,6 +23,14 @@ from typing import Any
 
 from kedro.config import MissingConfigException, OmegaConfigLoader
 from omegaconf import OmegaConf
+
+#: Kedro's CONFIG_LOADER_ARGS (settings.py): layers hold only deltas, nested keys merge into the
+#: layers below
+LOADER_ARGS: dict[str, Any] = {
+    "base_env": "base",
+    "default_run_env": "local",
+    "merge_strategy": {"parameters": "soft", "catalog": "soft", "credentials": "soft"},
+}
 
 #: environments that are the paper's study: they sit on the ``paper`` layer
 PAPER_ENVIRONMENTS = ("a4000", "l4")
@@ -92,9 +100,8 @@ class LayeredConfigLoader(OmegaConfigLoader):
                 f"No files of YAML or JSON format found in the layers {self.layers()} "
                 f"of {self.conf_source} matching the glob pattern(s): {patterns}"
             )
-        if (
-            key == "globals"
-        ):  # merged first, resolved once (no runtime_params in globals, as in Kedro)
+        # merged first, resolved once (no runtime_params in globals, as in Kedro)
+        if key == "globals":
             OmegaConf.clear_resolver("runtime_params")
             configs = [c for layer in per_layer for c in layer.values()]
             if not configs:
@@ -113,3 +120,15 @@ def expected_environment(env: str | None) -> dict[str, bool]:
     cannot change this: the checks compare ``environment`` with it."""
     layers = layers_for(env)
     return {"paper": PAPER_LAYER in layers, "rehearsal": REHEARSAL_LAYER in layers}
+
+
+def project_parameters(
+    project: str | Path = ".", env: str | None = None, runtime_params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The parameters ``kedro run --env ENV`` resolves to in ``project`` (its ``conf`` layers), for
+    code outside a Kedro session (the CLI, benchmarks, notebooks) that must use the same values."""
+    conf = Path(project) / "conf"
+    if not conf.is_dir():
+        raise FileNotFoundError(f"{conf} is not a folder: run this inside the project")
+    loader = LayeredConfigLoader(str(conf), env=env, runtime_params=runtime_params, **LOADER_ARGS)
+    return loader["parameters"]

@@ -4,9 +4,9 @@ train/val/test split, per-fold and pooled out-of-fold metrics, and how the paper
 
 The study's conclusion rests on one split of a few hundred patients; one test split of ~70 can
 land a few AUROC points high or low by chance alone. Cross-validation tests every patient once,
-so the folds show how much the test AUROC moves with the split. Plain pandas/numpy/scikit-learn
-and matplotlib; no Kedro, no training (a run consumes :func:`fold_split` exactly like
-``splits.split_subjects``'s frame).
+so the folds show how much the test AUROC moves with the split. Plain pandas/numpy/scikit-learn;
+no Kedro, no training, no figures (the fold figure is in ``report.figures``); a run consumes
+:func:`fold_split` exactly like ``splits.split_subjects``'s frame.
 """
 
 from __future__ import annotations
@@ -16,14 +16,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from idh_pseudocolor.metrics import METRICS, binary_metrics
-from idh_pseudocolor.report.stats import bootstrap_ci
-from idh_pseudocolor.study import seed_ensemble
+from idh_pseudocolor.arms import ARM_KEYS, arm_label
+from idh_pseudocolor.metrics import METRICS, arm_metrics, binary_metrics
+from idh_pseudocolor.permutation_study import seed_ensemble
 
-ARM_KEYS = ("model_name", "pretrained")
 PREDICTION_COLUMNS = ("fold", "model_name", "pretrained", "seed", "subject_id", "label")
 
 
@@ -149,7 +147,9 @@ def fold_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["fold", *ARM_KEYS, *METRICS, "n_patients", "n_seeds"])
 
 
-def pooled_metrics(predictions: pd.DataFrame, n_resamples: int, seed: int) -> pd.DataFrame:
+def pooled_metrics(
+    predictions: pd.DataFrame, n_resamples: int, seed: int, calibration_bins: int
+) -> pd.DataFrame:
     """Per model x pretrained: metrics of all patients' out-of-fold seed-ensemble predictions
     pooled, with a patient-level stratified bootstrap 95% CI, beside the mean and std (ddof=1)
     over folds of the per-fold metrics.
@@ -159,8 +159,10 @@ def pooled_metrics(predictions: pd.DataFrame, n_resamples: int, seed: int) -> pd
     not share a scale; the fold mean/std/min/max show how much one test split moves. Columns per
     metric: ``<m>_pooled``, ``<m>_ci_low``, ``<m>_ci_high``, ``<m>_undefined_resamples``,
     ``<m>_fold_mean``, ``<m>_fold_std``, ``<m>_fold_min``, ``<m>_fold_max``; plus ``n_folds``,
-    ``n_patients``, ``n_seeds`` (the fewest in a fold) and ``bootstrap_resamples``. Raises when a
-    patient is in the test set of two folds: out-of-fold means each patient is tested once.
+    ``n_patients``, ``n_seeds`` (the fewest in a fold), ``bootstrap_resamples`` and the pooled
+    ``brier_pooled``/``ece_pooled`` (:func:`~idh_pseudocolor.metrics.arm_metrics`, as Table 2).
+    Raises when a patient is in the test set of two folds: out-of-fold means each patient is
+    tested once.
     """
     frame = _check_predictions(predictions)
     per_fold = fold_metrics(frame)
@@ -175,7 +177,7 @@ def pooled_metrics(predictions: pd.DataFrame, n_resamples: int, seed: int) -> pd
             )
         part = part.sort_values("subject_id", kind="stable")  # the bootstrap's draws: by patient
         y, p = part["label"].to_numpy(), part["prob_mutant"].to_numpy()
-        pooled, intervals = binary_metrics(y, p), bootstrap_ci(y, p, n_resamples, seed)
+        pooled = arm_metrics(y, p, n_resamples, seed, calibration_bins)
         folds = per_fold[
             (per_fold["model_name"] == model_name) & (per_fold["pretrained"] == bool(pretrained))
         ]
@@ -186,11 +188,14 @@ def pooled_metrics(predictions: pd.DataFrame, n_resamples: int, seed: int) -> pd
             "n_patients": len(part),
             "n_seeds": int(folds["n_seeds"].min()),
             "bootstrap_resamples": int(n_resamples),
+            "brier_pooled": pooled["brier"],
+            "ece_pooled": pooled["ece"],
         }
         for m in METRICS:
             values = folds[m]
             row[f"{m}_pooled"] = float(pooled[m])
-            row[f"{m}_ci_low"], row[f"{m}_ci_high"], row[f"{m}_undefined_resamples"] = intervals[m]
+            for end in ("ci_low", "ci_high", "undefined_resamples"):
+                row[f"{m}_{end}"] = pooled[f"{m}_{end}"]
             row[f"{m}_fold_mean"] = float(values.mean())
             row[f"{m}_fold_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
             row[f"{m}_fold_min"], row[f"{m}_fold_max"] = float(values.min()), float(values.max())
@@ -199,11 +204,6 @@ def pooled_metrics(predictions: pd.DataFrame, n_resamples: int, seed: int) -> pd
 
 
 # -- what the report says ---------------------------------------------------------------------
-def arm_label(pretrained: bool) -> str:
-    """The arm as Table 2 names it."""
-    return "finetuned" if pretrained else "no pretraining"
-
-
 def _position(value: float, mean: float, std: float, low: float, high: float) -> str:
     """Where ``value`` sits among the folds: outside their range first (the plainer fact), then
     relative to mean ± 1 std (which, with few folds, can reach past the range)."""
@@ -250,73 +250,3 @@ def single_split_sentence(
             f"({mean:.3f} ± {std:.3f}; folds {low:.3f}–{high:.3f})."
         )
     return sentences
-
-
-# -- figure -----------------------------------------------------------------------------------
-def fold_auroc_figure(fold_table: pd.DataFrame, single_split: pd.DataFrame | None = None) -> Figure:
-    """Test AUROC of every fold per model x arm (one dot per fold, dodged so none hide each
-    other), with the folds' mean ± 1 std, and optionally the single split's value as a cross.
-
-    Built on ``matplotlib.figure.Figure`` rather than pyplot: no backend, window or global figure
-    list involved, so it draws the same headless, in a worker or in a notebook.
-    """
-    arms = list(
-        fold_table[list(ARM_KEYS)]
-        .assign(pretrained=fold_table["pretrained"].astype(bool))
-        .drop_duplicates()
-        .sort_values(list(ARM_KEYS), ascending=[True, False])
-        .itertuples(index=False, name=None)
-    )
-    folds = sorted(fold_table["fold"].astype(int).unique())
-    fig = Figure(figsize=(max(5.0, 1.4 * len(arms) + 2), 4.2), constrained_layout=True)
-    ax = fig.add_subplot()
-    width = 0.5
-    offsets = (np.arange(len(folds)) - (len(folds) - 1) / 2) * (width / max(len(folds) - 1, 1))
-    is_arm = {
-        arm: (fold_table["model_name"] == arm[0])
-        & (fold_table["pretrained"].astype(bool) == arm[1])
-        for arm in arms
-    }
-    colors = [f"C{i % 10}" for i in range(len(folds))]
-    for offset, fold, color in zip(offsets, folds, colors, strict=True):
-        xs, ys = [], []
-        for x, arm in enumerate(arms):
-            rows = fold_table[is_arm[arm] & (fold_table["fold"].astype(int) == fold)]
-            xs += [x + offset] * len(rows)
-            ys += rows["auroc"].astype(float).tolist()
-        ax.scatter(xs, ys, s=28, color=color, zorder=3, label=f"fold {fold}")
-    for x, arm in enumerate(arms):
-        values = fold_table.loc[is_arm[arm], "auroc"].astype(float)
-        std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        ax.errorbar(
-            [x + width / 2 + 0.15],
-            [float(values.mean())],
-            yerr=[std],
-            fmt="D",
-            color="black",
-            capsize=4,
-            ms=5,
-            label="mean ± 1 std over folds" if x == 0 else None,
-        )
-    if single_split is not None:
-        single = single_split.assign(pretrained=single_split["pretrained"].astype(bool))
-        single = single.set_index(list(ARM_KEYS))["auroc"]
-        points = [(x, float(single.loc[arm])) for x, arm in enumerate(arms) if arm in single.index]
-        if points:
-            ax.scatter(
-                *zip(*points, strict=True),
-                marker="x",
-                s=60,
-                color="crimson",
-                zorder=4,
-                label="single 70:15:15 split",
-            )
-    ax.set_xticks(range(len(arms)))
-    ax.set_xticklabels([f"{model}\n{arm_label(pretrained)}" for model, pretrained in arms])
-    ax.set_xlim(-0.6, len(arms) - 0.4)
-    ax.set_ylabel("test AUROC (seed ensemble)")
-    ax.set_xlabel("model, arm")
-    ax.set_title(f"Test AUROC per cross-validation fold ({len(folds)} folds)")
-    ax.grid(axis="y", color="0.9", lw=0.8)
-    ax.legend(fontsize=8, loc="best")
-    return fig

@@ -16,12 +16,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import brier_score_loss
 
-from idh_pseudocolor.metrics import METRICS, binary_metrics, expected_calibration_error
-from idh_pseudocolor.report.stats import bootstrap_ci, resampled_metrics
+from idh_pseudocolor.arms import ARM_KEYS
+from idh_pseudocolor.metrics import METRICS, arm_metrics, resampled_metrics
+from idh_pseudocolor.permutation_study import seed_ensemble
 from idh_pseudocolor.slices import Normalization
-from idh_pseudocolor.study import seed_ensemble
 
 PREDICTION_COLUMNS = [
     "config_id",
@@ -33,7 +32,6 @@ PREDICTION_COLUMNS = [
     "label",
     "prob_mutant",
 ]
-ARM = ["model_name", "pretrained"]
 
 
 def check_normalization(runs: Sequence[Any], normalization: Normalization) -> None:
@@ -83,23 +81,6 @@ def _ensemble(part: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return ens["label"].to_numpy().astype(int), ens["prob_mutant"].to_numpy(dtype=float)
 
 
-def cohort_metrics(
-    labels: np.ndarray, prob: np.ndarray, n_resamples: int, seed: int, calibration_bins: int
-) -> dict[str, Any]:
-    """One arm's seed ensemble on one cohort (one probability per patient, in a fixed patient
-    order): every metric with its patient-level bootstrap CI, Brier score and ECE. What both the
-    external_validation pipeline and ``idh-pseudocolor predict --labels`` report."""
-    y, p = np.asarray(labels).astype(int), np.asarray(prob, dtype=float)
-    out: dict[str, Any] = {"patients": len(y), "mutant": int(y.sum())}
-    values, cis = binary_metrics(y, p), bootstrap_ci(y, p, n_resamples, seed)
-    for m in METRICS:
-        out[m], out[f"{m}_ci_low"], out[f"{m}_ci_high"] = values[m], cis[m].low, cis[m].high
-    out["brier"] = float(brier_score_loss(y, p, labels=[0, 1]))
-    out["ece"] = expected_calibration_error(y, p, calibration_bins)
-    out["bootstrap_resamples"] = n_resamples
-    return out
-
-
 def external_metrics(
     external: pd.DataFrame,
     internal: pd.DataFrame,
@@ -107,12 +88,13 @@ def external_metrics(
     seed: int,
     calibration_bins: int,
 ) -> pd.DataFrame:
-    """Per model x pretrained, :func:`cohort_metrics` of the seed ensemble on the external
-    cohort; the same arm's values on the internal test patients (``<metric>_internal``); and the
-    difference external - internal with a CI from independent resamples of the two cohorts.
-    Arms the internal test lacks get NaN there."""
+    """Per model x pretrained, :func:`~idh_pseudocolor.metrics.arm_metrics` of the seed ensemble on
+    the external cohort; the same arm's values on the internal test patients
+    (``<metric>_internal``, ``brier_internal``, ``ece_internal``); and the difference external -
+    internal with a CI from independent resamples of the two cohorts. Arms the internal test
+    lacks get NaN there."""
     rows = []
-    for (model, pretrained), part in external.groupby(ARM, sort=False):
+    for (model, pretrained), part in external.groupby(list(ARM_KEYS), sort=False):
         y, p = _ensemble(part)
         inside = internal[
             (internal["model_name"] == model)
@@ -123,35 +105,43 @@ def external_metrics(
             "pretrained": bool(pretrained),
             "pretrained_loaded": bool(part["pretrained_loaded"].astype(bool).all()),
             "seeds": int(part["seed"].nunique()),
-            **cohort_metrics(y, p, n_resamples, seed, calibration_bins),
+            **arm_metrics(y, p, n_resamples, seed, calibration_bins),
             "internal_patients": int(inside["subject_id"].nunique()),
         }
-        external_draws = resampled_metrics(y, p, n_resamples, seed)
         internal_draws = None
-        internal_values: dict[str, float] = {m: math.nan for m in METRICS}
-        row["brier_internal"] = row["ece_internal"] = math.nan
+        values: dict[str, Any] = {k: math.nan for k in (*METRICS, "brier", "ece")}
         if len(inside):
             yi, pi = _ensemble(inside)
-            internal_values = binary_metrics(yi, pi)
+            values = arm_metrics(yi, pi, n_resamples, seed + 1, calibration_bins)
             internal_draws = resampled_metrics(yi, pi, n_resamples, seed + 1)
-            row["brier_internal"] = float(brier_score_loss(yi, pi, labels=[0, 1]))
-            row["ece_internal"] = expected_calibration_error(yi, pi, calibration_bins)
+        row["brier_internal"], row["ece_internal"] = values["brier"], values["ece"]
+        external_draws = resampled_metrics(y, p, n_resamples, seed)
         for m in METRICS:
-            row[f"{m}_internal"] = internal_values[m]
-            row[f"{m}_difference"] = row[m] - internal_values[m]
-            low = high = math.nan
-            if external_draws is not None and internal_draws is not None:
-                diff = external_draws[m] - internal_draws[m]
-                if np.isfinite(diff).any():
-                    low, high = np.nanpercentile(diff, [2.5, 97.5])
-            row[f"{m}_difference_ci_low"], row[f"{m}_difference_ci_high"] = float(low), float(high)
+            row[f"{m}_internal"] = values[m]
+            row[f"{m}_difference"] = row[m] - values[m]
+            low, high = _difference_interval(external_draws, internal_draws, m)
+            row[f"{m}_difference_ci_low"], row[f"{m}_difference_ci_high"] = low, high
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _difference_interval(
+    external: dict[str, np.ndarray] | None, internal: dict[str, np.ndarray] | None, metric: str
+) -> tuple[float, float]:
+    """95% percentile interval of external - internal over paired draws of two independent
+    bootstraps (NaN when either cohort has a class of fewer than two patients)."""
+    if external is None or internal is None:
+        return math.nan, math.nan
+    diff = external[metric] - internal[metric]
+    if not np.isfinite(diff).any():
+        return math.nan, math.nan
+    low, high = np.nanpercentile(diff, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def arm_ensembles(predictions: pd.DataFrame) -> dict[tuple[str, bool], tuple[np.ndarray, ...]]:
     """(labels, seed-ensemble probabilities) per model x pretrained, for the figures."""
     return {
         (str(model), bool(pretrained)): _ensemble(part)
-        for (model, pretrained), part in predictions.groupby(ARM, sort=False)
+        for (model, pretrained), part in predictions.groupby(list(ARM_KEYS), sort=False)
     }

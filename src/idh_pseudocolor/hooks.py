@@ -8,8 +8,8 @@ from kedro.framework.hooks import hook_impl
 
 from idh_pseudocolor.cohort import cohort_record
 from idh_pseudocolor.config_loader import expected_environment
-from idh_pseudocolor.paper import check_cohort, check_parameters
-from idh_pseudocolor.pipeline_settings import (
+from idh_pseudocolor.paper_path import check_cohort, check_parameters
+from idh_pseudocolor.parameters import (
     EnvironmentSettings,
     PermutationStudySettings,
     SearchSettings,
@@ -65,9 +65,8 @@ class HardwareCheck:
             return
         env = run_params.get("env") or "local"
         wanted: dict[str, str] = {}
-        for node in (
-            pipeline.nodes
-        ):  # a node trains with the first block it reads (the sweep's before the search's)
+        # a node trains with the first block it reads (the sweep's before the search's)
+        for node in pipeline.nodes:
             name = next((p for p in list(TRAINING_PARAMETERS)[::-1] if p in node.inputs), None)
             if name and name not in wanted:
                 wanted[name] = (

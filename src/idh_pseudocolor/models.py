@@ -10,6 +10,7 @@ import timm
 import torch
 from safetensors import SafetensorError, safe_open
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_model_data_config
+from timm.models import load_state_dict
 
 PAPER_MODELS = ("vgg16.tv_in1k", "resnext101_32x16d.fb_swsl_ig1b_ft_in1k")
 #: the safetensors header entry that marks weights made by the demo's own pretraining
@@ -140,6 +141,7 @@ def create_model(
             raise PretrainedWeightsUnavailable(
                 f"could not load {path}: {exc}\n" + _how_to_provide(model_name)
             ) from exc
+        _check_file_covers(model, path, model_name)
         # the weights were trained on inputs standardized as their header says, not as timm's hub
         # weights
         if demo:
@@ -156,6 +158,33 @@ def create_model(
             f"{type(exc).__name__}: {exc}\n" + _how_to_provide(model_name)
         ) from exc
     return model, WeightsInfo(model_name, True, True, "hub", False, *data_normalization(model))
+
+
+def _check_file_covers(model: torch.nn.Module, path: Path, model_name: str) -> None:
+    """Every tensor of the network but its new classifier must come from the file. With a
+    classifier of another size timm loads a file non-strictly, so a file of another architecture
+    would load nothing and a random network would pass for a pretrained one."""
+    try:
+        in_file = set(load_state_dict(str(path)))  # timm's reader: safetensors, or weights_only
+    except Exception as exc:
+        raise PretrainedWeightsUnavailable(
+            f"could not load {path}: {exc}\n" + _how_to_provide(model_name)
+        ) from exc
+    classifier = model.pretrained_cfg.get("classifier") or ()
+    heads = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    missing = [
+        k
+        for k in model.state_dict()
+        if k not in in_file
+        and not k.endswith("num_batches_tracked")
+        and not any(k.startswith(f"{h}.") for h in heads)
+    ]
+    if missing:
+        raise PretrainedWeightsUnavailable(
+            f"could not load {path}: it is not a state dict of {model_name} ({len(missing)} of "
+            f"the network's tensors are not in it, e.g. {', '.join(missing[:3])})\n"
+            + _how_to_provide(model_name)
+        )
 
 
 def demo_normalization(metadata: dict[str, str]) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -316,6 +316,27 @@ def _thick_slices(values: np.ndarray, template: Template, voxels: int) -> np.nda
     return full.ravel()[template.brain_index] * np.float32(np.sqrt(voxels))
 
 
+#: Necrosis signal per sequence; it agrees on T2 and FLAIR, so it does not mimic the planted
+#: discordance.
+_NECROSIS_SIGNAL = {"T1": 0.66, "T1ce": 0.62, "T2": 0.95, "FLAIR": 0.80}
+#: Edema signal on the sequences that show it (it is invisible on T1 and T1ce).
+_EDEMA_SIGNAL = {"T2": 0.74, "FLAIR": 0.86}
+
+
+@dataclass(frozen=True)
+class _Lesion:
+    """A tumor's tissue fractions in the box around it (arrays of the box's shape)."""
+
+    box: tuple[slice, ...]  # where the box lies on the template grid
+    in_brain: np.ndarray  # bool: the box's voxels inside the brain mask
+    core: np.ndarray
+    edema: np.ndarray
+    necrosis: np.ndarray
+    solid: np.ndarray  # core minus necrosis
+    rim: np.ndarray  # enhancing rim strength (T1ce)
+    het: np.ndarray  # multiplicative texture of the solid tumor
+
+
 def render_subject(
     rng: np.random.Generator, template: Template, tumor: Tumor, site: str | Site = "a"
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -327,7 +348,19 @@ def render_subject(
     whatever is drawn after) do not depend on the site.
     """
     scanner = get_site(site)
-    voxel = float(abs(template.affine[0, 0]))
+    lesion = _draw_lesion(rng, template, tumor)
+    core_signal = _core_signal(tumor, lesion)
+    bias = _bias_field(rng, template, scanner)
+    volumes: dict[str, np.ndarray] = {}
+    for seq in SEQUENCES:
+        vol = _mix_tissue(template, lesion, seq, core_signal[seq])
+        volumes[seq] = _scan(rng, vol, template, scanner, bias)
+    return volumes, _lesion_labels(template, tumor, lesion)
+
+
+def _tumor_box(template: Template, tumor: Tumor, voxel: float) -> tuple[slice, ...]:
+    """The grid box that can hold the tumor and its edema: rendering only there keeps a subject
+    fast, and the reach covers the largest axis, edema and irregularity plus a margin."""
     reach = (
         tumor.radius_mm * max(tumor.axes) * (1 + tumor.edema_width) * (1 + 2 * tumor.irregularity)
         + 4 * voxel
@@ -335,13 +368,20 @@ def render_subject(
     half = int(np.ceil(reach / voxel))
     lo = [max(0, c - half) for c in tumor.center]
     hi = [min(n, c + half + 1) for c, n in zip(tumor.center, template.shape, strict=True)]
-    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    return tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+
+
+def _draw_lesion(rng: np.random.Generator, template: Template, tumor: Tumor) -> _Lesion:
+    """Tissue fractions shared by all four sequences, so the compartments line up across them;
+    draws the shape's noise, texture and rim from ``rng`` before any scanner effect."""
+    voxel = float(abs(template.affine[0, 0]))
+    box = _tumor_box(template, tumor, voxel)
     grids = np.ogrid[box]
     d2 = sum(
         ((g - c) * voxel / (tumor.radius_mm * a)) ** 2
         for g, c, a in zip(grids, tumor.center, tumor.axes, strict=True)
     )
-    box_shape = tuple(b - a for a, b in zip(lo, hi, strict=True))
+    box_shape = tuple(s.stop - s.start for s in box)
     sigma = max(1.0, tumor.radius_mm / voxel / 3)
     d = np.sqrt(d2).astype(np.float32) * (
         1 + tumor.irregularity * _smooth_noise(rng, box_shape, sigma)
@@ -360,22 +400,28 @@ def render_subject(
         * tumor.enhancement
     )
     het = 1 + tumor.heterogeneity * texture
-
-    core_value = {
-        "T1": np.full_like(het, 0.68),  # faint and uniform on T1 for both classes: least signal
-        "T1ce": 0.68 + 0.9 * rim,
-        "T2": tumor.t2_core * het,
-        "FLAIR": tumor.flair_core * het,
-    }
-    # necrosis agrees on T2 and FLAIR, so it does not mimic the planted discordance
-    necrosis_value = {"T1": 0.66, "T1ce": 0.62, "T2": 0.95, "FLAIR": 0.80}
-    edema_value = {"T2": 0.74, "FLAIR": 0.86}
-
     in_brain = template.brain[box]
-    # one smooth multiplicative bias field per subject (same receive coil for every sequence)
+    return _Lesion(box, in_brain, core, edema, necrosis, solid, rim, het)
+
+
+def _core_signal(tumor: Tumor, lesion: _Lesion) -> dict[str, np.ndarray]:
+    """The solid tumor's signal per sequence: where the IDH cues are planted (T1 carries none,
+    T1ce the rim, T2 and FLAIR the drawn discordant or concordant pair)."""
+    return {
+        # faint and uniform on T1 for both classes: least signal
+        "T1": np.full_like(lesion.het, 0.68),
+        "T1ce": 0.68 + 0.9 * lesion.rim,
+        "T2": tumor.t2_core * lesion.het,
+        "FLAIR": tumor.flair_core * lesion.het,
+    }
+
+
+def _bias_field(rng: np.random.Generator, template: Template, scanner: Site) -> np.ndarray:
+    """One smooth multiplicative field per subject on brain voxels: every sequence shares the
+    same receive coil, so the field is drawn once and not per sequence."""
     x, y, z = template.brain_coords / 80.0  # roughly [-1, 1] over the head
     coef = rng.normal(0, scanner.bias_sd, 9).astype(np.float32)
-    bias = np.exp(
+    return np.exp(
         coef[0] * x
         + coef[1] * y
         + coef[2] * z
@@ -387,50 +433,59 @@ def render_subject(
         + coef[8] * z * z
     )
 
-    volumes: dict[str, np.ndarray] = {}
-    for seq in SEQUENCES:
-        vol = template.base[seq].copy()
-        local = vol[box]
-        if seq in ("T1", "T1ce"):  # edema is invisible on T1: the tissue shows through
-            mixed = (
-                local * (1 - solid - necrosis)
-                + core_value[seq] * solid
-                + necrosis_value[seq] * necrosis
-            )
-        else:
-            mixed = local * (1 - solid - necrosis - edema) + core_value[seq] * solid
-            mixed = mixed + necrosis_value[seq] * necrosis + edema_value[seq] * edema
-        local[in_brain] = mixed[in_brain]
-        if scanner.slice_voxels > 1:  # thick axial slices: partial volume along S-I (RAS axis 2)
-            vol = ndimage.uniform_filter1d(vol, scanner.slice_voxels, axis=2, mode="constant")
-        # scanner: scale, offset, bias field, Rician noise (brain only)
-        scale = float(rng.lognormal(np.log(scanner.scale_median), scanner.scale_spread))
-        signal = vol.ravel()[template.brain_index] * scale * bias
-        noise_sd = float(rng.uniform(*scanner.noise)) * scale
-        n1 = rng.standard_normal(signal.shape, dtype=np.float32) * noise_sd
-        n2 = rng.standard_normal(signal.shape, dtype=np.float32) * noise_sd
-        if scanner.slice_voxels > 1:  # a thick slice's noise is shared along S-I
-            n1, n2 = (_thick_slices(n, template, scanner.slice_voxels) for n in (n1, n2))
-        out = np.zeros(vol.size, dtype=np.float32)
-        out[template.brain_index] = np.sqrt((signal + n1) ** 2 + n2**2) + float(
-            rng.uniform(*scanner.offset)
-        )
-        volumes[seq] = out.reshape(template.shape)
 
+def _mix_tissue(template: Template, lesion: _Lesion, seq: str, core: np.ndarray) -> np.ndarray:
+    """The noiseless volume of one sequence: the tumor's compartments replace the healthy tissue
+    in proportion to their fractions, inside the brain only (the volumes are skull-stripped)."""
+    vol = template.base[seq].copy()
+    local = vol[lesion.box]
+    solid, necrosis, edema = lesion.solid, lesion.necrosis, lesion.edema
+    if seq in ("T1", "T1ce"):  # edema is invisible on T1: the tissue shows through
+        mixed = local * (1 - solid - necrosis) + core * solid + _NECROSIS_SIGNAL[seq] * necrosis
+    else:
+        mixed = local * (1 - solid - necrosis - edema) + core * solid
+        mixed = mixed + _NECROSIS_SIGNAL[seq] * necrosis + _EDEMA_SIGNAL[seq] * edema
+    local[lesion.in_brain] = mixed[lesion.in_brain]
+    return vol
+
+
+def _scan(
+    rng: np.random.Generator, vol: np.ndarray, template: Template, scanner: Site, bias: np.ndarray
+) -> np.ndarray:
+    """The site's scanner applied to one sequence (slices, scale, bias, Rician noise, offset),
+    on brain voxels only: the draws per sequence keep their order at every site."""
+    if scanner.slice_voxels > 1:  # thick axial slices: partial volume along S-I (RAS axis 2)
+        vol = ndimage.uniform_filter1d(vol, scanner.slice_voxels, axis=2, mode="constant")
+    scale = float(rng.lognormal(np.log(scanner.scale_median), scanner.scale_spread))
+    signal = vol.ravel()[template.brain_index] * scale * bias
+    noise_sd = float(rng.uniform(*scanner.noise)) * scale
+    n1 = rng.standard_normal(signal.shape, dtype=np.float32) * noise_sd
+    n2 = rng.standard_normal(signal.shape, dtype=np.float32) * noise_sd
+    if scanner.slice_voxels > 1:  # a thick slice's noise is shared along S-I
+        n1, n2 = (_thick_slices(n, template, scanner.slice_voxels) for n in (n1, n2))
+    offset = float(rng.uniform(*scanner.offset))
+    out = np.zeros(vol.size, dtype=np.float32)
+    out[template.brain_index] = np.sqrt((signal + n1) ** 2 + n2**2) + offset
+    return out.reshape(template.shape)
+
+
+def _lesion_labels(template: Template, tumor: Tumor, lesion: _Lesion) -> np.ndarray:
+    """BraTS labels from the same fractions that drew the images, so the mask matches what the
+    sequences show; one connected lesion, never empty (a slice must always hold tumor)."""
     labels = np.zeros(template.shape, dtype=np.uint8)
-    lab = np.zeros(box_shape, dtype=np.uint8)
-    lab[(core + edema) > 0.5] = 2
-    lab[core > 0.5] = 1
-    lab[(rim > 0.25) & (core > 0.5)] = 4
-    lab[~in_brain] = 0
+    lab = np.zeros(lesion.core.shape, dtype=np.uint8)
+    lab[(lesion.core + lesion.edema) > 0.5] = 2
+    lab[lesion.core > 0.5] = 1
+    lab[(lesion.rim > 0.25) & (lesion.core > 0.5)] = 4
+    lab[~lesion.in_brain] = 0
     components, n = ndimage.label(lab > 0)
     if n > 1:  # one lesion: keep the largest connected part, so the mid-slice holds tumor
         sizes = ndimage.sum_labels(np.ones_like(components), components, index=np.arange(1, n + 1))
         lab[components != 1 + int(np.argmax(sizes))] = 0
-    labels[box] = lab
+    labels[lesion.box] = lab
     if not labels.any():  # a tiny tumor at a coarse grid: keep at least its centre voxel
         labels[tumor.center] = 1
-    return volumes, labels
+    return labels
 
 
 def _metadata(
@@ -565,9 +620,6 @@ def generate_cohort(
     say that the data are synthetic. BraTS layout also writes ``labels.csv`` with UCSF-PDGM
     style values and ids whose zero padding differs from the folder names.
     """
-    from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
-
     if layout not in {"egd", "brats"}:
         raise ValueError(f"layout must be 'egd' or 'brats', got {layout!r}")
     if n_subjects < 1:
@@ -580,29 +632,9 @@ def generate_cohort(
     labels = np.random.default_rng(seed).permutation(
         np.r_[np.ones(n_mutant, bool), np.zeros(n_subjects - n_mutant, bool)]
     )
-    indices = range(1, n_subjects + 1)
-    n_workers = max(1, min(n_workers or os.cpu_count() or 1, n_subjects))
-    if n_workers == 1:
-        jobs = (
-            generate_subject(out, i, bool(m), seed, voxel_size, layout, site)
-            for i, m in zip(indices, labels, strict=True)
-        )
-    else:
-        jobs = Parallel(n_jobs=n_workers, return_as="generator", batch_size=1)(
-            delayed(generate_subject)(out, i, bool(m), seed, voxel_size, layout, site)
-            for i, m in zip(indices, labels, strict=True)
-        )
-    rows = list(
-        tqdm(jobs, total=n_subjects, desc="phantom cohort", unit="subject", disable=not progress)
-    )
-
+    rows = _generate_subjects(out, labels, seed, voxel_size, layout, site, n_workers, progress)
     if layout == "brats":
-        lines = ["ID,IDH"]
-        for i, row in enumerate(rows):
-            number = int(row["subject_id"].split("_")[1])
-            value = _UCSF_MUTANT_WORDS[i % 3] if row["IDH"] else "wildtype"
-            lines.append(f"BraTS2021_{number:03d},{value}")
-        (out / "labels.csv").write_text("\n".join(lines) + "\n")
+        _write_ucsf_labels(out, rows)
     marker = {
         "synthetic": True,
         "note": "Phantom cohort generated by idh_pseudocolor.phantom: not patient data.",
@@ -618,6 +650,50 @@ def generate_cohort(
     }
     (out / "phantom_cohort.json").write_text(json.dumps(marker, indent=2))
     return rows
+
+
+def _generate_subjects(
+    out: Path,
+    labels: np.ndarray,
+    seed: int,
+    voxel_size: float,
+    layout: str,
+    site: str,
+    n_workers: int | None,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """One summary row per subject, in index order: each subject seeds its own generator, so a
+    serial run and any number of workers write the same files."""
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+
+    n_subjects = len(labels)
+    indices = range(1, n_subjects + 1)
+    n_workers = max(1, min(n_workers or os.cpu_count() or 1, n_subjects))
+    if n_workers == 1:
+        jobs = (
+            generate_subject(out, i, bool(m), seed, voxel_size, layout, site)
+            for i, m in zip(indices, labels, strict=True)
+        )
+    else:
+        jobs = Parallel(n_jobs=n_workers, return_as="generator", batch_size=1)(
+            delayed(generate_subject)(out, i, bool(m), seed, voxel_size, layout, site)
+            for i, m in zip(indices, labels, strict=True)
+        )
+    return list(
+        tqdm(jobs, total=n_subjects, desc="phantom cohort", unit="subject", disable=not progress)
+    )
+
+
+def _write_ucsf_labels(out: Path, rows: list[dict[str, Any]]) -> None:
+    """A BraTS-layout cohort gets its labels the way real BraTS does, from a UCSF-PDGM style CSV
+    (varied mutant wordings, ids padded unlike the folders), so that reader is exercised."""
+    lines = ["ID,IDH"]
+    for i, row in enumerate(rows):
+        number = int(row["subject_id"].split("_")[1])
+        value = _UCSF_MUTANT_WORDS[i % 3] if row["IDH"] else "wildtype"
+        lines.append(f"BraTS2021_{number:03d},{value}")
+    (out / "labels.csv").write_text("\n".join(lines) + "\n")
 
 
 def _forget_earlier_phantom(out: Path, n_subjects: int, layout: str) -> None:

@@ -21,9 +21,8 @@ DEFAULT = (
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    pipelines = find_pipelines(
-        raise_errors=True
-    )  # Kedro may load only the pipelines a run asks for
+    # Kedro may load only the pipelines a run asks for
+    pipelines = find_pipelines(raise_errors=True)
     pipelines["__default__"] = sum(
         (pipelines[name] for name in DEFAULT if name in pipelines), Pipeline([])
     )

@@ -41,24 +41,9 @@ def planted_truth_check(
     ``applicable: False`` with a reason when there is nothing to check.
     """
     planted = list(record.get("planted_sequences") or [])
-    if rehearsal:
-        return {
-            "applicable": False,
-            "reason": (
-                "a rehearsal trains at toy scale: it is not expected to recover the planted truth"
-            ),
-        }
-    if not record.get("synthetic"):
-        return {"applicable": False, "reason": "real cohort: no planted truth to check"}
-    if not planted:
-        version = record.get("generator_version")
-        return {
-            "applicable": False,
-            "reason": (
-                f"phantom generator v{version} recorded no "
-                "planted truth; regenerate the cohort (v3 or later)"
-            ),
-        }
+    reason = _why_unchecked(record, planted, rehearsal)
+    if reason is not None:
+        return {"applicable": False, "reason": reason}
     order = [int(c) for c in ranking if int(c) in PAPER_CONFIGURATION_IDS]
     if sorted(order) != list(PAPER_CONFIGURATION_IDS):
         return {
@@ -66,34 +51,13 @@ def planted_truth_check(
             "reason": f"the ranking covers {len(order)} of the 28 configurations",
         }
     rank = {c: i + 1 for i, c in enumerate(order)}
-    n = len(order)
     holding = [c for c in order if holds(c, planted)]
     lacking = [c for c in order if not holds(c, planted)]
     test = stats.mannwhitneyu(
         [rank[c] for c in holding], [rank[c] for c in lacking], alternative="less"
     )
     grays = {configuration_label(c): rank[c] for c in order if is_gray(c)}
-    criteria = [
-        (
-            f"the winner ({configuration_label(order[0])}) holds {' and '.join(planted)}",
-            holds(order[0], planted),
-        ),
-        (
-            f"configurations holding {' and '.join(planted)} rank above those lacking "
-            f"one (mean rank {_mean(rank, holding):.1f} vs {_mean(rank, lacking):.1f}; "
-            f"one-sided Mann-Whitney p = {test.pvalue:.2g}, needs < {ALPHA})",
-            bool(test.pvalue < ALPHA),
-        ),
-        (
-            "the four grays rank in the bottom half "
-            f"(ranks {', '.join(str(r) for r in sorted(grays.values()))}; needs all > {n // 2})",
-            all(r > n // 2 for r in grays.values()),
-        ),
-        (
-            f"gray T1 ranks in the bottom quarter (rank {rank[GRAY_T1_ID]}; needs > {n - n // 4})",
-            rank[GRAY_T1_ID] > n - n // 4,
-        ),
-    ]
+    criteria = _criteria(order, rank, planted, holding, lacking, test.pvalue, grays)
     cue = next(
         (c["cue"] for c in record.get("cues", []) if c.get("strength") == "strong"),
         "the planted cue",
@@ -112,6 +76,57 @@ def planted_truth_check(
         "criteria": [{"criterion": text, "passed": bool(ok)} for text, ok in criteria],
         "passed": all(ok for _, ok in criteria),
     }
+
+
+def _why_unchecked(record: Mapping[str, Any], planted: list[str], rehearsal: bool) -> str | None:
+    """Why the cohort or run cannot be held to the planted truth (None when it can): a failed
+    check must mean a broken study, never a real cohort, an old phantom or a toy-scale run."""
+    if rehearsal:
+        return "a rehearsal trains at toy scale: it is not expected to recover the planted truth"
+    if not record.get("synthetic"):
+        return "real cohort: no planted truth to check"
+    if not planted:
+        version = record.get("generator_version")
+        return (
+            f"phantom generator v{version} recorded no "
+            "planted truth; regenerate the cohort (v3 or later)"
+        )
+    return None
+
+
+def _criteria(
+    order: Sequence[int],
+    rank: Mapping[int, int],
+    planted: Sequence[str],
+    holding: Sequence[int],
+    lacking: Sequence[int],
+    p_value: float,
+    grays: Mapping[str, int],
+) -> list[tuple[str, bool]]:
+    """Each criterion with its evidence in words: the report states why the check passed or
+    failed, not only whether."""
+    n = len(order)
+    return [
+        (
+            f"the winner ({configuration_label(order[0])}) holds {' and '.join(planted)}",
+            holds(order[0], planted),
+        ),
+        (
+            f"configurations holding {' and '.join(planted)} rank above those lacking "
+            f"one (mean rank {_mean(rank, holding):.1f} vs {_mean(rank, lacking):.1f}; "
+            f"one-sided Mann-Whitney p = {p_value:.2g}, needs < {ALPHA})",
+            bool(p_value < ALPHA),
+        ),
+        (
+            "the four grays rank in the bottom half "
+            f"(ranks {', '.join(str(r) for r in sorted(grays.values()))}; needs all > {n // 2})",
+            all(r > n // 2 for r in grays.values()),
+        ),
+        (
+            f"gray T1 ranks in the bottom quarter (rank {rank[GRAY_T1_ID]}; needs > {n - n // 4})",
+            rank[GRAY_T1_ID] > n - n // 4,
+        ),
+    ]
 
 
 def _mean(rank: Mapping[int, int], ids: Sequence[int]) -> float:

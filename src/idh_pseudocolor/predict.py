@@ -10,98 +10,35 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from idh_pseudocolor.arms import ARM_KEYS, arm_label, arm_slug
 from idh_pseudocolor.cohort import FILE_KEYS, LAYOUTS
-from idh_pseudocolor.configurations import configuration, configuration_label
-from idh_pseudocolor.models import IMAGENET_NORMALIZATION, WeightsInfo, create_model
-from idh_pseudocolor.slices import Normalization, SubjectError, SubjectSlice, extract_many
-from idh_pseudocolor.training import RunConfig, predict_proba, prepare_inputs
+from idh_pseudocolor.configurations import configuration_label
+from idh_pseudocolor.runs import TrainedRun, load_runs
+from idh_pseudocolor.slices import SubjectError, SubjectSlice, extract_many
+from idh_pseudocolor.training import predict_proba, prepare_inputs
 
-
-@dataclass
-class TrainedRun:
-    name: str
-    config: RunConfig
-    model: torch.nn.Module
-    normalization: Normalization  # the slices' intensity normalization (data_engineering)
-    # what the run started from, with the input standardization its weights expect
-    weights: WeightsInfo
+__all__ = [
+    "TrainedRun",
+    "attach_labels",
+    "find_subjects",
+    "gradcam",
+    "labelled_metrics",
+    "load_runs",
+    "predict_subjects",
+    "save_pictures",
+]
 
 
 def _inputs(run: TrainedRun, subject: SubjectSlice) -> torch.Tensor:
     """The model input for one subject, composed exactly as in training."""
     arrays = {"images": subject.image[None], "masks": subject.mask[None], "labels": np.zeros(1)}
     return prepare_inputs(arrays, np.array([0]), run.config, run.weights)[0]
-
-
-def _weights_info(meta: dict[str, Any], cfg: RunConfig) -> WeightsInfo:
-    """The run's :class:`WeightsInfo` from its bundle entry. A bundle saved before the input
-    standardization was recorded used ImageNet's for every pretrained run (the only one then)."""
-    known = {f.name for f in fields(WeightsInfo)}
-    recorded = {k: v for k, v in (meta.get("weights") or {}).items() if k in known}
-    info = WeightsInfo(
-        **{
-            "model_name": cfg.model_name,
-            "pretrained_requested": cfg.pretrained,
-            "pretrained_loaded": cfg.pretrained,
-            "source": "unrecorded",
-            **recorded,
-        }
-    )
-    if cfg.pretrained and info.normalization is None:
-        mean, std = IMAGENET_NORMALIZATION
-        info = WeightsInfo(**{**info.as_dict(), "mean": mean, "std": std})
-    return info
-
-
-def load_runs(
-    bundle: dict[str, dict[str, Any]], model_name: str | None = None, pretrained: bool | None = None
-) -> list[TrainedRun]:
-    """Rebuild the bundle's runs (weights strictly loaded into fresh timm models), optionally
-    only one model and/or only pretrained or from-scratch runs."""
-    known = {f.name for f in fields(RunConfig)}
-    runs = []
-    for name, entry in bundle.items():
-        if entry["state_dict"] is None:
-            continue
-        cfg = RunConfig(**{k: v for k, v in entry["meta"]["config"].items() if k in known})
-        if (model_name and cfg.model_name != model_name) or (
-            pretrained is not None and cfg.pretrained != pretrained
-        ):
-            continue
-        model, _ = create_model(
-            cfg.model_name, pretrained=False, in_chans=len(configuration(cfg.config_id))
-        )
-        model.load_state_dict(entry["state_dict"])
-        runs.append(
-            TrainedRun(
-                name,
-                cfg,
-                model.eval(),
-                Normalization(**entry["meta"].get("normalization", {})),
-                _weights_info(entry["meta"], cfg),
-            )
-        )
-    if not runs:
-        available = sorted(
-            {
-                (e["meta"]["config"]["model_name"], e["meta"]["config"]["pretrained"])
-                for e in bundle.values()
-                if e["state_dict"] is not None
-            }
-        )
-        raise ValueError(
-            f"No trained run matches model={model_name!r}, pretrained={pretrained!r}; "
-            f"the bundle has (model, pretrained) = {available}"
-        )
-    return runs
 
 
 def find_subjects(folder: str | Path) -> list[tuple[str, dict[str, str]]]:
@@ -247,12 +184,9 @@ def save_pictures(
         fig.suptitle(
             f"{subject.subject_id}, slice z={subject.z}: "
             f"P(IDH mutant) = {row['prob_mutant']:.2f}{spread}\n"
-            f"{model_name}, {'pretrained' if pretrained else 'from scratch'}"
+            f"{model_name}, {arm_label(pretrained)}"
         )
-        path = (
-            out
-            / f"{subject.subject_id}__{model_name}__{'pretrained' if pretrained else 'scratch'}.png"
-        )
+        path = out / f"{subject.subject_id}__{model_name}__{arm_slug(pretrained)}.png"
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
@@ -293,19 +227,19 @@ def labelled_metrics(
     labelled: pd.DataFrame, n_resamples: int, seed: int, calibration_bins: int
 ) -> pd.DataFrame:
     """Per model x pretrained, the seed ensemble's metrics with bootstrap CIs, Brier and ECE on
-    the labelled patients (:func:`idh_pseudocolor.external.cohort_metrics`: the numbers the
+    the labelled patients (:func:`idh_pseudocolor.metrics.arm_metrics`: the numbers the
     external_validation pipeline reports for the same patients)."""
-    from idh_pseudocolor.external import cohort_metrics
+    from idh_pseudocolor.metrics import arm_metrics
 
     rows = []
-    for (model, pretrained), part in labelled.groupby(["model_name", "pretrained"], sort=False):
+    for (model, pretrained), part in labelled.groupby(list(ARM_KEYS), sort=False):
         part = part.sort_values("subject_id", kind="stable")  # the pipeline's patient order
         rows.append(
             {
                 "model_name": model,
                 "pretrained": bool(pretrained),
                 "seeds": int(part["seeds"].max()),
-                **cohort_metrics(
+                **arm_metrics(
                     part["label"].to_numpy(),
                     part["prob_mutant"].to_numpy(),
                     n_resamples,

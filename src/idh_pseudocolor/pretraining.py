@@ -22,7 +22,7 @@ import json
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from importlib.metadata import version
 from importlib.resources import files
 from typing import Any
@@ -38,6 +38,7 @@ from idh_pseudocolor.models import (
     is_demo_weights,
     weights_metadata,
 )
+from idh_pseudocolor.parameters import PretrainSettings
 from idh_pseudocolor.training import torch_threads
 
 __all__ = [
@@ -96,44 +97,12 @@ def load_photographs(names: Sequence[str] = PHOTOGRAPHS) -> dict[str, np.ndarray
         ) from exc
     photos = {}
     for name in names:
-        image = np.asarray(
-            iio.imread(folder / name)
-        )  # FileNotFoundError if the wheel lacks it: no download
+        # FileNotFoundError if the wheel lacks it: no download
+        image = np.asarray(iio.imread(folder / name))
         if image.ndim == 2:
             image = np.repeat(image[..., None], 3, axis=2)
         photos[name] = np.ascontiguousarray(image[..., :3]).astype(np.uint8)
     return photos
-
-
-@dataclass(frozen=True)
-class PretrainSettings:
-    """How one demo model is pretrained (the ``demo_pretraining`` parameters, models aside)."""
-
-    image_size: int = 48  # crops are resized to this (the demo finetunes at 48 px)
-    photo_size: int = 192  # every photograph: centre square, resized to this side
-    crop_scale: tuple[float, float] = (0.2, 0.4)  # crop side / photo side
-    holdout_fraction: float = 0.3  # bottom band of every photograph, only for the held-out crops
-    jitter: float = 0.3  # brightness and contrast jitter (0: none)
-    steps: int = 150
-    batch_size: int = 64
-    learning_rate: float = 2.0e-3
-    weight_decay: float = 0.05
-    heldout_crops: int = 480
-    seed: int = 0
-    torch_threads: int | None = 2
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> PretrainSettings:
-        unknown = set(params) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(
-                f"unknown demo_pretraining setting(s) {sorted(unknown)}; "
-                f"known: {sorted(cls.__dataclass_fields__)}"
-            )
-        known = dict(params)
-        if "crop_scale" in known:
-            known["crop_scale"] = tuple(float(v) for v in known["crop_scale"])
-        return cls(**known)
 
 
 def task(s: PretrainSettings) -> str:
@@ -178,9 +147,8 @@ def sample_crops(
     photo = torch.randint(len(photos), (n,), generator=generator)
     rotation = torch.randint(ROTATIONS, (n,), generator=generator)
     flip = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0)
-    band = (
-        1 - 2 * s.holdout_fraction
-    )  # normalized row where the held-out band starts ([-1, 1] coordinates)
+    # normalized row where the held-out band starts ([-1, 1] coordinates)
+    band = 1 - 2 * s.holdout_fraction
     lo, hi = s.crop_scale
     scale = uniform(lo, min(hi, s.holdout_fraction) if heldout else min(hi, 1 - s.holdout_fraction))
     top, bottom = (band, 1.0) if heldout else (-1.0, band)

@@ -77,7 +77,7 @@ def qc_summary(manifest: pd.DataFrame, by_split: dict[str, dict[str, int]]) -> d
 
 
 def qc_montage(
-    slice_arrays: dict[str, np.ndarray], n_subjects: int = 6, composite_id: int = PAPER_WINNER_ID
+    slice_arrays: dict[str, np.ndarray], n_subjects: int, composite_id: int = PAPER_WINNER_ID
 ) -> plt.Figure:
     """One row per subject: the four normalized sequences with the tumor outline, and the
     pseudo-color composite of ``composite_id`` (the paper's winner) as the model will see it."""

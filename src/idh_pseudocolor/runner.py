@@ -34,14 +34,12 @@ from typing import TYPE_CHECKING, Any
 from kedro.framework.hooks.markers import HOOK_NAMESPACE
 from kedro.framework.hooks.specs import DatasetSpecs, NodeSpecs
 from kedro.io import MemoryDataset
-from kedro.runner import AbstractRunner
-from kedro.runner.task import Task
+from kedro.runner import AbstractRunner, Task
 from pluggy import PluginManager
 
 if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
-    from kedro.pipeline import Pipeline
-    from kedro.pipeline.node import Node
+    from kedro.pipeline import Node, Pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +115,12 @@ class _RemoteTask:
 
 def _stop_joblib_workers() -> None:
     """joblib's reusable process pool (slice extraction) would outlive a closing Dask worker and
-    hold its output streams open; a node's pool is not reused by the next node anyway."""
+    hold its output streams open; a node's pool is not reused by the next node anyway.
+
+    joblib has no public way to shut that pool down (``Parallel`` leaves it running for reuse):
+    its vendored loky is the one place that can, as joblib's maintainers advise (joblib#945).
+    The only import of vendored code in the package (tests/test_public_apis.py ALLOWED_IMPORTS).
+    """
     from joblib.externals.loky import get_reusable_executor
 
     get_reusable_executor().shutdown(wait=True)
@@ -134,9 +137,8 @@ class _DaskExecutor(cf.Executor):
         )
 
     def submit(self, fn, /, *args, **kwargs) -> cf.Future:
-        if isinstance(
-            fn, Task
-        ):  # Kedro's task holds the driver's hook manager, which cannot travel
+        # Kedro's task holds the driver's hook manager, which cannot travel
+        if isinstance(fn, Task):
             fn = _RemoteTask(fn.node, fn.catalog, fn.is_async, fn.run_id, self._package_name)
         node = getattr(fn, "node", None)
         executor = self._gpu if node is not None and GPU_TAG in node.tags else self._plain
@@ -175,9 +177,8 @@ class DaskRunner(AbstractRunner):
 
         # non-daemonic workers may start processes of their own (slice extraction uses joblib)
         dask.config.set({"distributed.worker.daemon": False})
-        dask_logging(
-            dict(LOGGING)
-        )  # Dask's own loggers at conf/logging.yml's level, here and in its workers
+        # Dask's own loggers at conf/logging.yml's level, here and in its workers
+        dask_logging(dict(LOGGING))
 
         if self._scheduler:
             logger.info("DaskRunner: connecting to the scheduler at %s", self._scheduler)
@@ -227,9 +228,8 @@ class DaskRunner(AbstractRunner):
 
     def _close(self) -> None:
         if self._client is not None:
-            if (
-                self._cluster is None and self._forwarding
-            ):  # a cluster this run does not own keeps running
+            # a cluster this run does not own keeps running
+            if self._cluster is None and self._forwarding:
                 from idh_pseudocolor.worker_logging import PLUGIN_NAME
 
                 self._client.unforward_logging()

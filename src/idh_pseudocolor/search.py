@@ -11,8 +11,10 @@ waits for the other workers' running trials, so the study ends with exactly ``n_
 COMPLETE trials. Give each worker its own ``worker`` index: it offsets the sampler seed, so
 workers do not propose the same random start-up points.
 
-The settings (:class:`~idh_pseudocolor.pipeline_settings.SearchSettings`, importable from here
-too) come from ``conf/base/parameters_hyperparameter_search.yml``, the only home of their defaults.
+The settings (:class:`~idh_pseudocolor.parameters.SearchSettings`, importable from here too)
+come from ``conf/base/parameters_hyperparameter_search.yml``, the only home of their defaults;
+Table 1 itself is the paper's ``search_space`` in ``conf/paper`` (checked against
+:data:`idh_pseudocolor.paper_path.PAPER_SETTINGS`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -31,8 +33,9 @@ import pandas as pd
 import pytorch_lightning as pl
 from optuna.trial import TrialState
 
+from idh_pseudocolor.datasets.optuna_dataset import StudyLocation
 from idh_pseudocolor.optuna_compat import heartbeat_enabled
-from idh_pseudocolor.pipeline_settings import (
+from idh_pseudocolor.parameters import (
     SamplerSettings,
     SearchSettings,
     SearchSpace,
@@ -40,30 +43,21 @@ from idh_pseudocolor.pipeline_settings import (
 )
 from idh_pseudocolor.training import RunConfig, RunResult, train_run
 
+__all__ = [
+    "PAPER_OPTIMUM",
+    "SearchSettings",
+    "StudyLocation",
+    "best_params",
+    "open_study",
+    "run_search",
+    "trials_table",
+]
+
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class StudyLocation:
-    """A storage and the study name inside it; the search creates or resumes the study there."""
-
-    storage: optuna.storages.BaseStorage
-    study_name: str
-    url: str  # for messages and optuna-dashboard, with any password masked
-
-
-#: Table 1 of the paper: the search space, verbatim.
-TABLE_1: dict[str, list] = {
-    "learning_rate": [6e-6, 6e-4],  # log scale
-    "pretrained": [True, False],
-    "superconvergence": [True, False],
-    "peak_fraction": [0.01, 0.5],  # only with superconvergence
-    "lr_interval": ["step", "epoch"],  # only with superconvergence
-    "max_epochs_superconvergence": [10, 100],
-    "max_epochs_constant": [100, 150],
-    "mask_non_tumor": [True, False],
-}
-#: The paper's optimum, for reference and for users who skip the search.
+#: The paper's optimum (Table 1), in RunConfig's vocabulary: what best_params reports for the
+#: schedule settings a constant-learning-rate trial does not have.
 PAPER_OPTIMUM = {
     "learning_rate": 1.08e-4,
     "pretrained": True,
@@ -73,15 +67,6 @@ PAPER_OPTIMUM = {
     "max_epochs": 40,
     "mask_non_tumor": False,
 }
-HYPERPARAMETERS = (
-    "learning_rate",
-    "pretrained",
-    "superconvergence",
-    "peak_fraction",
-    "lr_interval",
-    "max_epochs",
-    "mask_non_tumor",
-)
 
 
 def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
@@ -100,6 +85,9 @@ def suggest(trial: optuna.Trial, space: SearchSpace) -> dict[str, Any]:
         )
     else:
         hp["max_epochs"] = trial.suggest_int("max_epochs_constant", *space.max_epochs_constant)
+        # a constant rate has no peak or interval: the paper's, unused, as best_params reports them
+        hp["peak_fraction"] = PAPER_OPTIMUM["peak_fraction"]
+        hp["lr_interval"] = PAPER_OPTIMUM["lr_interval"]
     hp["mask_non_tumor"] = trial.suggest_categorical("mask_non_tumor", space.mask_non_tumor)
     return hp
 
@@ -187,35 +175,9 @@ def run_search(
 ) -> optuna.Study:
     """Run trials until the study holds ``n_trials`` COMPLETE trials (stale ones count as failed),
     together with any other workers on the same study (see the module docstring)."""
-    shared = heartbeat_enabled(
-        study
-    )  # without a heartbeat a dead worker's RUNNING trial would block forever
-
-    def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr("worker", settings.worker)
-        if shared and _claimed_before(study, trial.number) >= settings.n_trials:
-            trial.set_user_attr("surplus", True)
-            study.stop()
-            raise SurplusTrial(
-                f"trial {trial.number}: the study's {settings.n_trials} trials are all claimed"
-            )
-        hp = suggest(trial, settings.search_space)
-        cfg = RunConfig(
-            model_name=settings.model_name,
-            config_id=settings.config_id,
-            **{**settings.fixed.run_config(), **hp},
-        )
-        callbacks = [PruningCallback(trial)] if settings.pruning else []
-        result = train(arrays, train_ids, val_ids, cfg, callbacks=callbacks)
-        for key, value in result.metrics.items():
-            trial.set_user_attr(f"val_{key}", None if math.isnan(value) else value)
-        trial.set_user_attr("best_epoch", result.best_epoch)
-        trial.set_user_attr("epochs_run", result.epochs_run)
-        trial.set_user_attr("pretrained_loaded", result.weights.pretrained_loaded)
-        trial.set_user_attr("weights_source", result.weights.source)
-        f1 = result.metrics["f1"]
-        return 0.0 if math.isnan(f1) else f1
-
+    # without a heartbeat a dead worker's RUNNING trial would block forever
+    shared = heartbeat_enabled(study)
+    objective = _Objective(study, arrays, train_ids, val_ids, settings, train, shared)
     stop_at_target = optuna.study.MaxTrialsCallback(
         settings.n_trials, states=(TrialState.COMPLETE,)
     )
@@ -224,9 +186,8 @@ def run_search(
         if shared:
             with warnings.catch_warnings():  # experimental in Optuna since 2.9, and what we need
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(
-                    study
-                )  # dead workers' trials become FAIL, free to redo
+                # dead workers' trials become FAIL, free to redo
+                optuna.storages.fail_stale_trials(study)
         claimed = _count(study, *_CLAIMED) if shared else done
         if claimed >= settings.n_trials:  # the rest is running on other workers: wait for them
             logger.info(
@@ -257,6 +218,50 @@ def run_search(
                 "check the pruner settings"
             )
     return study
+
+
+class _Objective:
+    """One trial: claim it (a shared study gives up a trial beyond ``n_trials``), train the point
+    TPE suggests, record what the run did, return its validation F1 (0 where undefined)."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        arrays: dict[str, np.ndarray],
+        train_ids: Sequence[str],
+        val_ids: Sequence[str],
+        settings: SearchSettings,
+        train: Callable[..., RunResult],
+        shared: bool,
+    ) -> None:
+        self.study, self.arrays, self.settings, self.train = study, arrays, settings, train
+        self.train_ids, self.val_ids, self.shared = train_ids, val_ids, shared
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        settings = self.settings
+        trial.set_user_attr("worker", settings.worker)
+        if self.shared and _claimed_before(self.study, trial.number) >= settings.n_trials:
+            trial.set_user_attr("surplus", True)
+            self.study.stop()
+            raise SurplusTrial(
+                f"trial {trial.number}: the study's {settings.n_trials} trials are all claimed"
+            )
+        hp = suggest(trial, settings.search_space)
+        cfg = RunConfig(
+            model_name=settings.model_name,
+            config_id=settings.config_id,
+            **{**settings.fixed.run_config(), **hp},
+        )
+        callbacks = [PruningCallback(trial)] if settings.pruning else []
+        result = self.train(self.arrays, self.train_ids, self.val_ids, cfg, callbacks=callbacks)
+        for key, value in result.metrics.items():
+            trial.set_user_attr(f"val_{key}", None if math.isnan(value) else value)
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr("epochs_run", result.epochs_run)
+        trial.set_user_attr("pretrained_loaded", result.weights.pretrained_loaded)
+        trial.set_user_attr("weights_source", result.weights.source)
+        f1 = result.metrics["f1"]
+        return 0.0 if math.isnan(f1) else f1
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:

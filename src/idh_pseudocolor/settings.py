@@ -29,21 +29,13 @@ HOOKS = (HardwareCheck(), PaperSettingsCheck())  # LIFO: the settings are checke
 # Configuration in layers: base -> paper (a4000, l4) -> <env> -> rehearsal (<env>+rehearsal)
 # -> local.
 # conf/local (credentials, data_root) applies under every --env; see idh_pseudocolor.config_loader.
-from idh_pseudocolor.config_loader import LayeredConfigLoader  # noqa: E402
+from idh_pseudocolor.config_loader import LOADER_ARGS, LayeredConfigLoader  # noqa: E402
 
 CONFIG_LOADER_CLASS = LayeredConfigLoader
 
-# Keyword arguments to pass to the `CONFIG_LOADER_CLASS` constructor.
-CONFIG_LOADER_ARGS = {
-    "base_env": "base",
-    "default_run_env": "local",
-    # Layers hold only deltas: nested keys merge into the layers below.
-    "merge_strategy": {"parameters": "soft", "catalog": "soft", "credentials": "soft"},
-    # "config_patterns": {
-    #     "spark" : ["spark*/"],
-    #     "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
-    # }
-}
+# Keyword arguments to pass to the `CONFIG_LOADER_CLASS` constructor: base_env "base", run env
+# "local", soft merges (layers hold only deltas); see idh_pseudocolor.config_loader.LOADER_ARGS.
+CONFIG_LOADER_ARGS = LOADER_ARGS
 
 # Class that manages Kedro's library components.
 # from kedro.framework.context import KedroContext

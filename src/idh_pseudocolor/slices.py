@@ -14,12 +14,15 @@ import struct
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 from isal import isal_zlib
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
+from idh_pseudocolor.cohort import FILE_KEYS, LabelError, parse_idh
 from idh_pseudocolor.configurations import SEQUENCES
 
 _RAS = axcodes2ornt(("R", "A", "S"))
@@ -44,15 +47,15 @@ class SubjectError(Exception):
 class Normalization:
     """How slice intensities are scaled to [0, 1].
 
-    ``percentile`` (default) maps the ``lower``/``upper`` percentiles of the slice's non-zero
-    voxels to 0/1 and clips: robust to the scanner-dependent scale and the few hot voxels of
-    skull-stripped MRI. ``zscore`` standardises the foreground; ``minmax`` uses its extremes;
-    ``none`` keeps scanner units.
+    ``percentile`` (the project's choice, conf/base/parameters_data_engineering.yml) maps the
+    ``lower``/``upper`` percentiles of the slice's non-zero voxels to 0/1 and clips: robust to the
+    scanner-dependent scale and the few hot voxels of skull-stripped MRI. ``zscore`` standardises
+    the foreground; ``minmax`` uses its extremes; ``none`` keeps scanner units.
     """
 
-    method: str = "percentile"
-    lower: float = 0.5
-    upper: float = 99.5
+    method: str
+    lower: float
+    upper: float
 
     def __post_init__(self) -> None:
         if self.method not in {"percentile", "zscore", "minmax", "none"}:
@@ -254,7 +257,7 @@ def normalize_plane(plane: np.ndarray, normalization: Normalization) -> np.ndarr
 def extract_subject(
     subject_id: str,
     files: Mapping[str, str | os.PathLike],
-    normalization: Normalization = Normalization(),
+    normalization: Normalization,
 ) -> SubjectSlice:
     """Validate one subject's four sequences and mask and return its normalized mid-tumor slice.
 
@@ -336,7 +339,7 @@ def _extract_or_error(
 
 def extract_many(
     subjects: Iterable[tuple[str, Mapping[str, str]]],
-    normalization: Normalization = Normalization(),
+    normalization: Normalization,
     n_workers: int | None = None,
     progress: bool = True,
 ) -> Iterator[SubjectSlice | SubjectError]:
@@ -394,3 +397,70 @@ def stack_slices(slices: list[SubjectSlice], labels: Mapping[str, int]) -> dict[
         "slice_index": np.array([s.z for s in slices], dtype=np.int32),
         "sequences": np.array(SEQUENCES),
     }
+
+
+#: one row per subject of a cohort: included with its slice, or excluded with the reason
+MANIFEST_COLUMNS = [
+    "subject_id",
+    "status",
+    "reason",
+    "label",
+    "z_min",
+    "z_max",
+    "slice_index",
+    "volume_shape",
+]
+
+
+def extract_cohort(
+    cohort: pd.DataFrame,
+    normalization: Normalization,
+    n_workers: int | None,
+    progress: bool,
+) -> tuple[pd.DataFrame, list[SubjectSlice], dict[str, int]]:
+    """Every subject of a discovered cohort (:func:`idh_pseudocolor.cohort.discover_cohort`):
+    its label parsed and its slice extracted, or the file and reason it was excluded for.
+
+    Returns the manifest (:data:`MANIFEST_COLUMNS`, then the cohort's own columns), the slices
+    of the included subjects and every parsed label; nothing is raised for a bad subject.
+    """
+    records = cohort.to_dict("records")
+    status: dict[str, dict[str, Any]] = {}
+    candidates, labels = [], {}
+    for row in records:
+        sid = row["subject_id"]
+        entry = status.setdefault(sid, {"status": "excluded", "reason": "", "label": pd.NA})
+        if row.get("problem"):
+            entry["reason"] = row["problem"]
+            continue
+        try:
+            labels[sid] = entry["label"] = parse_idh(row["label_raw"])
+        except LabelError as exc:
+            entry["reason"] = f"{row.get('label_source', '')}: {exc}"
+            continue
+        candidates.append((sid, {key: row[f"file_{key}"] for key in FILE_KEYS}))
+
+    slices = []
+    for result in extract_many(candidates, normalization, n_workers, progress=progress):
+        if isinstance(result, SubjectError):
+            status[result.subject_id]["reason"] = (
+                f"{result.file}: {result.reason}" if result.file else result.reason
+            )
+            continue
+        slices.append(result)
+        status[result.subject_id].update(
+            status="included",
+            z_min=result.z_min,
+            z_max=result.z_max,
+            slice_index=result.z,
+            volume_shape="x".join(map(str, result.volume_shape)),
+        )
+
+    manifest = pd.DataFrame([{"subject_id": sid, **entry} for sid, entry in status.items()])
+    manifest = manifest.reindex(columns=MANIFEST_COLUMNS).merge(
+        cohort.drop(columns=["problem"]).drop_duplicates("subject_id"), on="subject_id", how="left"
+    )
+    for col in ("label", "z_min", "z_max", "slice_index"):
+        manifest[col] = manifest[col].astype("Int64")
+
+    return manifest, slices, labels

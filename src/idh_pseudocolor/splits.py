@@ -20,10 +20,10 @@ def split_sizes(n: int, val: float, test: float) -> tuple[int, int, int]:
 def split_subjects(
     subject_ids: Sequence[str],
     labels: Sequence[int],
-    train: float = 0.70,
-    val: float = 0.15,
-    test: float = 0.15,
-    seed: int = 42,
+    train: float,
+    val: float,
+    test: float,
+    seed: int,
 ) -> pd.DataFrame:
     """Assign each subject (= patient) to exactly one split, stratified by label.
 
@@ -36,9 +36,8 @@ def split_subjects(
         )
     ids = np.asarray(subject_ids, dtype=str)
     y = np.asarray(labels, dtype=int)
-    order = np.argsort(
-        ids, kind="stable"
-    )  # the split depends on the patients, not on the order they are listed in
+    # the split depends on the patients, not on the order they are listed in
+    order = np.argsort(ids, kind="stable")
     ids, y = ids[order], y[order]
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate subject ids: a patient may appear only once")
@@ -66,3 +65,11 @@ def split_subjects(
     }
     frame = pd.DataFrame({"subject_id": ids, "label": y, "split": [split[s] for s in ids]})
     return frame.sort_values("subject_id", kind="stable").reset_index(drop=True)
+
+
+def split_ids(splits: pd.DataFrame, name: str) -> list[str]:
+    """The subject ids of one split (``train``, ``val`` or ``test``) of a frame with ``subject_id``
+    and ``split`` columns, in the frame's order (which the runs' predictions keep)."""
+    if name not in SPLITS:
+        raise ValueError(f"no split {name!r}; splits are {', '.join(SPLITS)}")
+    return splits.loc[splits["split"] == name, "subject_id"].tolist()

@@ -21,9 +21,10 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from pytorch_lightning.callbacks import Callback, EarlyStopping, TQDMProgressBar
-from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
 from torch.utils.data import DataLoader, TensorDataset
+from tqdm import tqdm
 
+from idh_pseudocolor.arms import arm_slug
 from idh_pseudocolor.configurations import configuration, configuration_label
 from idh_pseudocolor.metrics import METRICS, binary_metrics
 from idh_pseudocolor.models import WeightsInfo, create_model
@@ -42,45 +43,42 @@ QUIET_WARNINGS = (
 
 @dataclass
 class RunConfig:
-    """Everything that defines a run (configuration x model x pretrained x seed +
-    hyperparameters)."""
+    """Everything that defines a run: configuration x model x pretrained x seed, the
+    hyperparameters (the search's best_params, Table 1) and the settings a pipeline holds fixed
+    (:class:`~idh_pseudocolor.parameters.FixedSettings`). No defaults: every value comes from conf
+    (``conf/base`` and the environment's layers), so nothing a run depends on is hidden here."""
 
     model_name: str
     config_id: int
-    seed: int = 42
-    pretrained: bool = True
-    learning_rate: float = 1.08e-4
-    superconvergence: bool = True  # OneCycleLR; else constant learning rate
-    peak_fraction: float = 0.437  # OneCycle pct_start
-    lr_interval: str = "epoch"  # OneCycle steps per "step" or per "epoch"
-    max_epochs: int = 40
-    mask_non_tumor: bool = False
-    batch_size: int = 16
-    image_size: int = 224
-    weights_file: str | dict[str, str] | None = (
-        None  # one file, or {model_name: file} for several models
-    )
-    weight_decay: float = 0.01
-    early_stopping: bool = True
-    early_stopping_patience: int = 10
-    precision: str = "32-true"
-    accelerator: str = "cpu"
-    deterministic: bool = True
-    progress: bool | None = (
-        None  # an epoch bar per run; None: where a person watches (see show_progress)
-    )
-    torch_threads: int | None = (
-        None  # CPU threads torch uses inside the run (None: torch's default, machine-dependent)
-    )
-    # GPU efficiency (no effect on results, only on speed): batches sliced from tensors that
-    # already live on the device, fused AdamW on CUDA, optional channels_last and torch.compile.
-    device_resident: bool = True
-    fused_optimizer: bool = True
-    channels_last: bool = False
-    compile: bool = False
-    # cuDNN autotuning (Lightning's ``benchmark``; its default leaves it off): picks the fastest
-    # kernel per shape, which matters most for grouped convolutions (ResNeXt); not deterministic
-    cudnn_benchmark: bool = False
+    seed: int
+    pretrained: bool
+    # hyperparameters (Table 1)
+    learning_rate: float
+    superconvergence: bool  # OneCycleLR; else constant learning rate
+    peak_fraction: float  # OneCycle pct_start
+    lr_interval: str  # OneCycle steps per "step" or per "epoch"
+    max_epochs: int
+    mask_non_tumor: bool
+    # fixed by the pipeline: the experiment's
+    batch_size: int
+    image_size: int
+    early_stopping: bool
+    early_stopping_patience: int
+    weight_decay: float
+    # fixed by the pipeline: the machine's (where and how fast; never the numbers, except where
+    # a GPU kernel is not deterministic)
+    weights_file: str | dict[str, str] | None  # one file, or {model_name: file}
+    precision: str
+    accelerator: str
+    torch_threads: int | None  # CPU threads inside the run (None: torch's default)
+    deterministic: bool
+    device_resident: bool  # batches sliced from tensors that already live on the device
+    fused_optimizer: bool  # one AdamW kernel for all parameters on CUDA
+    channels_last: bool
+    compile: bool  # torch.compile
+    # cuDNN autotuning (Lightning's ``benchmark``): picks the fastest kernel per shape, which
+    # matters most for grouped convolutions (ResNeXt); not deterministic
+    cudnn_benchmark: bool
 
     def __post_init__(self) -> None:
         configuration(self.config_id)  # validates the id
@@ -100,9 +98,8 @@ class RunResult:
     history: list[dict[str, float]] = field(default_factory=list)
     val_subject_ids: list[str] = field(default_factory=list)
     val_prob_mutant: list[float] = field(default_factory=list)
-    eval_subject_ids: list[str] = field(
-        default_factory=list
-    )  # held-out subjects scored by the best epoch
+    # held-out subjects scored by the best epoch
+    eval_subject_ids: list[str] = field(default_factory=list)
     eval_prob_mutant: list[float] = field(default_factory=list)
     state_dict: dict[str, torch.Tensor] | None = None
 
@@ -177,8 +174,9 @@ class RunProgressBar(TQDMProgressBar):  # pragma: no mutate block
         super().__init__(leave=False)
         self.label = label
 
-    def init_train_tqdm(self) -> Tqdm:
-        return Tqdm(
+    # plain tqdm bars (Lightning's own subclass is not public): on stderr, below bars already shown
+    def init_train_tqdm(self) -> tqdm:
+        return tqdm(
             desc=self.label,
             position=None,
             disable=self.is_disabled,
@@ -189,8 +187,8 @@ class RunProgressBar(TQDMProgressBar):  # pragma: no mutate block
             bar_format=self.BAR_FORMAT,
         )
 
-    def init_validation_tqdm(self) -> Tqdm:
-        return Tqdm(
+    def init_validation_tqdm(self) -> tqdm:
+        return tqdm(
             desc="validation",
             position=None,
             disable=self.is_disabled,
@@ -308,9 +306,8 @@ class PseudocolorClassifier(pl.LightningModule):
             self.best = {**row, "prob": prob, "state": state}
 
     def configure_optimizers(self):
-        fused = (
-            self.cfg.fused_optimizer and self.device.type == "cuda"
-        )  # one kernel for all parameters, not a loop
+        # one kernel for all parameters, not a loop
+        fused = self.cfg.fused_optimizer and self.device.type == "cuda"
         optimizer = torch.optim.AdamW(
             self.parameters(),
             lr=self.cfg.learning_rate,
@@ -374,17 +371,54 @@ def train_run(
     callbacks: Sequence[Callback] = (),
     keep_state: bool = False,
     evaluate_ids: Sequence[str] = (),
+    progress: bool | None = None,
 ) -> RunResult:
     """Fit one run and return validation metrics at its best epoch.
 
     ``evaluate_ids`` (the final evaluation's test subjects) are scored once, after training,
     by the model of the best epoch; they play no part in training or model selection.
+    ``progress``: an epoch bar (None: only where a person watches, see :func:`show_progress`).
     """
     require_accelerator(cfg.accelerator)
     with torch_threads(cfg.torch_threads), warnings.catch_warnings():
         for pattern in QUIET_WARNINGS:
             warnings.filterwarnings("ignore", message=pattern)
-        return _train_run(arrays, train_ids, val_ids, cfg, callbacks, keep_state, evaluate_ids)
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        model, weights = create_model(
+            cfg.model_name,
+            cfg.pretrained,
+            weights_file_for(cfg.weights_file, cfg.model_name),
+            in_chans=len(configuration(cfg.config_id)),
+        )
+        train_loader, val_loader = _loaders(arrays, train_ids, val_ids, cfg, weights)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        module = PseudocolorClassifier(
+            model,
+            cfg,
+            steps_per_epoch=len(train_loader),
+            keep_state=keep_state or bool(evaluate_ids),
+        )
+        _trainer(cfg, callbacks, show_progress(progress)).fit(module, train_loader, val_loader)
+        best = module.best
+        eval_prob: list[float] = []
+        if evaluate_ids:
+            model.load_state_dict(best["state"])
+            x_eval, _ = prepare_inputs(arrays, split_index(arrays, evaluate_ids), cfg, weights)
+            eval_prob = predict_proba(model, x_eval).tolist()
+    return RunResult(
+        config=cfg,
+        weights=weights,
+        best_epoch=int(best["epoch"]),
+        epochs_run=len(module.history),
+        metrics={k: float(best[k]) for k in METRICS},
+        history=module.history,
+        val_subject_ids=list(val_ids),
+        val_prob_mutant=[float(p) for p in best["prob"]],
+        eval_subject_ids=list(evaluate_ids),
+        eval_prob_mutant=eval_prob,
+        state_dict=best["state"] if keep_state else None,
+    )
 
 
 @contextmanager
@@ -400,64 +434,53 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _train_run(
+def _loaders(
     arrays: dict[str, np.ndarray],
     train_ids: Sequence[str],
     val_ids: Sequence[str],
     cfg: RunConfig,
-    callbacks: Sequence[Callback],
-    keep_state: bool,
-    evaluate_ids: Sequence[str],
-) -> RunResult:
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    model, weights = create_model(
-        cfg.model_name,
-        cfg.pretrained,
-        weights_file_for(cfg.weights_file, cfg.model_name),
-        in_chans=len(configuration(cfg.config_id)),
-    )
+    weights: WeightsInfo,
+) -> tuple[Any, Any]:
+    """The run's training batches (shuffled by the run's own seed) and validation batches: sliced
+    from tensors already on the device, or a DataLoader's; the same batches either way."""
     x_train, y_train = prepare_inputs(arrays, split_index(arrays, train_ids), cfg, weights)
     x_val, y_val = prepare_inputs(arrays, split_index(arrays, val_ids), cfg, weights)
     generator = torch.Generator().manual_seed(cfg.seed)
     drop_last = len(y_train) > cfg.batch_size  # a last batch of one would break BatchNorm
-    if cfg.device_resident:  # the whole split is a few hundred slices: put it on the device once
-        device = training_device(cfg.accelerator)
-        fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        x_train, x_val = (t.to(device, memory_format=fmt) for t in (x_train, x_val))
-        y_train, y_val = y_train.to(device), y_val.to(device)
-        train_loader: Any = DeviceBatches(
-            x_train, y_train, cfg.batch_size, shuffle=True, generator=generator, drop_last=drop_last
-        )
-        val_loader: Any = DeviceBatches(x_val, y_val, max(64, cfg.batch_size))
-    else:
-        train_loader = DataLoader(
+    val_batch = max(64, cfg.batch_size)
+    if not cfg.device_resident:
+        return DataLoader(
             TensorDataset(x_train, y_train),
             batch_size=cfg.batch_size,
             shuffle=True,
             generator=generator,
             drop_last=drop_last,
-        )
-        val_loader = DataLoader(TensorDataset(x_val, y_val), batch_size=max(64, cfg.batch_size))
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        ), DataLoader(TensorDataset(x_val, y_val), batch_size=val_batch)
+    # the whole split is a few hundred slices: put it on the device once
+    device = training_device(cfg.accelerator)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    x_train, x_val = (t.to(device, memory_format=fmt) for t in (x_train, x_val))
+    y_train, y_val = y_train.to(device), y_val.to(device)
+    return DeviceBatches(
+        x_train, y_train, cfg.batch_size, shuffle=True, generator=generator, drop_last=drop_last
+    ), DeviceBatches(x_val, y_val, val_batch)
 
-    module = PseudocolorClassifier(
-        model, cfg, steps_per_epoch=len(train_loader), keep_state=keep_state or bool(evaluate_ids)
-    )
+
+def _trainer(cfg: RunConfig, callbacks: Sequence[Callback], progress: bool) -> pl.Trainer:
+    """Lightning's trainer for one run: the run's epochs, device, precision and determinism, early
+    stopping on validation loss, and nothing written to disk (the run's results are returned)."""
     all_callbacks = list(callbacks)
     if cfg.early_stopping:
         all_callbacks.append(
             EarlyStopping(monitor="val_loss", mode="min", patience=cfg.early_stopping_patience)
         )
-    progress = show_progress(cfg.progress)
     if progress:  # pragma: no mutate block
-        arm = "pretrained" if cfg.pretrained else "scratch"
-        all_callbacks.append(
-            RunProgressBar(
-                f"{configuration_label(cfg.config_id)} {cfg.model_name} {arm} seed {cfg.seed}"
-            )
+        label = (
+            f"{configuration_label(cfg.config_id)} {cfg.model_name} "
+            f"{arm_slug(cfg.pretrained)} seed {cfg.seed}"
         )
-    trainer = pl.Trainer(
+        all_callbacks.append(RunProgressBar(label))
+    return pl.Trainer(
         max_epochs=cfg.max_epochs,
         accelerator=cfg.accelerator,
         devices=1,
@@ -471,26 +494,6 @@ def _train_run(
         enable_model_summary=False,  # pragma: no mutate
         enable_progress_bar=progress,  # pragma: no mutate
         num_sanity_val_steps=0,
-    )
-    trainer.fit(module, train_loader, val_loader)
-    best = module.best
-    eval_prob: list[float] = []
-    if evaluate_ids:
-        model.load_state_dict(best["state"])
-        x_eval, _ = prepare_inputs(arrays, split_index(arrays, evaluate_ids), cfg, weights)
-        eval_prob = predict_proba(model, x_eval).tolist()
-    return RunResult(
-        config=cfg,
-        weights=weights,
-        best_epoch=int(best["epoch"]),
-        epochs_run=len(module.history),
-        metrics={k: float(best[k]) for k in METRICS},
-        history=module.history,
-        val_subject_ids=list(val_ids),
-        val_prob_mutant=[float(p) for p in best["prob"]],
-        eval_subject_ids=list(evaluate_ids),
-        eval_prob_mutant=eval_prob,
-        state_dict=best["state"] if keep_state else None,
     )
 
 

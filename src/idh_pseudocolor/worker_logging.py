@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 import dask
-from distributed.diagnostics.plugin import WorkerPlugin
+from distributed import WorkerPlugin
 
 PLUGIN_NAME = "idh-pseudocolor-logging"  # the worker plugin's name on the cluster
 

@@ -14,7 +14,7 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 from sklearn.metrics import f1_score, roc_auc_score
 
-from idh_pseudocolor.paper import best_params_id
+from idh_pseudocolor.provenance import best_params_id
 from tests.conftest import write_best_params
 from tests.pipelines.test_permutation_study import BEST, TINY
 
@@ -86,7 +86,7 @@ def test_three_folds_partition_the_patients_and_pool_their_predictions(kedro_pro
 def test_the_report_shows_cross_validation_only_when_it_ran():
     """The report's section comes from the summary the pipeline writes; absent, no section."""
     from idh_pseudocolor.report.html import render_report
-    from tests.test_reporting_html import report_inputs
+    from tests.report_inputs import report_inputs
 
     summary = {
         "folds": 3,

@@ -20,8 +20,8 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import node, pipeline
 
 from idh_pseudocolor.configurations import configuration_label
-from idh_pseudocolor.pipelines.permutation_study.nodes import PROVENANCE_COLUMNS
 from idh_pseudocolor.runner import DaskRunner
+from idh_pseudocolor.runs import PROVENANCE_COLUMNS
 from tests.conftest import write_best_params
 from tests.pipelines.test_permutation_study import BEST, prepare
 
@@ -77,9 +77,8 @@ def test_runs_go_to_separate_workers_log_to_the_driver_and_equal_a_sequential_ru
     dask_runs, dask_predictions = outputs(kedro_project)
     assert len(runner.worker_pids) == 2 and os.getpid() not in runner.worker_pids
     workers = {int(w.rsplit(":", 1)[1]) for w in dask_runs["worker"]}
-    assert workers == set(
-        runner.worker_pids
-    )  # one configuration per worker process (placement, not timing)
+    # one configuration per worker process (placement, not timing)
+    assert workers == set(runner.worker_pids)
     # each run's INFO line (permutation_study.nodes.log_run), logged on a worker at
     # conf/logging.yml's levels, reached this process's handlers: once each, from the worker that
     # trained the run
@@ -101,9 +100,8 @@ def test_runs_go_to_separate_workers_log_to_the_driver_and_equal_a_sequential_ru
     with KedroSession.create(
         project_path=kedro_project
     ) as session:  # this process's own thread count:
-        session.run(
-            pipeline_names=["permutation_study"], namespaces=CONFIGURATIONS
-        )  # fixed.torch_threads rules
+        # fixed.torch_threads rules
+        session.run(pipeline_names=["permutation_study"], namespaces=CONFIGURATIONS)
     seq_runs, seq_predictions = outputs(kedro_project)
     assert set(seq_runs["worker"].str.rsplit(":", n=1).str[1].astype(int)) == {os.getpid()}
     results = [c for c in dask_runs.columns if c not in PROVENANCE_COLUMNS]
@@ -269,9 +267,8 @@ def test_an_existing_scheduler_is_used_and_left_running(tmp_path):
             # and no longer sends its workers' log records to the run that has ended
             (plugins,) = client.run(lambda dask_worker: sorted(dask_worker.plugins)).values()
             assert not [p for p in plugins if "logging" in p], plugins
-        assert (
-            len(runner.worker_pids) == 1 and runner.worker_pids[0] != os.getpid()
-        )  # the cluster's one worker
+        # the cluster's one worker
+        assert len(runner.worker_pids) == 1 and runner.worker_pids[0] != os.getpid()
 
 
 def _pid(_):
@@ -366,9 +363,8 @@ def test_the_whole_sweep_under_env_gives_the_same_numbers_on_both_runners(
     dask_runner = DaskRunner(n_workers=2)
     dask_runs, dask_predictions = sweep(dask_runner)
     seq_runs, seq_predictions = sweep()
-    assert (
-        len(dask_runs) == 28 * 2 and len(set(dask_runs["worker"])) == 2
-    )  # both worker processes trained
+    # both worker processes trained
+    assert len(dask_runs) == 28 * 2 and len(set(dask_runs["worker"])) == 2
     assert set(seq_runs["worker"]) == {f"{socket.gethostname()}:{os.getpid()}"}
     assert (dask_runs["torch_threads"] == 2).all() and (dask_runs["epochs_run"] >= 1).all()
     results = [c for c in dask_runs.columns if c not in PROVENANCE_COLUMNS]

@@ -82,9 +82,8 @@ def test_same_subject_in_egd_and_brats_layout_gives_the_same_slice(kedro_project
         kedro_project, cohort_path=str(brats), cohort_layout="brats", cohort_labels="labels.csv"
     )
     brats_arrays = outputs(kedro_project)[1]
-    np.testing.assert_allclose(
-        egd_arrays["images"], brats_arrays["images"], atol=1e-6
-    )  # RAS vs LPS storage
+    # RAS vs LPS storage
+    np.testing.assert_allclose(egd_arrays["images"], brats_arrays["images"], atol=1e-6)
     np.testing.assert_array_equal(egd_arrays["masks"], brats_arrays["masks"])
 
 
@@ -101,15 +100,12 @@ def test_bad_subjects_are_excluded_with_reasons_and_the_run_goes_on(kedro_projec
     data = (s[3] / "T1.nii.gz").read_bytes()
     (s[3] / "T1.nii.gz").write_bytes(data[: len(data) * 2 // 3])  # truncated
     ref = nib.load(s[4] / "T1.nii.gz")
-    nib.save(
-        nib.Nifti1Image(np.zeros((*ref.shape, 2), np.float32), ref.affine), s[4] / "T1.nii.gz"
-    )  # 4-D
-    nib.save(
-        nib.Nifti1Image(np.zeros((10, 10, 10), np.float32), ref.affine), s[5] / "T2.nii.gz"
-    )  # shape
-    nib.save(
-        nib.Nifti1Image(np.zeros(ref.shape, np.uint8), ref.affine), s[6] / "MASK.nii.gz"
-    )  # empty mask
+    # 4-D
+    nib.save(nib.Nifti1Image(np.zeros((*ref.shape, 2), np.float32), ref.affine), s[4] / "T1.nii.gz")
+    # shape
+    nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.float32), ref.affine), s[5] / "T2.nii.gz")
+    # empty mask
+    nib.save(nib.Nifti1Image(np.zeros(ref.shape, np.uint8), ref.affine), s[6] / "MASK.nii.gz")
     nan = ref.get_fdata().astype(np.float32)
     nan[...] = np.nan
     nib.save(nib.Nifti1Image(nan, ref.affine), s[7] / "FLAIR.nii.gz")  # non-finite
@@ -118,9 +114,8 @@ def test_bad_subjects_are_excluded_with_reasons_and_the_run_goes_on(kedro_projec
     (s[10] / "metadata.json").unlink()  # no label source at all
     shifted = ref.affine.copy()
     shifted[:3, 3] += 8
-    nib.save(
-        nib.Nifti1Image(ref.get_fdata().astype(np.float32), shifted), s[11] / "T1GD.nii.gz"
-    )  # not co-registered
+    # not co-registered
+    nib.save(nib.Nifti1Image(ref.get_fdata().astype(np.float32), shifted), s[11] / "T1GD.nii.gz")
 
     run_data_engineering(kedro_project, cohort_path=str(cohort_copy))
     manifest, arrays, splits, qc = outputs(kedro_project)

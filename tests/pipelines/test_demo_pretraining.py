@@ -43,9 +43,8 @@ def test_pipeline_writes_demo_weights_then_an_empty_record_when_disabled(kedro_p
         record["enabled"] and record["photographs"] == 15 and len(record["photograph_names"]) == 15
     )
     assert record["description"] == "demo pretraining on 15 photographs, not ImageNet"
-    assert (
-        record["settings"]["steps"] == 3 and record["settings"]["image_size"] == 32
-    )  # conf/local reached the node
+    # conf/local reached the node
+    assert record["settings"]["steps"] == 3 and record["settings"]["image_size"] == 32
     for name in files:
         result = record["models"][name]
         assert (
@@ -54,9 +53,8 @@ def test_pipeline_writes_demo_weights_then_an_empty_record_when_disabled(kedro_p
             and result["seconds"] > 0
         )
     on_disk = json.loads((folder / "demo_pretraining.json").read_text())
-    assert on_disk["files"] == {
-        m: f"{m}.safetensors" for m in files
-    }  # relative: the folder can move
+    # relative: the folder can move
+    assert on_disk["files"] == {m: f"{m}.safetensors" for m in files}
     _, info = create_model(
         "test_byobnet", pretrained=True, weights_file=files["test_byobnet"], in_chans=3
     )
@@ -67,6 +65,5 @@ def test_pipeline_writes_demo_weights_then_an_empty_record_when_disabled(kedro_p
         "files": {},
         "record": {"enabled": False},
     }
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "demo_pretraining.json"
-    ]  # no stale weights left
+    # no stale weights left
+    assert sorted(p.name for p in folder.iterdir()) == ["demo_pretraining.json"]

@@ -18,10 +18,10 @@ from sklearn.metrics import accuracy_score, brier_score_loss, f1_score, roc_auc_
 from idh_pseudocolor.datasets import ModelBundleDataset
 from idh_pseudocolor.external import score_runs
 from idh_pseudocolor.phantom import generate_cohort
-from idh_pseudocolor.predict import load_runs
 from idh_pseudocolor.report.html import render_report
+from idh_pseudocolor.runs import load_runs
+from tests.report_inputs import report_inputs
 from tests.test_predict import run_predict, trained  # noqa: F401  (a module fixture)
-from tests.test_reporting_html import report_inputs
 
 QUIET = {"data_engineering": {"progress": False, "n_workers": 1}}
 

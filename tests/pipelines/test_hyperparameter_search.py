@@ -19,8 +19,8 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 from idh_pseudocolor.datasets import OptunaStorageDataset
-from idh_pseudocolor.search import TABLE_1, SearchSettings, open_study
-from tests.conftest import REPO, project_parameters, write_weights
+from idh_pseudocolor.search import SearchSettings, open_study
+from tests.conftest import REPO, project_parameters, table_1, write_weights
 
 FAST_SEARCH = {
     "hyperparameter_search": {
@@ -68,9 +68,8 @@ def test_search_through_a_kedro_session(kedro_project, tiny_cohort):
     assert states.count(optuna.trial.TrialState.COMPLETE) == 3
     best = yaml.safe_load((kedro_project / "data/06_models/best_params.yml").read_text())
     hp = best["hyperparameters"]
-    p = (
-        study.best_trial.params
-    )  # the winner as the storage holds it, mapped here to training vocabulary by hand
+    # the winner as the storage holds it, mapped here to training vocabulary by hand
+    p = study.best_trial.params
     schedule = (
         {
             "peak_fraction": p["peak_fraction"],
@@ -124,13 +123,14 @@ def test_best_params_of_a_constant_learning_rate_winner(kedro_project, tiny_coho
     prepare(kedro_project, tiny_cohort, n_trials=1)
     db = kedro_project / "data/06_models/hyperparameter_search.db"
     db.parent.mkdir(parents=True, exist_ok=True)
+    # max_epochs_constant within FAST_SEARCH's [2, 3]
     chosen = {
         "learning_rate": 1e-4,
         "pretrained": False,
         "superconvergence": False,
         "max_epochs_constant": 2,
         "mask_non_tumor": True,
-    }  # max_epochs_constant within FAST_SEARCH's [2, 3]
+    }
     optuna.create_study(
         study_name="idh_search", storage=f"sqlite:///{db}", direction="maximize"
     ).enqueue_trial(chosen)
@@ -139,9 +139,8 @@ def test_best_params_of_a_constant_learning_rate_winner(kedro_project, tiny_coho
 
     (trial,) = study_at(kedro_project).trials
     assert trial.state.name == "COMPLETE" and trial.params == chosen
-    assert (
-        trial.user_attrs["epochs_run"] == 2
-    )  # trained for max_epochs_constant (patience 2 cannot stop it sooner)
+    # trained for max_epochs_constant (patience 2 cannot stop it sooner)
+    assert trial.user_attrs["epochs_run"] == 2
     best = yaml.safe_load((kedro_project / "data/06_models/best_params.yml").read_text())
     assert best["hyperparameters"] == {
         "learning_rate": 1e-4,
@@ -152,9 +151,8 @@ def test_best_params_of_a_constant_learning_rate_winner(kedro_project, tiny_coho
         "max_epochs": 2,
         "mask_non_tumor": True,
     }
-    assert set(best["hyperparameters"]) <= {
-        f.name for f in fields(RunConfig)
-    }  # training's own names
+    # training's own names
+    assert set(best["hyperparameters"]) <= {f.name for f in fields(RunConfig)}
     provenance = best["provenance"]
     assert (provenance["trial"], provenance["completed_trials"], provenance["n_trials"]) == (
         0,
@@ -194,9 +192,8 @@ def test_search_runs_and_resumes_on_a_journal_file(kedro_project, tiny_cohort, t
         (2, "COMPLETE"),
     ]
     kept = [(t.params, t.value, t.datetime_start, t.datetime_complete) for t in second[:2]]
-    assert kept == [
-        (t.params, t.value, t.datetime_start, t.datetime_complete) for t in first
-    ]  # not redone
+    # not redone
+    assert kept == [(t.params, t.value, t.datetime_start, t.datetime_complete) for t in first]
     assert not (
         kedro_project / "data/06_models/hyperparameter_search.db"
     ).exists()  # nothing went to SQLite
@@ -253,10 +250,11 @@ def test_search_survives_sigkill_and_finishes_exactly(kedro_project, tiny_cohort
     after = {t.number: (t.value, t.params) for t in trials if t.state.name == "COMPLETE"}
     assert len(after) == 4  # exactly the target
     assert all(after[n] == before[n] for n in before)  # nothing completed was lost or redone
+    # the killed trial, if any, is FAILED
     assert {t.state.name for t in trials} <= {
         "COMPLETE",
         "FAIL",
-    }  # the killed trial, if any, is FAILED
+    }
     assert not any(t.state.name == "RUNNING" for t in trials)
 
 
@@ -264,13 +262,13 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
     location = OptunaStorageDataset("s", filepath=str(tmp_path / "s.db")).load()
     demo = SearchSettings.from_params(project_parameters(REPO, None)["hyperparameter_search"])
     open_study(location, replace(demo, model_name="resnet18"))
-    open_study(
-        location, replace(demo, model_name="resnet18", worker=1, progress=False)
-    )  # same settings: resumes
+    # same settings: resumes
+    open_study(location, replace(demo, model_name="resnet18", worker=1, progress=False))
+    # hardware
     open_study(
         location,
         replace(demo, model_name="resnet18", fixed=replace(demo.fixed, precision="bf16-mixed")),
-    )  # hardware
+    )
     with pytest.raises(ValueError, match="created with other settings"):
         open_study(location, replace(demo, model_name="resnet34"))
     with pytest.raises(ValueError, match="created with other settings"):
@@ -284,7 +282,7 @@ def test_a4000_environment_is_table_1_and_holds_only_deltas():
         return project_parameters(REPO, env)["hyperparameter_search"]
 
     paper, demo = params("a4000"), params("local")
-    assert paper["search_space"] == TABLE_1
+    assert paper["search_space"] == table_1()
     assert (
         paper["model_name"] == "resnext101_32x16d.fb_swsl_ig1b_ft_in1k" and paper["config_id"] == 21
     )
@@ -294,12 +292,13 @@ def test_a4000_environment_is_table_1_and_holds_only_deltas():
         and paper["fixed"]["image_size"] == 224
     )
     assert paper["sampler"] == demo["sampler"]  # inherited from base, not repeated
-    differing = {k for k in TABLE_1 if demo["search_space"][k] != TABLE_1[k]}
+    differing = {k for k in table_1() if demo["search_space"][k] != table_1()[k]}
+    # the documented DEMO keys
     assert differing == {
         "pretrained",
         "max_epochs_superconvergence",
         "max_epochs_constant",
-    }  # the documented DEMO keys
+    }
     a4000_text = (REPO / "conf/a4000/parameters_hyperparameter_search.yml").read_text()
     assert "sampler" not in a4000_text and "learning_rate" not in a4000_text
     # the A4000 box and the L4 cluster differ in hardware settings only, so they can share one study
@@ -321,12 +320,12 @@ def test_two_workers_share_one_postgresql_study_exactly(kedro_project, tiny_coho
 
     n_trials = 8
     prepare(kedro_project, tiny_cohort, n_trials=n_trials, env="a4000+rehearsal")
-    local = yaml.safe_load(
-        (kedro_project / "conf/local/parameters.yml").read_text()
-    )  # Table 1 has pretrained trials:
+    # Table 1 has pretrained trials:
+    local = yaml.safe_load((kedro_project / "conf/local/parameters.yml").read_text())
+    # offline weights
     local["hyperparameter_search"]["fixed"]["weights_file"] = write_weights(
         kedro_project, ["test_resnet"]
-    )  # offline weights
+    )
     (kedro_project / "conf/local/parameters.yml").write_text(yaml.safe_dump(local))
     # a kept server (IDH_TEST_POSTGRES_URL) never holds it already
     study_name = f"two_workers_{uuid.uuid4().hex[:8]}"
@@ -379,9 +378,8 @@ def test_two_workers_share_one_postgresql_study_exactly(kedro_project, tiny_coho
     points = [tuple(sorted(t.params.items())) for t in complete]
     assert len(set(points)) == n_trials  # no point evaluated twice (per-worker sampler seeds)
     others = [t for t in study.trials if t.state.name != "COMPLETE"]
-    assert all(
-        t.state.name == "FAIL" and t.user_attrs.get("surplus") for t in others
-    )  # only given-up surplus claims
+    # only given-up surplus claims
+    assert all(t.state.name == "FAIL" and t.user_attrs.get("surplus") for t in others)
     assert not (
         kedro_project / "data/06_models"
     ).exists()  # nothing went to the demo's SQLite study

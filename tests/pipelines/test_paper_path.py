@@ -17,21 +17,21 @@ from kedro.framework.startup import bootstrap_project
 
 from idh_pseudocolor.config_loader import layers_for
 from idh_pseudocolor.models import PAPER_MODELS
-from idh_pseudocolor.paper import (
+from idh_pseudocolor.paper_path import (
     MACHINE_KEYS,
     PAPER_SETTINGS,
     SCALE_KEYS,
     PaperPathError,
-    best_params_id,
     check_best_params,
     deviations,
     flatten,
     matches,
     settings_markdown,
 )
-from idh_pseudocolor.search import TABLE_1, SearchSettings
+from idh_pseudocolor.provenance import best_params_id
+from idh_pseudocolor.search import SearchSettings
 from idh_pseudocolor.training import HardwareUnavailable
-from tests.conftest import REPO, project_parameters, write_best_params, write_weights
+from tests.conftest import REPO, project_parameters, table_1, write_best_params, write_weights
 
 HP = {
     "learning_rate": 1e-3,
@@ -77,7 +77,7 @@ def test_paper_environment_resolves_to_the_papers_settings_key_by_key(env):
     space = {
         k.rsplit(".", 1)[1]: v for k, (v, _) in PAPER_SETTINGS.items() if ".search_space." in k
     }
-    assert space == TABLE_1
+    assert space == table_1()
     assert PAPER_SETTINGS["permutation_study.models"][0] == list(PAPER_MODELS)
     assert params["hyperparameter_search"]["fixed"]["accelerator"] == "gpu"
     assert params["permutation_study"]["fixed"]["accelerator"] == "gpu"
@@ -119,9 +119,8 @@ def test_rehearsal_layer_changes_only_the_scale():
     assert layer and all(matches(k, SCALE_KEYS) for k in layer), [
         k for k in layer if not matches(k, SCALE_KEYS)
     ]
-    assert set(yaml.safe_load((REPO / "conf/rehearsal/globals.yml").read_text())) == {
-        "outputs"
-    }  # apart from the paper's
+    # apart from the paper's
+    assert set(yaml.safe_load((REPO / "conf/rehearsal/globals.yml").read_text())) == {"outputs"}
     assert not matches("environment.rehearsal", SCALE_KEYS)  # only --env makes a rehearsal
 
 
@@ -133,9 +132,8 @@ def test_configuration_layers():
     from idh_pseudocolor.config_loader import LayeredConfigLoader
 
     loader = LayeredConfigLoader(str(REPO / "conf"), env="l4")
-    loader["custom"] = {
-        "set": "by hand"
-    }  # Kedro's loader API: a key set explicitly is read back as is
+    # Kedro's loader API: a key set explicitly is read back as is
+    loader["custom"] = {"set": "by hand"}
     assert loader["custom"] == {"set": "by hand"}
     for bad in ("paper", "rehearsal", "l4+a4000", "local+rehearsal", "mybox+rehearsal"):
         with pytest.raises(ValueError, match="rehearsal"):
@@ -163,23 +161,20 @@ def test_machine_settings_in_conf_local_reach_the_paper_environments(kedro_proje
             catalog["slice_arrays"]["filepath"] == "/shared/idh/paper/03_primary/slice_arrays.npz"
         )
         assert catalog["search_study"]["credentials"] == "optuna_db"
-        assert (
-            catalog["search_study"]["study_name"] == "idh_search_paper"
-        )  # one study for both boxes
+        # one study for both boxes
+        assert catalog["search_study"]["study_name"] == "idh_search_paper"
         assert loader["credentials"]["optuna_db"]["con"].startswith("postgresql+psycopg://")
         rehearsal = LayeredConfigLoader(
             str(kedro_project / "conf"), env=f"{env}+rehearsal", **CONFIG_LOADER_ARGS
         )["catalog"]
-        assert (
-            rehearsal["search_study"]["credentials"] == "optuna_db"
-        )  # same server, never the paper's study
+        # same server, never the paper's study
+        assert rehearsal["search_study"]["credentials"] == "optuna_db"
         assert rehearsal["search_study"]["study_name"] == "idh_search_rehearsal"
     demo = LayeredConfigLoader(str(kedro_project / "conf"), env=None, **CONFIG_LOADER_ARGS)[
         "catalog"
     ]
-    assert (
-        demo["best_params"]["filepath"] == "/shared/idh/06_models/best_params.yml"
-    )  # the demo's, apart
+    # the demo's, apart
+    assert demo["best_params"]["filepath"] == "/shared/idh/06_models/best_params.yml"
 
 
 def test_object_storage_data_root_goes_there_or_refuses(kedro_project):
@@ -198,9 +193,8 @@ def test_object_storage_data_root_goes_there_or_refuses(kedro_project):
         for entry in catalog.values()
         if isinstance(entry, dict)
     ]
-    assert paths and all(
-        str(p).startswith("memory://bucket/idh") for p in paths if p
-    )  # the cohort and the study too
+    # the cohort and the study too
+    assert paths and all(str(p).startswith("memory://bucket/idh") for p in paths if p)
     with pytest.raises(DatasetError, match="PostgreSQL"):
         OptunaStorageDataset(study_name="s", filepath=catalog["search_study"]["filepath"])
     with pytest.raises(DatasetError, match="mount"):
@@ -227,12 +221,10 @@ def test_best_params_of_another_search_is_refused_and_can_be_accepted_explicitly
     with pytest.raises(PaperPathError) as refused:
         check_best_params(demo_best, paper.fingerprint_id(), paper.n_trials)
     message = str(refused.value)
-    assert (
-        demo.fingerprint_id() in message and paper.fingerprint_id() in message
-    )  # both sides named
-    assert (
-        "16 trials" in message and "297" in message and best_params_id(demo_best) in message
-    )  # and the fix
+    # both sides named
+    assert demo.fingerprint_id() in message and paper.fingerprint_id() in message
+    # and the fix
+    assert "16 trials" in message and "297" in message and best_params_id(demo_best) in message
     assert (
         check_best_params(
             demo_best, paper.fingerprint_id(), paper.n_trials, accept=best_params_id(demo_best)
@@ -340,9 +332,8 @@ def test_paper_environments_never_run_on_demo_settings_or_outputs(
         pytest.raises(PaperPathError, match=r"permutation_study.seeds = \[42\]"),
     ):
         session.run()
-    assert (
-        not any(paper.rglob("*.*")) and files_under(kedro_project / "data") == demo
-    )  # nothing written, demo untouched
+    # nothing written, demo untouched
+    assert not any(paper.rglob("*.*")) and files_under(kedro_project / "data") == demo
 
 
 def test_the_sweep_refuses_the_demos_best_params_unless_accepted(kedro_project, tiny_cohort):
@@ -414,9 +405,8 @@ def test_rehearsal_of_the_whole_journey_through_the_documented_commands(
         and best["provenance"]["completed_trials"] == 2
     )
     runs = pd.read_csv(out / "07_model_output/study_runs.csv")
-    assert len(runs) == 28 * 2 and set(runs["best_params_id"]) == {
-        best_params_id(best)
-    }  # the sweep used that search
+    # the sweep used that search
+    assert len(runs) == 28 * 2 and set(runs["best_params_id"]) == {best_params_id(best)}
     assert not runs["best_params_accepted_by_override"].any()
     test = pd.read_csv(out / "07_model_output/test_predictions.csv")
     arms = test.groupby(["model_name", "pretrained"])["pretrained_loaded"].all()

@@ -10,7 +10,7 @@ import yaml
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
-from tests.conftest import project_parameters, write_best_params
+from tests.conftest import project_parameters, run_config, write_best_params
 
 TINY = {
     "data_engineering": {"progress": False},
@@ -57,9 +57,8 @@ def test_one_namespace_runs_alone(kedro_project, tiny_cohort):
     assert runs["epochs_run"].tolist() == [1] and not runs["pretrained_loaded"].any()
     predictions = pd.read_csv(out / "configuration_15/validation_predictions.csv")
     splits = pd.read_csv(kedro_project / "data/03_primary/development_split.csv")
-    assert set(predictions["subject_id"]) == set(
-        splits.loc[splits["split"] == "val", "subject_id"]
-    )  # never test
+    # never test
+    assert set(predictions["subject_id"]) == set(splits.loc[splits["split"] == "val", "subject_id"])
 
 
 def test_all_28_configurations_then_the_winner(kedro_project, tiny_cohort):
@@ -109,7 +108,7 @@ def test_all_28_configurations_then_the_winner(kedro_project, tiny_cohort):
 
 def test_four_channel_switch_trains_configuration_28_and_ranks_it(kedro_project, tiny_cohort):
     prepare(kedro_project, tiny_cohort)
-    from idh_pseudocolor.paper import best_params_id
+    from idh_pseudocolor.provenance import best_params_id
 
     best = yaml.safe_load((kedro_project / "data/06_models/best_params.yml").read_text())
     runs = pd.DataFrame(
@@ -172,7 +171,7 @@ def test_only_the_final_evaluation_reads_the_test_split():
 
 
 def test_l4_environment_is_the_papers_sweep_as_deltas():
-    from idh_pseudocolor.pipeline_settings import PermutationStudySettings
+    from idh_pseudocolor.parameters import PermutationStudySettings
     from tests.conftest import REPO
 
     settings = PermutationStudySettings.from_params(
@@ -188,10 +187,10 @@ def test_each_finished_run_logs_one_progress_line(caplog):
     import logging
 
     from idh_pseudocolor.models import WeightsInfo
-    from idh_pseudocolor.pipelines.permutation_study.nodes import log_run
-    from idh_pseudocolor.training import RunConfig, RunResult
+    from idh_pseudocolor.runs import log_run
+    from idh_pseudocolor.training import RunResult
 
-    cfg = RunConfig(model_name="test_resnet", config_id=15, seed=43, pretrained=False)
+    cfg = run_config(model_name="test_resnet", config_id=15, seed=43, pretrained=False)
     result = RunResult(
         config=cfg,
         weights=WeightsInfo("test_resnet", False, False, "none"),

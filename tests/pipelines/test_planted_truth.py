@@ -59,6 +59,5 @@ def test_demo_scale_sweep_recovers_the_planted_truth(kedro_project, tmp_path):
     winner = json.loads((kedro_project / "data/08_reporting/study_winner.json").read_text())
     assert set(PLANTED_SEQUENCES) <= set(configuration(winner["config_id"]))
     top_half = winner["ranking"][:14]
-    assert (
-        len(set(top_half) & set(planted["holding"])) >= 10
-    )  # nearly all twelve holding T2 and FLAIR on top
+    # nearly all twelve holding T2 and FLAIR on top
+    assert len(set(top_half) & set(planted["holding"])) >= 10

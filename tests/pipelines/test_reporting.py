@@ -58,15 +58,13 @@ def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort,
     assert demo_rows["pretrained_loaded"].astype(bool).all()
     (version,) = (reports / "pretrained_comparison.csv").iterdir()
     comparison = pd.read_csv(version / "pretrained_comparison.csv")
-    assert (
-        comparison["available"].all() and comparison["p_value"].between(0, 1).all()
-    )  # filled in the demo
+    # filled in the demo
+    assert comparison["available"].all() and comparison["p_value"].between(0, 1).all()
     assert (ours["auroc_ci_low"] <= ours["auroc_ensemble"]).all() and (
         ours["auroc_ensemble"] <= ours["auroc_ci_high"]
     ).all()
-    chosen = table[
-        table["estimate"] == "seed chosen on validation"
-    ]  # the paper's one number per row: one seed here
+    # the paper's one number per row: one seed here
+    chosen = table[table["estimate"] == "seed chosen on validation"]
     assert sorted(chosen["model_name"]) == ["resnet10t", "resnet10t", "test_resnet", "test_resnet"]
     assert (chosen["chosen_seed"] == 42).all()
     assert (chosen["auroc_ci_low"] <= chosen["auroc_best_seed"]).all() and (
@@ -100,15 +98,12 @@ def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort,
         and 'id="retrain-flag"' not in html
         and "chosen on validation AUROC" in html
     )
-    assert (
-        'id="demo-pretraining"' in html and "15 photographs, not ImageNet" in html
-    )  # the demo arm, named plainly
-    assert (
-        "not available" not in html.split("Finetuned vs. from scratch")[1].split("</table>")[0]
-    )  # the filled branch
-    assert (
-        'id="planted-criteria"' in html
-    )  # the phantom's planted-truth check is stated (tiny training: pass or not)
+    # the demo arm, named plainly
+    assert 'id="demo-pretraining"' in html and "15 photographs, not ImageNet" in html
+    # the filled branch
+    assert "not available" not in html.split("Finetuned vs. from scratch")[1].split("</table>")[0]
+    # the phantom's planted-truth check is stated (tiny training: pass or not)
+    assert 'id="planted-criteria"' in html
 
     shot = tmp_path / "report.png"
     page = visit(
@@ -126,9 +121,8 @@ def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort,
     assert page.checks["banner"] is True  # phantom data: said at the top
     assert len(page.checks["images"]) == 4 and all(page.checks["images"])
     assert page.checks["plotly"] == 2  # the search's history and importance, interactive
-    assert (
-        page.checks["table2_rows"] == 14
-    )  # two models x two arms x (seed ensemble, seed chosen on validation) + 6 published
+    # two models x two arms x (seed ensemble, seed chosen on validation) + 6 published
+    assert page.checks["table2_rows"] == 14
     assert page.checks["retrain_rows"] == 4
     assert "IDH Pseudocolor report" in page.title and shot.stat().st_size > 50_000
 

@@ -59,8 +59,7 @@ def test_killed_sweep_resumes_without_recomputing(kedro_project, tiny_cohort):
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     after = finished()
     assert len(after) == 28 and len(list(out.glob("*/validation_runs.csv"))) == 28
-    assert all(
-        after[name] == mtime for name, mtime in before.items()
-    )  # finished work was not redone
+    # finished work was not redone
+    assert all(after[name] == mtime for name, mtime in before.items())
     winner = yaml.safe_load((kedro_project / "data/08_reporting/study_winner.json").read_text())
     assert 0 <= winner["config_id"] < 28

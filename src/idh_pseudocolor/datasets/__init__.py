@@ -1,20 +1,36 @@
 """Catalog datasets that kedro-datasets does not provide: a NIfTI cohort index, NumPy archives, an
-Optuna storage, trained runs and pretrained weights files."""
+Optuna storage, trained runs and pretrained weights files.
 
-from idh_pseudocolor.datasets.cohort_dataset import CohortDataset
-from idh_pseudocolor.datasets.model_bundle_dataset import ModelBundleDataset
-from idh_pseudocolor.datasets.npz_dataset import NpzDataset
-from idh_pseudocolor.datasets.optional_json_dataset import OptionalJSONDataset
-from idh_pseudocolor.datasets.optuna_dataset import OptunaStorageDataset
-from idh_pseudocolor.datasets.weights_folder_dataset import WeightsFolderDataset
-from idh_pseudocolor.search import StudyLocation
+Each class is imported when first named (PEP 562), so a plain catalog load (``kedro catalog``,
+``kedro viz``, a notebook reading one CSV) imports only the datasets it uses, and none of them
+imports torch or Lightning until it saves or loads weights.
+"""
 
-__all__ = [
-    "CohortDataset",
-    "ModelBundleDataset",
-    "NpzDataset",
-    "OptionalJSONDataset",
-    "OptunaStorageDataset",
-    "StudyLocation",
-    "WeightsFolderDataset",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "CohortDataset": "cohort_dataset",
+    "ModelBundleDataset": "model_bundle_dataset",
+    "NpzDataset": "npz_dataset",
+    "OptionalJSONDataset": "optional_json_dataset",
+    "OptunaStorageDataset": "optuna_dataset",
+    "StudyLocation": "optuna_dataset",
+    "WeightsFolderDataset": "weights_folder_dataset",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

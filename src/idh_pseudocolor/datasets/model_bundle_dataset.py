@@ -12,10 +12,8 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import fsspec
-import torch
 from kedro.io import AbstractDataset, DatasetError
 from kedro.io.core import get_protocol_and_path
-from safetensors.torch import load, save
 
 MANIFEST = "manifest.json"
 
@@ -49,6 +47,8 @@ class ModelBundleDataset(AbstractDataset[dict[str, dict[str, Any]], dict[str, di
                 f"No complete model bundle at {self._path} "
                 f"({MANIFEST} missing): rerun the node that writes it"
             )
+        from safetensors.torch import load  # torch only when weights are read
+
         manifest = json.loads(self._fs.cat_file(self._file(MANIFEST)))
         bundle = {}
         for run, entry in manifest["runs"].items():
@@ -59,6 +59,9 @@ class ModelBundleDataset(AbstractDataset[dict[str, dict[str, Any]], dict[str, di
         return bundle
 
     def save(self, data: dict[str, dict[str, Any]]) -> None:
+        import torch  # only when weights are written
+        from safetensors.torch import save
+
         self._fs.makedirs(str(self._folder), exist_ok=True)
         if self._fs.exists(self._file(MANIFEST)):
             self._fs.rm(self._file(MANIFEST))  # incomplete until the new manifest is written

@@ -8,6 +8,7 @@ heartbeat or journal support; a resumable, multi-worker search needs the storage
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,14 @@ import optuna
 from kedro.io import AbstractDataset, DatasetError
 from kedro.io.core import get_protocol_and_path
 
-from idh_pseudocolor.search import StudyLocation
+
+@dataclass(frozen=True)
+class StudyLocation:
+    """A storage and the study name inside it; the search creates or resumes the study there."""
+
+    storage: optuna.storages.BaseStorage
+    study_name: str
+    url: str  # for messages and optuna-dashboard, with any password masked
 
 
 class OptunaStorageDataset(AbstractDataset[None, StudyLocation]):
@@ -131,6 +139,6 @@ def masked_url(url: str) -> str:
     journal location is not a SQLAlchemy URL and holds no password."""
     if url.startswith("journal:"):
         return url
-    from sqlalchemy.engine import make_url
+    from sqlalchemy import make_url
 
     return make_url(url).render_as_string(hide_password=True)

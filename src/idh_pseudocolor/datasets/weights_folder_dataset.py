@@ -15,7 +15,6 @@ from typing import Any
 import fsspec
 from kedro.io import AbstractDataset, DatasetError
 from kedro.io.core import get_protocol_and_path
-from safetensors.torch import save
 
 RECORD = "record.json"
 
@@ -65,6 +64,8 @@ class WeightsFolderDataset(AbstractDataset[dict[str, Any], dict[str, Any]]):
         return {"files": files, "record": stored["record"]}
 
     def save(self, data: dict[str, Any]) -> None:
+        from safetensors.torch import save  # torch only when weights are written
+
         self._fs.makedirs(str(self._folder), exist_ok=True)
         if self._fs.exists(self._file(self._record)):
             self._fs.rm(self._file(self._record))  # incomplete until the new record is written

@@ -2,8 +2,9 @@
 produced: no statistics and no markup here.
 
 Figure 1 is one patient's sequences and composite, Figure 2 the validation scores per
-configuration, Figure 3 the two models' agreement, and the reliability diagram the calibration
-of the winner on the test patients."""
+configuration, Figure 3 the two models' agreement, the reliability diagram the calibration of the
+winner on the test patients; beyond the paper, internal vs external validation and the test AUROC
+per cross-validation fold."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from idh_pseudocolor.arms import ARM_KEYS, arm_label
 from idh_pseudocolor.configurations import (
     CONFIGURATIONS,
     FOUR_CHANNEL_ID,
@@ -177,13 +179,7 @@ def figure_calibration(curves: Sequence[CalibrationCurve]) -> Figure:
     )
     ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=0.8, label="perfectly calibrated")
     for curve in curves:
-        arm = (
-            "demo-pretrained, not ImageNet"
-            if curve.demo_pretraining
-            else "pretrained"
-            if curve.pretrained
-            else "scratch"
-        )
+        arm = arm_label(curve.pretrained, curve.demo_pretraining)
         ax.plot(
             curve.predicted,
             curve.observed,
@@ -216,7 +212,7 @@ def figure_external(
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (arm, (y_ext, p_ext)) in enumerate(external.items()):
         model, pretrained = arm
-        name = f"{model} ({'pretrained' if pretrained else 'scratch'})"
+        name = f"{model} ({arm_label(pretrained)})"
         color = colors[i % len(colors)]
         for site, data, style in (
             ("internal test", internal.get(arm), "--"),
@@ -255,4 +251,73 @@ def figure_placeholder(message: str) -> Figure:
     fig, ax = plt.subplots(figsize=(6, 1.5))
     ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
     ax.axis("off")
+    return fig
+
+
+def fold_auroc_figure(fold_table: pd.DataFrame, single_split: pd.DataFrame | None = None) -> Figure:
+    """Test AUROC of every fold per model x arm (one dot per fold, dodged so none hide each
+    other), with the folds' mean ± 1 std, and optionally the single split's value as a cross.
+
+    Built on ``matplotlib.figure.Figure`` rather than pyplot: no backend, window or global figure
+    list involved, so it draws the same headless, in a worker or in a notebook.
+    """
+    arms = list(
+        fold_table[list(ARM_KEYS)]
+        .assign(pretrained=fold_table["pretrained"].astype(bool))
+        .drop_duplicates()
+        .sort_values(list(ARM_KEYS), ascending=[True, False])
+        .itertuples(index=False, name=None)
+    )
+    folds = sorted(fold_table["fold"].astype(int).unique())
+    fig = Figure(figsize=(max(5.0, 1.4 * len(arms) + 2), 4.2), constrained_layout=True)
+    ax = fig.add_subplot()
+    width = 0.5
+    offsets = (np.arange(len(folds)) - (len(folds) - 1) / 2) * (width / max(len(folds) - 1, 1))
+    is_arm = {
+        arm: (fold_table["model_name"] == arm[0])
+        & (fold_table["pretrained"].astype(bool) == arm[1])
+        for arm in arms
+    }
+    colors = [f"C{i % 10}" for i in range(len(folds))]
+    for offset, fold, color in zip(offsets, folds, colors, strict=True):
+        xs, ys = [], []
+        for x, arm in enumerate(arms):
+            rows = fold_table[is_arm[arm] & (fold_table["fold"].astype(int) == fold)]
+            xs += [x + offset] * len(rows)
+            ys += rows["auroc"].astype(float).tolist()
+        ax.scatter(xs, ys, s=28, color=color, zorder=3, label=f"fold {fold}")
+    for x, arm in enumerate(arms):
+        values = fold_table.loc[is_arm[arm], "auroc"].astype(float)
+        std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        ax.errorbar(
+            [x + width / 2 + 0.15],
+            [float(values.mean())],
+            yerr=[std],
+            fmt="D",
+            color="black",
+            capsize=4,
+            ms=5,
+            label="mean ± 1 std over folds" if x == 0 else None,
+        )
+    if single_split is not None:
+        single = single_split.assign(pretrained=single_split["pretrained"].astype(bool))
+        single = single.set_index(list(ARM_KEYS))["auroc"]
+        points = [(x, float(single.loc[arm])) for x, arm in enumerate(arms) if arm in single.index]
+        if points:
+            ax.scatter(
+                *zip(*points, strict=True),
+                marker="x",
+                s=60,
+                color="crimson",
+                zorder=4,
+                label="single 70:15:15 split",
+            )
+    ax.set_xticks(range(len(arms)))
+    ax.set_xticklabels([f"{model}\n{arm_label(pretrained)}" for model, pretrained in arms])
+    ax.set_xlim(-0.6, len(arms) - 0.4)
+    ax.set_ylabel("test AUROC (seed ensemble)")
+    ax.set_xlabel("model, arm")
+    ax.set_title(f"Test AUROC per cross-validation fold ({len(folds)} folds)")
+    ax.grid(axis="y", color="0.9", lw=0.8)
+    ax.legend(fontsize=8, loc="best")
     return fig

@@ -22,9 +22,11 @@ import pandas as pd
 import yaml
 from matplotlib.figure import Figure
 
+from idh_pseudocolor.arms import arm_label
 from idh_pseudocolor.configurations import GRAY_T1_ID, configuration_label
 from idh_pseudocolor.metrics import METRICS
 from idh_pseudocolor.report import stats
+from idh_pseudocolor.report.figures import figure_external, fold_auroc_figure
 
 MISSING = "–"  # what a table shows for a value that does not exist (None or NaN)
 
@@ -206,6 +208,7 @@ def agreement_rows(agreement: pd.DataFrame) -> list[dict[str, Any]]:
         {
             "model_name": str(r["model_name"]),
             "pretrained": bool(r["pretrained"]),
+            "arm": arm_label(bool(r["pretrained"])),
             "configuration": configuration_label(int(r["config_id"])),
             "status": str(r["status"]),
             **{k: plain(r[k]) for k in keys},
@@ -222,8 +225,6 @@ def external_context(summary: Mapping[str, Any] | None) -> dict[str, Any]:
     the QC counts, per arm the metrics of :data:`EXTERNAL_METRICS` with their CIs, the internal
     value and the difference with its CI (``external_table`` macro), and the ROC / calibration
     figure of both cohorts' seed ensembles."""
-    from idh_pseudocolor.report.figures import figure_external
-
     if not summary:
         return {"ran": False, "reason": "the external_validation pipeline has not run"}
     if summary.get("absent"):
@@ -242,6 +243,7 @@ def external_context(summary: Mapping[str, Any] | None) -> dict[str, Any]:
         {
             "model_name": str(r["model_name"]),
             "pretrained": bool(r["pretrained"]),
+            "arm": arm_label(bool(r["pretrained"])),
             **{k: plain(r.get(k)) for k in ("patients", "mutant", "internal_patients")},
             "cells": [
                 {"metric": m, **{k: plain(r.get(f"{m}{sfx}")) for k, sfx in suffixes.items()}}
@@ -282,8 +284,6 @@ def cross_validation_context(summary: Mapping[str, Any] | None) -> dict[str, Any
     AUROC figure, the pooled table and the sentences placing the single split among the folds."""
     if not summary:
         return None
-    from idh_pseudocolor.cross_validation import arm_label, fold_auroc_figure
-
     per_fold = pd.DataFrame(summary["fold_metrics"])
     single = pd.DataFrame(summary.get("single_split", []))
     figure = fold_auroc_figure(per_fold, single if len(single) else None)

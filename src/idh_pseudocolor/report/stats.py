@@ -16,27 +16,31 @@ the literature rows (SPEC) are shown beside ours and marked as other data."""
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import brier_score_loss
 
+from idh_pseudocolor.arms import ARM_KEYS, arm_label, method_label
 from idh_pseudocolor.configurations import FOUR_CHANNEL_ID, GRAY_T1_ID
 from idh_pseudocolor.metrics import (
     METRICS,
-    auroc_many,
+    arm_metrics,
     binary_metrics,
-    binary_metrics_many,
-    delong_test,
     expected_calibration_error,
     invariant_violations,
+    paired_auroc_test,
 )
-from idh_pseudocolor.study import final_metrics_table, rank_of, seed_ensemble, validation_choice
+from idh_pseudocolor.permutation_study import (
+    final_metrics_table,
+    rank_of,
+    seed_ensemble,
+    validation_choice,
+)
 
 #: SPEC §1, the paper's Table 2: its four rows (EGD test) and two literature rows (other data).
 PUBLISHED_ROWS: list[dict[str, Any]] = [
@@ -104,130 +108,8 @@ PUBLISHED_ROWS: list[dict[str, Any]] = [
 
 
 # -- Table 2 ----------------------------------------------------------------------------------
-class Interval(NamedTuple):
-    """A percentile bootstrap interval over the resamples where the metric is defined, and how
-    many of the resamples left it undefined (precision when no patient is predicted mutant)."""
-
-    low: float
-    high: float
-    undefined: int
-
-
-def stratified_resample_index(labels: np.ndarray, n_resamples: int, seed: int) -> np.ndarray | None:
-    """(resamples, patients) positions: mutants and wild-types drawn with replacement separately,
-    so every resample keeps the class counts; None when a class has fewer than two patients."""
-    y = np.asarray(labels).astype(int)
-    groups = (np.flatnonzero(y == 1), np.flatnonzero(y == 0))
-    if min(len(g) for g in groups) < 2:
-        return None
-    rng = np.random.default_rng(seed)
-    return np.concatenate(
-        [g[rng.integers(0, len(g), size=(n_resamples, len(g)))] for g in groups], axis=1
-    )
-
-
-def resampled_metrics(
-    labels: np.ndarray, prob: np.ndarray, n_resamples: int, seed: int
-) -> dict[str, np.ndarray] | None:
-    """Every metric on each stratified resample of patients (NaN where undefined), for intervals
-    of differences between independent cohorts; None when a class has fewer than two patients."""
-    y, p = np.asarray(labels).astype(int), np.asarray(prob, dtype=float)
-    index = stratified_resample_index(y, n_resamples, seed)
-    if index is None:
-        return None
-    return {m: v for m, v in binary_metrics_many(y[index], p[index]).items() if m in METRICS}
-
-
-def _stratified_bootstrap(
-    labels: np.ndarray,
-    statistic: Callable[[np.ndarray], Any],
-    n_resamples: int,
-    seed: int,
-    confidence: float = 0.95,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Percentile bootstrap over patients, mutants and wild-types resampled separately (as pROC
-    does), so every resample has both classes and AUROC is always defined.
-
-    The resamples are drawn here (numpy's Generator) rather than by ``scipy.stats.bootstrap``,
-    whose percentiles turn one undefined resample into an undefined interval: a component of
-    ``statistic`` that is NaN in a resample is left out of that component's percentiles and
-    counted. ``statistic`` takes the (resamples, patients) index matrix and returns one row per
-    resample (vectorized: thousands of resamples in milliseconds). Returns (low, high, undefined)
-    per component, or None when a class has fewer than two patients: nothing to resample, so no
-    interval rather than a made-up one.
-    """
-    index = stratified_resample_index(labels, n_resamples, seed)
-    if index is None:
-        return None
-    draws = np.asarray(statistic(index), dtype=float).reshape(n_resamples, -1)
-    undefined = np.isnan(draws).sum(axis=0)
-    tail = 100 * (1 - confidence) / 2
-    with warnings.catch_warnings():  # never defined: a NaN interval, and the count says why
-        warnings.simplefilter("ignore", RuntimeWarning)
-        low, high = np.nanpercentile(draws, [tail, 100 - tail], axis=0)
-    return low, high, undefined
-
-
-def bootstrap_ci(
-    labels: np.ndarray,
-    prob: np.ndarray,
-    n_resamples: int = 2000,
-    seed: int = 0,
-    confidence: float = 0.95,
-) -> dict[str, Interval]:
-    """Patient-level (stratified) percentile bootstrap CI of every metric over the resamples where
-    it is defined, with the number where it is not (NaN interval when a class has < 2 patients)."""
-    y, p = np.asarray(labels).astype(int), np.asarray(prob, dtype=float)
-
-    def statistic(index: np.ndarray) -> np.ndarray:
-        m = binary_metrics_many(y[index], p[index])
-        return np.stack([m[k] for k in METRICS], axis=1)
-
-    result = _stratified_bootstrap(y, statistic, n_resamples, seed, confidence)
-    if result is None:
-        return {k: Interval(math.nan, math.nan, 0) for k in METRICS}
-    return {
-        k: Interval(float(lo), float(hi), int(u))
-        for k, lo, hi, u in zip(METRICS, *result, strict=True)
-    }
-
-
-def paired_auroc_test(
-    labels: np.ndarray,
-    prob_a: np.ndarray,
-    prob_b: np.ndarray,
-    n_resamples: int = 2000,
-    seed: int = 0,
-) -> dict[str, float]:
-    """AUROC(a) - AUROC(b) on the same patients: DeLong's test (p-value, normal CI of the
-    difference) and a paired, stratified bootstrap 95% CI of the difference.
-
-    Not a permutation test swapping a's and b's probabilities within patients: two models'
-    scores live on different scales, so swapping them does not give the null distribution of
-    equal AUROCs.
-    """
-    y = np.asarray(labels).astype(int)
-    pa, pb = np.asarray(prob_a, float), np.asarray(prob_b, float)
-    delong = delong_test(y, pa, pb)
-    ci = _stratified_bootstrap(
-        y, lambda i: auroc_many(y[i], pa[i]) - auroc_many(y[i], pb[i]), n_resamples, seed
-    )
-    low, high = (
-        (ci[0][0], ci[1][0]) if ci is not None else (np.nan, np.nan)
-    )  # AUROC: defined in every resample
-    return {
-        "auroc_difference": delong["difference"],
-        "ci_low": float(low),
-        "ci_high": float(high),
-        "delong_ci_low": delong["ci_low"],
-        "delong_ci_high": delong["ci_high"],
-        "delong_se": delong["se"],
-        "p_value": delong["p_value"],
-    }
-
-
 def table_2(
-    predictions: pd.DataFrame, n_resamples: int = 2000, seed: int = 0, calibration_bins: int = 5
+    predictions: pd.DataFrame, n_resamples: int, seed: int, calibration_bins: int
 ) -> pd.DataFrame:
     """Our rows (model x pretrained on the test patients), then the published rows.
 
@@ -239,122 +121,127 @@ def table_2(
     resamples, ``<m>_undefined_resamples`` of ``bootstrap_resamples``, ``brier`` and ``ece``
     (``calibration_bins`` equal-mass bins). ``invariants`` lists violated checks.
     """
-    rows = []
+    uncertainty = _Uncertainty(n_resamples, seed, calibration_bins)
     summary = final_metrics_table(predictions)  # mean/std over seeds, ensemble metrics, invariants
     chosen = (
         validation_choice(predictions)
         if "val_auroc" in predictions
-        else pd.DataFrame(columns=["model_name", "pretrained"])
+        else pd.DataFrame(columns=list(ARM_KEYS))
     )
-    for (model, pretrained), part in predictions.groupby(["model_name", "pretrained"], sort=False):
+    rows = []
+    for (model, pretrained), part in predictions.groupby(list(ARM_KEYS), sort=False):
         base = summary[
             (summary["model_name"] == model) & (summary["pretrained"] == bool(pretrained))
         ].iloc[0]
-        demo = _demo_arm(part, pretrained)
-        arm = (
-            "finetuned from demo pretraining (photographs, not ImageNet)"
-            if demo
-            else "finetuned"
-            if pretrained
-            else "no pretraining"
-        )
-        method = f"{model}, {arm}"
-        if base[
-            "invariant_violations"
-        ]:  # computed from one confusion matrix, ours cannot fail: if they do, stop
-            raise AssertionError(
-                f"Table 2 row {method} violates metric invariants: {base['invariant_violations']}"
-            )
-        ens = _patient_ensemble(part)
-        common: dict[str, Any] = {
-            "ours": True,
-            "data": (
-                f"{'phantom' if _is_phantom(part) else 'cohort'} test split, {len(ens)} patients"
-            ),
-            "model_name": model,
-            "pretrained": bool(pretrained),
-            "seeds": int(base["seeds"]),
-            "pretrained_loaded": base["pretrained_loaded"],
-            "demo_pretraining": demo,
-            "bootstrap_resamples": n_resamples,
-            "invariants": "ok",
-        }
-        row: dict[str, Any] = {"method": method, "estimate": "seed ensemble", **common}
-        for m in METRICS:
-            row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_ensemble"] = (
-                base[f"{m}_mean"],
-                base[f"{m}_std"],
-                base[f"ensemble_{m}"],
-            )
-        rows.append(
-            {
-                **row,
-                **_uncertainty(
-                    ens["label"].to_numpy(),
-                    ens["prob_mutant"].to_numpy(),
-                    n_resamples,
-                    seed,
-                    calibration_bins,
-                ),
-            }
-        )
-
-        row = {
-            "method": f"{method}, seed chosen on validation",
-            "estimate": "seed chosen on validation",
-            **common,
-        }
         pick = chosen[
             (chosen["model_name"] == model)
             & (chosen["pretrained"].astype(bool) == bool(pretrained))
         ]
-        if pick.empty:  # test_predictions from before the runs recorded their validation AUROC
-            row["method"] += ": not recorded (rerun the final evaluation)"
-            rows.append(row)
-            continue
-        choice = pick.iloc[0]
-        run = part[part["seed"] == choice["seed"]]
-        y, p = run["label"].to_numpy(), run["prob_mutant"].to_numpy()
-        row.update(
-            method=f"{method}, seed {int(choice['seed'])} (chosen on validation "
-            f"AUROC {choice['val_auroc']:.3f}, best of {int(choice['seeds_compared'])} seeds)",
-            chosen_seed=int(choice["seed"]),
-            chosen_val_auroc=float(choice["val_auroc"]),
-            chosen_best_epoch=int(choice["best_epoch"]),
-        )
-        row.update({f"{m}_best_seed": v for m, v in binary_metrics(y, p).items() if m in METRICS})
-        rows.append({**row, **_uncertainty(y, p, n_resamples, seed, calibration_bins)})
-    for published in PUBLISHED_ROWS:
-        row = {
-            "method": published["method"],
-            "ours": False,
-            "data": published["data"],
-            "estimate": "as published",
-        }
-        row.update({f"{m}_ensemble": published[m] for m in METRICS})  # one number each, as printed
-        # printed to 2-3 decimals: allow for rounding, so only real contradictions are flagged
-        row["invariants"] = "; ".join(invariant_violations(published, tol=0.003)) or "ok"
-        rows.append(row)
-    return pd.DataFrame(rows)
+        common = _common_columns(part, base, model, pretrained, n_resamples)
+        rows.append(_ensemble_row(part, base, common, uncertainty))
+        rows.append(_chosen_seed_row(part, pick, common, uncertainty))
+    return pd.DataFrame(rows + [_published_row(published) for published in PUBLISHED_ROWS])
 
 
-def _uncertainty(
-    y: np.ndarray, p: np.ndarray, n_resamples: int, seed: int, calibration_bins: int
+@dataclass(frozen=True)
+class _Uncertainty:
+    """A row's bootstrap CIs (with undefined-resample counts), Brier score and ECE: the interval
+    part of :func:`idh_pseudocolor.metrics.arm_metrics`, whose values Table 2 names per estimate."""
+
+    n_resamples: int
+    seed: int
+    calibration_bins: int
+
+    def __call__(self, y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
+        full = arm_metrics(y, p, self.n_resamples, self.seed, self.calibration_bins)
+        keys = [f"{m}_{s}" for m in METRICS for s in ("ci_low", "ci_high", "undefined_resamples")]
+        return {k: full[k] for k in (*keys, "brier", "ece")}
+
+
+def _common_columns(
+    part: pd.DataFrame, base: pd.Series, model: str, pretrained: Any, n_resamples: int
 ) -> dict[str, Any]:
-    """One row's bootstrap CIs (with undefined-resample counts), Brier score and ECE."""
-    out: dict[str, Any] = {}
-    for m, ci in bootstrap_ci(y, p, n_resamples, seed).items():
-        out[f"{m}_ci_low"], out[f"{m}_ci_high"], out[f"{m}_undefined_resamples"] = ci
-    out["brier"], out["ece"] = (
-        float(brier_score_loss(y, p)),
-        expected_calibration_error(y, p, calibration_bins),
+    """What both of an arm's rows say: the arm, its data, seeds and weights; refuses an arm whose
+    metrics break an invariant (one confusion matrix cannot, so it would be a bug)."""
+    demo = _demo_arm(part, pretrained)
+    method = method_label(model, bool(pretrained), demo)
+    if base["invariant_violations"]:
+        raise AssertionError(
+            f"Table 2 row {method} violates metric invariants: {base['invariant_violations']}"
+        )
+    patients = len(_patient_ensemble(part))
+    return {
+        "method": method,
+        "ours": True,
+        "data": f"{'phantom' if _is_phantom(part) else 'cohort'} test split, {patients} patients",
+        "model_name": model,
+        "pretrained": bool(pretrained),
+        "seeds": int(base["seeds"]),
+        "pretrained_loaded": base["pretrained_loaded"],
+        "demo_pretraining": demo,
+        "bootstrap_resamples": n_resamples,
+        "invariants": "ok",
+    }
+
+
+def _ensemble_row(
+    part: pd.DataFrame, base: pd.Series, common: dict[str, Any], uncertainty: _Uncertainty
+) -> dict[str, Any]:
+    """The seed ensemble's row: mean and std over seeds and the ensemble's value per metric."""
+    row: dict[str, Any] = {
+        "method": common["method"],
+        "estimate": "seed ensemble",
+        **{k: v for k, v in common.items() if k != "method"},
+    }
+    for m in METRICS:
+        row[f"{m}_mean"], row[f"{m}_std"] = base[f"{m}_mean"], base[f"{m}_std"]
+        row[f"{m}_ensemble"] = base[f"ensemble_{m}"]
+    ens = _patient_ensemble(part)
+    return {**row, **uncertainty(ens["label"].to_numpy(), ens["prob_mutant"].to_numpy())}
+
+
+def _chosen_seed_row(
+    part: pd.DataFrame, pick: pd.DataFrame, common: dict[str, Any], uncertainty: _Uncertainty
+) -> dict[str, Any]:
+    """The one seed with the highest validation AUROC, as the paper reports a single model."""
+    method = common["method"]
+    row: dict[str, Any] = {
+        "method": f"{method}, seed chosen on validation",
+        "estimate": "seed chosen on validation",
+        **{k: v for k, v in common.items() if k != "method"},
+    }
+    if pick.empty:  # test_predictions from before the runs recorded their validation AUROC
+        row["method"] += ": not recorded (rerun the final evaluation)"
+        return row
+    choice = pick.iloc[0]
+    run = part[part["seed"] == choice["seed"]]
+    y, p = run["label"].to_numpy(), run["prob_mutant"].to_numpy()
+    row.update(
+        method=f"{method}, seed {int(choice['seed'])} (chosen on validation "
+        f"AUROC {choice['val_auroc']:.3f}, best of {int(choice['seeds_compared'])} seeds)",
+        chosen_seed=int(choice["seed"]),
+        chosen_val_auroc=float(choice["val_auroc"]),
+        chosen_best_epoch=int(choice["best_epoch"]),
     )
-    return out
+    row.update({f"{m}_best_seed": v for m, v in binary_metrics(y, p).items() if m in METRICS})
+    return {**row, **uncertainty(y, p)}
 
 
-def pretrained_comparison(
-    predictions: pd.DataFrame, n_resamples: int = 2000, seed: int = 0
-) -> pd.DataFrame:
+def _published_row(published: Mapping[str, Any]) -> dict[str, Any]:
+    """A row as printed (one number per metric); printed to 2-3 decimals, so the invariants allow
+    for rounding and flag only real contradictions."""
+    row = {
+        "method": published["method"],
+        "ours": False,
+        "data": published["data"],
+        "estimate": "as published",
+    }
+    row.update({f"{m}_ensemble": published[m] for m in METRICS})
+    row["invariants"] = "; ".join(invariant_violations(published, tol=0.003)) or "ok"
+    return row
+
+
+def pretrained_comparison(predictions: pd.DataFrame, n_resamples: int, seed: int) -> pd.DataFrame:
     """Per model: finetuned vs. from scratch on the same test patients (seed ensembles)."""
     rows = []
     for model, part in predictions.groupby("model_name", sort=False):
@@ -365,8 +252,7 @@ def pretrained_comparison(
                     "model_name": model,
                     "available": False,
                     "note": "needs final_evaluation.pretrained: [true, false] (this run had only "
-                    + ("pretrained" if True in flags else "from-scratch")
-                    + " runs)",
+                    f"{arm_label(True in flags)} runs)",
                 }
             )
             continue
@@ -514,7 +400,7 @@ def calibration_curves(predictions: pd.DataFrame, n_bins: int) -> list[Calibrati
     """Per model x pretrained (in the order of ``predictions``), the seed ensemble's calibration:
     the same ``n_bins`` equal-mass bins for the plotted points and the ECE."""
     curves = []
-    for (model, pretrained), part in predictions.groupby(["model_name", "pretrained"], sort=False):
+    for (model, pretrained), part in predictions.groupby(list(ARM_KEYS), sort=False):
         ens = _patient_ensemble(part)
         y, p = ens["label"].to_numpy(), ens["prob_mutant"].to_numpy()
         observed, predicted = calibration_curve(y, p, n_bins=n_bins, strategy="quantile")

@@ -11,14 +11,15 @@ from matplotlib.figure import Figure
 
 from idh_pseudocolor.cross_validation import (
     assign_folds,
-    fold_auroc_figure,
     fold_metrics,
     fold_split,
     pooled_metrics,
     single_split_sentence,
 )
-from idh_pseudocolor.pipeline_settings import CrossValidationSettings, ReportingSettings
-from idh_pseudocolor.pipelines.permutation_study.nodes import checked_winner_inputs, winner_runs
+from idh_pseudocolor.parameters import CrossValidationSettings, ReportingSettings
+from idh_pseudocolor.report.figures import fold_auroc_figure
+from idh_pseudocolor.runs import checked_winner_inputs, winner_runs
+from idh_pseudocolor.splits import split_ids
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def train_fold(
     cv = CrossValidationSettings.from_params(cv_params)
     if fold >= cv.folds:
         return pd.DataFrame(columns=[*FOLD_COLUMNS, "prob_mutant"])
-    settings, data, weights_file, source = checked_winner_inputs(
+    inputs = checked_winner_inputs(
         slice_arrays,
         best_params,
         study_winner,
@@ -84,15 +85,12 @@ def train_fold(
     )
     predictions, _ = winner_runs(
         slice_arrays,
-        split.loc[split["split"] == "train", "subject_id"].tolist(),
-        split.loc[split["split"] == "val", "subject_id"].tolist(),
+        split_ids(split, "train"),
+        split_ids(split, "val"),
         split[split["split"] == "test"],
         int(study_winner["config_id"]),
-        settings,
-        data,
-        settings.hyperparameters(best_params),
-        weights_file,
-        source["best_params_id"],
+        inputs,
+        inputs.settings.hyperparameters(best_params),
     )
     return predictions.assign(fold=fold)[[*FOLD_COLUMNS, "prob_mutant", "val_auroc"]]
 
@@ -121,7 +119,10 @@ def summarize_cross_validation(
         )
     per_fold = fold_metrics(predictions[[*FOLD_COLUMNS, "prob_mutant"]])
     pooled = pooled_metrics(
-        predictions[[*FOLD_COLUMNS, "prob_mutant"]], report.bootstrap_resamples, report.seed
+        predictions[[*FOLD_COLUMNS, "prob_mutant"]],
+        report.bootstrap_resamples,
+        report.seed,
+        report.calibration_bins,
     )
     single = test_metrics.rename(columns={"ensemble_auroc": "auroc"})[
         ["model_name", "pretrained", "auroc"]

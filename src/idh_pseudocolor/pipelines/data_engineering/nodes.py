@@ -9,25 +9,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from idh_pseudocolor.cohort import FILE_KEYS, LabelError, parse_idh
-from idh_pseudocolor.paper import check_cohort
-from idh_pseudocolor.pipeline_settings import DataEngineeringSettings, EnvironmentSettings
+from idh_pseudocolor.paper_path import check_cohort
+from idh_pseudocolor.parameters import DataEngineeringSettings, EnvironmentSettings
 from idh_pseudocolor.qc import qc_montage, qc_summary, split_counts
-from idh_pseudocolor.slices import SubjectError, extract_many, stack_slices
+from idh_pseudocolor.slices import MANIFEST_COLUMNS, extract_cohort, stack_slices
 from idh_pseudocolor.splits import split_subjects
 
 logger = logging.getLogger(__name__)
-
-MANIFEST_COLUMNS = [
-    "subject_id",
-    "status",
-    "reason",
-    "label",
-    "z_min",
-    "z_max",
-    "slice_index",
-    "volume_shape",
-]
 
 
 def extract_slices(
@@ -49,48 +37,9 @@ def extract_slices(
         return empty, {"subject_ids": np.array([], dtype=str)}, {"absent": cohort.attrs["absent"]}
     phantom = bool(cohort["phantom"].any()) if "phantom" in cohort else False
     check_cohort({"phantom": phantom}, env)
-    normalization = settings.normalization.normalization()
-    records = cohort.to_dict("records")
-    status: dict[str, dict[str, Any]] = {}
-    candidates, labels = [], {}
-    for row in records:
-        sid = row["subject_id"]
-        entry = status.setdefault(sid, {"status": "excluded", "reason": "", "label": pd.NA})
-        if row.get("problem"):
-            entry["reason"] = row["problem"]
-            continue
-        try:
-            labels[sid] = entry["label"] = parse_idh(row["label_raw"])
-        except LabelError as exc:
-            entry["reason"] = f"{row.get('label_source', '')}: {exc}"
-            continue
-        candidates.append((sid, {key: row[f"file_{key}"] for key in FILE_KEYS}))
-
-    slices = []
-    for result in extract_many(
-        candidates, normalization, settings.n_workers, progress=settings.progress
-    ):
-        if isinstance(result, SubjectError):
-            status[result.subject_id]["reason"] = (
-                f"{result.file}: {result.reason}" if result.file else result.reason
-            )
-            continue
-        slices.append(result)
-        status[result.subject_id].update(
-            status="included",
-            z_min=result.z_min,
-            z_max=result.z_max,
-            slice_index=result.z,
-            volume_shape="x".join(map(str, result.volume_shape)),
-        )
-
-    manifest = pd.DataFrame([{"subject_id": sid, **entry} for sid, entry in status.items()])
-    manifest = manifest.reindex(columns=MANIFEST_COLUMNS).merge(
-        cohort.drop(columns=["problem"]).drop_duplicates("subject_id"), on="subject_id", how="left"
+    manifest, slices, labels = extract_cohort(
+        cohort, settings.normalization.normalization(), settings.n_workers, settings.progress
     )
-    for col in ("label", "z_min", "z_max", "slice_index"):
-        manifest[col] = manifest[col].astype("Int64")
-
     excluded = manifest[manifest["status"] == "excluded"]
     for row in excluded.itertuples():
         logger.warning("Excluded subject %s: %s", row.subject_id, row.reason)

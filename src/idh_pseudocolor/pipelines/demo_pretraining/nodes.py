@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from idh_pseudocolor.pipeline_settings import DemoPretrainingSettings
+from idh_pseudocolor.parameters import DemoPretrainingSettings
 from idh_pseudocolor.pretraining import pretrain_models
 
 logger = logging.getLogger(__name__)

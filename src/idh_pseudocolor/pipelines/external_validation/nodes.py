@@ -16,7 +16,7 @@ from idh_pseudocolor.external import (
     external_metrics,
     score_runs,
 )
-from idh_pseudocolor.pipeline_settings import DataEngineeringSettings, ReportingSettings
+from idh_pseudocolor.parameters import DataEngineeringSettings, ReportingSettings
 from idh_pseudocolor.qc import qc_montage, qc_summary, split_counts
 from idh_pseudocolor.report.figures import figure_external, figure_placeholder
 
@@ -51,7 +51,7 @@ def score_external_cohort(
     params: dict[str, Any],
 ) -> pd.DataFrame:
     """Every final-evaluation run's P(IDH mutant) for every external patient."""
-    from idh_pseudocolor.predict import load_runs
+    from idh_pseudocolor.runs import load_runs  # torch and timm: only when there are runs
 
     if _absent(cohort_record):
         return pd.DataFrame(columns=PREDICTION_COLUMNS)

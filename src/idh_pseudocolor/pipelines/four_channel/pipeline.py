@@ -5,7 +5,7 @@ already in ``study_runs``. It never enters the paper's winner."""
 from kedro.pipeline import Pipeline, node, pipeline
 
 from idh_pseudocolor.configurations import FOUR_CHANNEL_ID, namespace
-from idh_pseudocolor.pipelines.permutation_study.nodes import compare_four_channel
+from idh_pseudocolor.pipelines.four_channel.nodes import compare_four_channel
 from idh_pseudocolor.pipelines.permutation_study.pipeline import configuration_pipeline
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from idh_pseudocolor.paper import check_cohort, check_weights_files
-from idh_pseudocolor.pipeline_settings import EnvironmentSettings
+from idh_pseudocolor.paper_path import check_cohort, check_weights_files
+from idh_pseudocolor.parameters import EnvironmentSettings
 from idh_pseudocolor.search import (
     SearchSettings,
     StudyLocation,
@@ -18,6 +18,7 @@ from idh_pseudocolor.search import (
     run_search,
     trials_table,
 )
+from idh_pseudocolor.splits import split_ids
 
 
 def search_hyperparameters(
@@ -36,9 +37,7 @@ def search_hyperparameters(
     check_cohort(slice_arrays, env)
     check_weights_files(settings.fixed.weights_file, env)
     study = open_study(search_study, settings)
-    splits = development_split
-    train_ids = splits.loc[splits["split"] == "train", "subject_id"].tolist()
-    val_ids = splits.loc[splits["split"] == "val", "subject_id"].tolist()
+    train_ids, val_ids = (split_ids(development_split, s) for s in ("train", "val"))
     run_search(study, slice_arrays, train_ids, val_ids, settings)
     history = optuna.visualization.plot_optimization_history(study, target_name="validation F1")
     try:

@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from idh_pseudocolor.paper import check_winner_source
-from idh_pseudocolor.pipeline_settings import ReportingSettings
+from idh_pseudocolor.paper_path import check_winner_source
+from idh_pseudocolor.parameters import ReportingSettings
 from idh_pseudocolor.planted import planted_truth_check
 from idh_pseudocolor.report import figures, html, stats
+from idh_pseudocolor.splits import split_ids
 
 
 def plot_composition(
@@ -25,8 +26,7 @@ def plot_composition(
     """Figure 1 for a training patient (never a test patient), in the winning configuration."""
     wanted = ReportingSettings.from_params(params).figure_1_subject
     if wanted is None:
-        train = development_split[development_split["split"] == "train"]
-        wanted = train.sort_values("subject_id")["subject_id"].iloc[0]
+        wanted = sorted(split_ids(development_split, "train"))[0]
     ids = slice_arrays["subject_ids"].tolist()
     if wanted not in ids:
         raise KeyError(f"figure_1_subject {wanted!r} has no slice in slice_arrays")

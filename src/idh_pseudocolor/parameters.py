@@ -1,4 +1,5 @@
-"""Every pipeline's settings as one typed, frozen object built from its ``params:<pipeline>`` block.
+"""Every pipeline's parameters as one typed, frozen settings object built from its
+``params:<pipeline>`` block.
 
 The YAML under ``conf/base`` is the only home of defaults (``conf/paper``, the hardware layers,
 ``conf/local`` and ``--params`` change values on top of it): these classes hold none. Building
@@ -6,15 +7,19 @@ refuses a key that the YAML does not define, a key that it lacks and a value of 
 naming the key and the file that lists the settings, so a typo in ``conf/local`` or ``--params``
 stops the run instead of being ignored. Nodes build their settings in their first line
 (``PermutationStudySettings.from_params(params)``) and use attributes from there; a hook builds
-every block (:func:`check_settings`) before the first node. No Kedro here (this module is
-not Kedro's ``settings.py``, which configures the project).
+every block (:func:`check_settings`) before the first node.
+
+A field marked with :data:`MACHINE` is the machine's business (hardware, speed, paths, progress):
+it never changes a result, so the paper path allows any value (:func:`machine_keys`) and a
+search's fingerprint leaves it out. No Kedro here, and no torch: Kedro's own project
+configuration is ``settings.py``, the conf layers are ``config_loader.py``.
 """
 
 from __future__ import annotations
 
 import types
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, is_dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import (
     TYPE_CHECKING,
     Any,
@@ -26,8 +31,9 @@ from typing import (
     get_type_hints,
 )
 
+from idh_pseudocolor.provenance import digest
+
 if TYPE_CHECKING:
-    from idh_pseudocolor.pretraining import PretrainSettings
     from idh_pseudocolor.slices import Normalization
 
 T = TypeVar("T")
@@ -43,23 +49,19 @@ SOURCES: dict[str, str] = {
     "cross_validation": "conf/base/parameters_cross_validation.yml",
 }
 
-#: RunConfig fields that choose hardware or speed, not the experiment: not part of a search's
-#: fingerprint, so an A4000 box and an L4 cluster can add trials to one study
-HARDWARE_SETTINGS = frozenset(
-    {
-        "accelerator",
-        "precision",
-        "device_resident",
-        "fused_optimizer",
-        "channels_last",
-        "compile",
-        "deterministic",
-        "cudnn_benchmark",
-        "progress",
-        "weights_file",
-        "torch_threads",
-    }
-)
+#: field metadata of a machine setting (hardware, speed, paths, progress): any value is allowed on
+#: the paper path, and a search's fingerprint leaves it out, so an A4000 box and an L4 cluster can
+#: add trials to one study
+MACHINE = {"machine": True}
+
+
+def machine(**kwargs: Any) -> Any:
+    """A dataclass field that is the machine's business (see :data:`MACHINE`)."""
+    return field(metadata=MACHINE, **kwargs)
+
+
+def is_machine(f: Any) -> bool:
+    return bool(f.metadata.get("machine"))
 
 
 # ---- building ------------------------------------------------------------------------------------
@@ -194,11 +196,11 @@ class SplitSettings:
 @dataclass(frozen=True)
 class DataEngineeringSettings(Settings):
     SECTION: ClassVar[str] = "data_engineering"
-    n_workers: int | None  # None: all CPU cores
-    progress: bool
+    n_workers: int | None = machine()  # None: all CPU cores
+    progress: bool = machine()
     normalization: NormalizationSettings
     splits: SplitSettings
-    qc_montage_subjects: int
+    qc_montage_subjects: int = machine()
 
 
 # ---- training runs (the search's and the sweep's ``fixed``) ------------------------------------
@@ -206,26 +208,32 @@ class DataEngineeringSettings(Settings):
 
 @dataclass(frozen=True)
 class FixedSettings:
-    """RunConfig fields a pipeline holds fixed for all its runs."""
+    """RunConfig fields a pipeline holds fixed for all its runs: the experiment's (batch, input
+    size, early stopping, weight decay) and the machine's (where and how fast a run computes)."""
 
     batch_size: int
     image_size: int
     early_stopping: bool
     early_stopping_patience: int
-    weights_file: str | Mapping[str, str] | None  # one file, or {model_name: file}
-    precision: str
-    accelerator: str
-    torch_threads: int | None
-    channels_last: bool
-    deterministic: bool
-    compile: bool
-    cudnn_benchmark: bool
-    device_resident: bool
-    fused_optimizer: bool
+    weight_decay: float  # AdamW's; the paper gives none
+    weights_file: str | Mapping[str, str] | None = machine()  # one file, or {model_name: file}
+    precision: str = machine()
+    accelerator: str = machine()
+    torch_threads: int | None = machine()
+    channels_last: bool = machine()
+    deterministic: bool = machine()
+    compile: bool = machine()
+    cudnn_benchmark: bool = machine()
+    device_resident: bool = machine()
+    fused_optimizer: bool = machine()
 
     def run_config(self) -> dict[str, Any]:
         """As RunConfig keyword arguments."""
         return asdict(self)
+
+    def experiment(self) -> dict[str, Any]:
+        """The fields that can change a result (the machine's left out)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if not is_machine(f)}
 
 
 @dataclass(frozen=True)
@@ -279,8 +287,8 @@ class SearchSettings(Settings):
     model_name: str
     config_id: int
     n_trials: int  # COMPLETE trials wanted
-    progress: bool
-    worker: int  # distinct per worker sharing the study (offsets the sampler seed)
+    progress: bool = machine()
+    worker: int = machine()  # distinct per worker sharing the study (offsets the sampler seed)
     fixed: SearchFixedSettings
     search_space: SearchSpace
     sampler: SamplerSettings
@@ -290,19 +298,16 @@ class SearchSettings(Settings):
     def fingerprint(self) -> dict[str, Any]:
         """What must not change when a study is resumed: not the hardware or speed settings, so
         an A4000 box and an L4 cluster can add trials to one study."""
-        fixed = {k: v for k, v in self.fixed.run_config().items() if k not in HARDWARE_SETTINGS}
         return {
             "model_name": self.model_name,
             "config_id": self.config_id,
             "search_space": jsonable(asdict(self.search_space)),
-            "fixed": fixed,
+            "fixed": self.fixed.experiment(),
         }
 
     def fingerprint_id(self) -> str:
         """The fingerprint as a short hash: what best_params carries to the sweep, which checks
         it."""
-        from idh_pseudocolor.paper import digest
-
         return digest(jsonable(self.fingerprint()))
 
 
@@ -338,7 +343,7 @@ class PermutationStudySettings(Settings):
     seeds: tuple[int, ...]
     overrides: OverrideSettings
     fixed: FixedSettings
-    keep_checkpoints: bool  # keep every sweep run's best-epoch weights
+    keep_checkpoints: bool = machine()  # keep every sweep run's best-epoch weights
     # a best_params id (hex) accepted deliberately; --params may read an all-digit id as a number
     accept_best_params: str | int | None
     final_evaluation: FinalEvaluationSettings
@@ -353,33 +358,54 @@ class PermutationStudySettings(Settings):
 
 
 @dataclass(frozen=True)
+class PretrainSettings:
+    """How one demo model is pretrained on photographs (``params:demo_pretraining``, the models
+    aside; see :mod:`idh_pseudocolor.pretraining`)."""
+
+    image_size: int  # crops are resized to this (the size the demo finetunes at)
+    photo_size: int  # every photograph: centre square, resized to this side
+    crop_scale: tuple[float, float]  # crop side / photo side
+    holdout_fraction: float  # bottom band of every photograph, only for the held-out crops
+    jitter: float  # brightness and contrast jitter (0: none)
+    steps: int
+    batch_size: int
+    learning_rate: float
+    weight_decay: float
+    heldout_crops: int
+    seed: int
+    torch_threads: int | None  # not a machine key: a paper run sets it null with the rest
+
+
+@dataclass(frozen=True)
 class DemoPretrainingSettings:
     """The demo's photograph pretraining (``params:demo_pretraining``): ``pretraining`` holds the
-    other keys as :class:`idh_pseudocolor.pretraining.PretrainSettings`, None when disabled (the
-    paper's environments set them all null)."""
+    other keys as :class:`PretrainSettings`, None when disabled (the paper's environments set
+    them all null)."""
 
     SECTION: ClassVar[str] = "demo_pretraining"
     enabled: bool
     models: tuple[str, ...]
-    pretraining: PretrainSettings | None
+    # its keys sit beside enabled and models in the YAML, not in a block of their own
+    pretraining: PretrainSettings | None = field(metadata={"flat": True})
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> DemoPretrainingSettings:
-        # torch and timm: imported only when building
-        from idh_pseudocolor.pretraining import PretrainSettings
-
         own = ("enabled", "models")
-        names = (*own, *(f.name for f in fields(PretrainSettings)))
-        check_keys(params, names, cls.SECTION)
+        check_keys(params, (*own, *pretraining_keys()), cls.SECTION)
         enabled = typed(params["enabled"], bool, f"{cls.SECTION}.enabled")
         models = typed(params["models"], tuple[str, ...], f"{cls.SECTION}.models")
         if not enabled:
             return cls(enabled=enabled, models=models, pretraining=None)
-        hints = get_type_hints(PretrainSettings)
-        rest = {
-            k: typed(v, hints[k], f"{cls.SECTION}.{k}") for k, v in params.items() if k not in own
-        }
-        return cls(enabled=enabled, models=models, pretraining=PretrainSettings.from_params(rest))
+        rest = {k: v for k, v in params.items() if k not in own}
+        return cls(
+            enabled=enabled, models=models, pretraining=build(PretrainSettings, rest, cls.SECTION)
+        )
+
+
+def pretraining_keys() -> tuple[str, ...]:
+    """The ``demo_pretraining`` keys that configure the pretraining itself (all null in a paper
+    run)."""
+    return tuple(f.name for f in fields(PretrainSettings))
 
 
 # ---- reporting -----------------------------------------------------------------------------------
@@ -433,6 +459,42 @@ def check_settings(parameters: Mapping[str, Any]) -> dict[str, Any]:
     return {
         section: cls.from_params(parameters[section]) for section, cls in PIPELINE_SETTINGS.items()
     }
+
+
+def setting_fields(cls: type, path: str) -> Iterator[tuple[str, Any]]:
+    """Every leaf setting of a settings class as (resolved parameter key, dataclass field)."""
+    hints = get_type_hints(cls)
+    for f in fields(cls):
+        nested = next(
+            (h for h in (hints[f.name], *get_args(hints[f.name])) if is_dataclass(h)), None
+        )
+        if nested is None:
+            yield f"{path}.{f.name}", f
+        else:
+            yield from setting_fields(
+                nested, path if f.metadata.get("flat") else f"{path}.{f.name}"
+            )
+
+
+def setting_keys() -> tuple[str, ...]:
+    """Every resolved parameter key that a settings class reads, e.g.
+    ``permutation_study.fixed.weight_decay``."""
+    return tuple(
+        k for section, cls in PIPELINE_SETTINGS.items() for k, _ in setting_fields(cls, section)
+    )
+
+
+def machine_keys() -> tuple[str, ...]:
+    """The keys of every :data:`MACHINE` setting (a per-model mapping's entries too): what the
+    paper path lets a machine set freely."""
+    keys = []
+    for section, cls in PIPELINE_SETTINGS.items():
+        for key, f in setting_fields(cls, section):
+            if is_machine(f):
+                keys.append(key)
+                if "Mapping" in str(f.type):  # {model_name: file}
+                    keys.append(f"{key}.*")
+    return tuple(keys)
 
 
 def jsonable(value: Any) -> Any:

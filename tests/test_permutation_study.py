@@ -6,12 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from idh_pseudocolor.study import (
-    RunKey,
+from idh_pseudocolor.permutation_study import (
     ensemble_metrics,
     rank_of,
     seed_ensemble,
-    study_runs,
     summarize,
     validation_choice,
     winner,
@@ -36,12 +34,6 @@ def runs_table(aurocs: dict[tuple[int, str], list[float]]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
-
-
-def test_study_has_168_runs_named_uniquely():
-    runs = study_runs(["vgg16.tv_in1k", "resnext101_32x16d.fb_swsl_ig1b_ft_in1k"], pretrained=True)
-    assert len(runs) == 28 * 2 * 3 and len({r.name for r in runs}) == 168
-    assert RunKey(15, "vgg16.tv_in1k", True, 42).name == "c15__vgg16_tv_in1k__pretrained__s42"
 
 
 def test_winner_rule_by_hand():
@@ -94,7 +86,7 @@ def test_seed_ensemble_averages_probabilities_per_subject():
 
 
 def test_final_metrics_table_means_over_seeds_and_ensemble():
-    from idh_pseudocolor.study import final_metrics_table
+    from idh_pseudocolor.permutation_study import final_metrics_table
 
     rows = []
     probs = {42: [0.9, 0.8, 0.2, 0.1], 43: [0.6, 0.4, 0.3, 0.7]}
@@ -174,13 +166,6 @@ def test_validation_choice_takes_the_highest_validation_auroc_and_breaks_ties_by
         validation_choice(broken)
 
 
-def test_runs_carry_the_pretrained_flag_they_are_asked_for():
-    for pretrained in (True, False):
-        keys = study_runs(["m"], pretrained, seeds=(1,), config_ids=(3,))
-        assert keys == [RunKey(3, "m", pretrained, 1)]
-        assert keys[0].pretrained is pretrained
-
-
 def test_summary_columns_name_the_configuration_second():
     summary = summarize(runs_table({(15, "a"): [0.6, 0.7, 0.8], (3, "a"): [0.5, 0.5, 0.5]}))
     assert summary.columns[:3].tolist() == ["config_id", "configuration", "model_name"]
@@ -247,7 +232,7 @@ def final_rows(arms: dict[tuple[str, bool], dict[int, list[float]]], loaded=True
 
 
 def test_final_metrics_table_rows_columns_and_spread():
-    from idh_pseudocolor.study import final_metrics_table
+    from idh_pseudocolor.permutation_study import final_metrics_table
 
     arms = {
         ("Z", True): {42: [0.9, 0.8, 0.2, 0.1], 43: [0.6, 0.4, 0.3, 0.7], 44: [0.9, 0.6, 0.4, 0.2]},
@@ -277,7 +262,7 @@ def test_validation_choice_keeps_one_row_per_arm_in_arm_order_and_skips_unrecord
             "val_auroc": v,
             "best_epoch": 1,
             "prob_mutant": 0.5,
-        }  # fmt: skip
+        }
         for m, p, s, v in [
             ("Z", False, 42, 0.6),
             ("Z", False, 43, math.nan),  # not recorded: never chosen, never counted

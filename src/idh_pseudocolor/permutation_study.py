@@ -1,51 +1,19 @@
-"""The permutation study's arithmetic: runs, per-configuration summaries, the winner, seed
-ensembles.
+"""The permutation study's arithmetic: per-configuration summaries over seeds, the winner (the
+paper's rule), seed ensembles and the final evaluation's table.
 
-Kept free of training and Kedro so the rules the paper states can be checked by hand.
+Kept free of training and Kedro so the rules the paper states can be checked by hand. "Study"
+alone means this study throughout the project (``study_runs``, ``study_results``,
+``study_winner``); the hyperparameter search's Optuna study is the "search study".
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from itertools import product
+from collections.abc import Sequence
 
 import pandas as pd
 
-from idh_pseudocolor.configurations import PAPER_CONFIGURATION_IDS, configuration_label
-from idh_pseudocolor.metrics import METRICS, binary_metrics
-
-PAPER_SEEDS = (42, 43, 44)
-
-
-@dataclass(frozen=True)
-class RunKey:
-    """A run = configuration x model x pretrained x seed (SPEC's vocabulary)."""
-
-    config_id: int
-    model_name: str
-    pretrained: bool
-    seed: int
-
-    @property
-    def name(self) -> str:
-        """File- and namespace-safe name, e.g. ``c15__vgg16_tv_in1k__pretrained__s42``."""
-        model = "".join(ch if ch.isalnum() else "_" for ch in self.model_name)
-        return (
-            f"c{self.config_id}__{model}__"
-            f"{'pretrained' if self.pretrained else 'scratch'}__s{self.seed}"
-        )
-
-
-def study_runs(
-    models: Sequence[str],
-    pretrained: bool,
-    seeds: Sequence[int] = PAPER_SEEDS,
-    config_ids: Iterable[int] = PAPER_CONFIGURATION_IDS,
-) -> list[RunKey]:
-    """Every run of the permutation study: configurations x models x seeds (28 x 2 x 3 = 168 in the
-    paper)."""
-    return [RunKey(c, m, pretrained, s) for c, m, s in product(config_ids, models, seeds)]
+from idh_pseudocolor.configurations import configuration_label
+from idh_pseudocolor.metrics import METRICS, binary_metrics, invariant_violations
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
@@ -138,8 +106,6 @@ def final_metrics_table(predictions: pd.DataFrame) -> pd.DataFrame:
     States its averaging convention in the column names (``<metric>_mean``/``_std`` over seeds,
     ``ensemble_<metric>`` for the seed-averaged probabilities) and lists any violated invariant.
     """
-    from idh_pseudocolor.metrics import invariant_violations
-
     rows = []
     for (model_name, pretrained), part in predictions.groupby(
         ["model_name", "pretrained"], sort=False

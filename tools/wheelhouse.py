@@ -2,8 +2,8 @@
 
 A GPU box usually brings its own torch (built for its CUDA) and torchvision, and often has no
 internet. ``pip install --no-index --find-links DIR idh_pseudocolor`` then needs every other
-wheel in DIR, and nothing that would replace the box's torch. This module collects them on an
-online machine:
+wheel in DIR, and nothing that would replace the box's torch. This tool (``make wheelhouse``)
+collects them on an online machine:
 
 * this project's wheel (``pip wheel --no-deps``);
 * the closure of its requirements (plus the extras asked for), read from the metadata of the
@@ -16,7 +16,7 @@ online machine:
 Wheels are downloaded for the target (``--python-version``, ``--platform``); a package with
 no wheel on PyPI (sdist only) is built here, and must then be pure Python.
 
-    python -m idh_pseudocolor.wheelhouse --out dist/wheelhouse --python-version 3.12 \\
+    .venv/bin/python tools/wheelhouse.py --out dist/wheelhouse --python-version 3.12 \\
         --platform manylinux2014_x86_64 --skip numpy pandas --extras explain
 """
 
@@ -38,6 +38,8 @@ from pathlib import Path
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+REPO = Path(__file__).resolve().parents[1]
 
 # The box's own builds: never downloaded, never walked into (their CUDA wheels are GBs).
 TORCH = frozenset({"torch", "torchvision"})
@@ -251,7 +253,7 @@ def download(
 
 def build_wheelhouse(
     out: Path,
-    project: Path = Path("."),
+    project: Path = REPO,
     python_version: str | None = None,
     platform: str | None = None,
     skip: Iterable[str] = (),
@@ -286,7 +288,7 @@ def build_wheelhouse(
 
 
 def _say(text: str) -> None:
-    print(text)  # noqa: T201  (a command-line tool's report)
+    print(text)  # a command-line tool's report
 
 
 def summary(wheels: Sequence[Path]) -> str:
@@ -302,7 +304,7 @@ def summary(wheels: Sequence[Path]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m idh_pseudocolor.wheelhouse", description=__doc__.split("\n\n")[0]
+        prog="python tools/wheelhouse.py", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument(
         "--out",
@@ -313,8 +315,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--project",
         type=Path,
-        default=Path("."),
-        help="Project root to build the wheel of (default: .).",
+        default=REPO,
+        help="Project root to build the wheel of (default: this repository).",
     )
     parser.add_argument(
         "--python-version", help="Target Python, e.g. 3.12 (default: this interpreter's)."

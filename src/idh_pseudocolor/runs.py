@@ -1,0 +1,461 @@
+"""Many runs: the loops that train a configuration's runs (the sweep) and the winner's runs (the
+final evaluation, each cross-validation fold), what every run records (its row, its log line,
+where and when it ran), and its bundle entry, written here and read back by ``predict`` and the
+external validation.
+
+A run is configuration x model x pretrained x seed (SPEC); one run's training is
+:func:`idh_pseudocolor.training.train_run`. No Kedro here: the pipelines' nodes call these.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from idh_pseudocolor.arms import arm_slug
+from idh_pseudocolor.configurations import configuration, configuration_label
+from idh_pseudocolor.models import (
+    IMAGENET_NORMALIZATION,
+    PretrainedWeightsUnavailable,
+    WeightsInfo,
+    create_model,
+)
+from idh_pseudocolor.paper_path import (
+    check_best_params,
+    check_cohort,
+    check_weights_files,
+    check_winner_source,
+)
+from idh_pseudocolor.parameters import (
+    DataEngineeringSettings,
+    EnvironmentSettings,
+    PermutationStudySettings,
+    SearchSettings,
+)
+from idh_pseudocolor.provenance import best_params_id
+from idh_pseudocolor.slices import Normalization
+from idh_pseudocolor.training import (
+    RunConfig,
+    RunResult,
+    software_versions,
+    train_run,
+    training_device,
+)
+
+logger = logging.getLogger(__name__)
+
+#: columns that say where and when a run ran; they differ between identical runs
+PROVENANCE_COLUMNS = ("worker", "device", "started_at", "finished_at")
+
+
+# -- what every run records -------------------------------------------------------------------
+def run_name(cfg: RunConfig) -> str:
+    """A run's name in bundles and checkpoints, e.g.
+    ``configuration_15-vgg16.tv_in1k-pretrained-seed42``."""
+    return (
+        f"configuration_{cfg.config_id}-{cfg.model_name}-{arm_slug(cfg.pretrained)}-seed{cfg.seed}"
+    )
+
+
+def log_run(
+    cfg: RunConfig, result: RunResult, seconds: float, done: int, total: int, elapsed: float
+) -> None:
+    """One line per finished run, so a long node shows progress in a terminal and in log files;
+    the ETA assumes the node's remaining runs take as long as its finished ones did on average."""
+    eta = datetime.timedelta(seconds=round(elapsed / done * (total - done)))
+    logger.info(
+        "%s: %s %s seed %d: %d epochs, best val AUROC %.3f (epoch %d), %.1f s [%d/%d, ETA %s]",
+        configuration_label(cfg.config_id),
+        cfg.model_name,
+        arm_slug(cfg.pretrained),
+        cfg.seed,
+        result.epochs_run,
+        result.metrics["auroc"],
+        result.best_epoch,
+        seconds,
+        done,
+        total,
+        eta,
+    )
+
+
+def where_and_when(cfg: RunConfig, started_at: float) -> dict[str, Any]:
+    """Which process, machine and device ran a run, when, with which threads and library versions:
+    the sweep's audit trail and what its numbers depend on besides settings and seed."""
+    device = training_device(cfg.accelerator)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    return {
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+        "device": name,
+        "torch_threads": cfg.torch_threads,
+        **software_versions(),
+        "started_at": started_at,
+        "finished_at": time.time(),
+    }
+
+
+def bundle_entry(result: RunResult, data: DataEngineeringSettings) -> dict[str, Any]:
+    """A run's best-epoch weights and what is needed to rebuild, judge and apply it (the slice
+    normalization its inputs had, so ``predict`` prepares new patients the same way)."""
+    meta = {
+        "config": asdict(result.config),
+        "weights": result.weights.as_dict(),
+        "best_epoch": result.best_epoch,
+        "validation": result.metrics,
+        "normalization": asdict(data.normalization),
+    }
+    return {"state_dict": result.state_dict, "meta": meta}
+
+
+class _Progress:
+    """Counts a node's finished runs for :func:`log_run`."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.started = total, 0, time.time()
+
+    def finished(self, cfg: RunConfig, result: RunResult, run_started: float) -> None:
+        self.done += 1
+        now = time.time()
+        log_run(cfg, result, now - run_started, self.done, self.total, now - self.started)
+
+
+# -- the checks a training node makes first -----------------------------------------------------
+def node_settings(
+    params: Mapping[str, Any],
+    data_params: Mapping[str, Any],
+    search_params: Mapping[str, Any],
+    environment: Mapping[str, Any],
+) -> tuple[PermutationStudySettings, DataEngineeringSettings, SearchSettings, EnvironmentSettings]:
+    """The four settings blocks a training node checks, typed."""
+    return (
+        PermutationStudySettings.from_params(params),
+        DataEngineeringSettings.from_params(data_params),
+        SearchSettings.from_params(search_params),
+        EnvironmentSettings.from_params(environment),
+    )
+
+
+def checked_best_params(
+    best_params: Mapping[str, Any],
+    settings: PermutationStudySettings,
+    search: SearchSettings,
+    consumer: str,
+) -> dict[str, Any]:
+    """best_params' identity for the runs' rows, after checking it came from this environment's
+    search."""
+    accepted = check_best_params(
+        best_params,
+        search.fingerprint_id(),
+        search.n_trials,
+        settings.accept_best_params,
+        consumer=consumer,
+    )
+    return {
+        "best_params_id": best_params_id(best_params),
+        "best_params_accepted_by_override": accepted,
+    }
+
+
+def demo_weights_files(
+    demo_pretrained_weights: Mapping[str, Any] | None, models: Sequence[str]
+) -> dict[str, str] | None:
+    """The demo's photograph-pretrained weights per model, or None where the demo pretraining is
+    off.
+
+    A model without a file is refused: with network access it would otherwise quietly get
+    ImageNet weights from the hub, and the arm would mix two kinds of pretraining.
+    """
+    demo = demo_pretrained_weights or {}
+    if not demo.get("record", {}).get("enabled"):
+        return None
+    missing = [m for m in models if m not in demo.get("files", {})]
+    if missing:
+        raise PretrainedWeightsUnavailable(
+            f"no demo-pretrained weights for {', '.join(missing)}: add them to "
+            "demo_pretraining.models (conf/base/parameters_demo_pretraining.yml), "
+            "or set permutation_study.fixed.weights_file"
+        )
+    return {m: demo["files"][m] for m in models}
+
+
+@dataclass(frozen=True)
+class WinnerInputs:
+    """What training the winner needs once its inputs are checked."""
+
+    settings: PermutationStudySettings
+    data: DataEngineeringSettings
+    weights_file: str | dict[str, str] | None  # of the pretrained arm
+    best_params_id: str
+
+
+def checked_winner_inputs(
+    slice_arrays: Mapping[str, np.ndarray],
+    best_params: Mapping[str, Any],
+    study_winner: Mapping[str, Any],
+    blocks: tuple[Mapping[str, Any], ...],
+    demo_pretrained_weights: Mapping[str, Any] | None,
+    consumer: str,
+) -> WinnerInputs:
+    """What every training of the winner checks first (the final evaluation, each
+    cross-validation fold): the settings (``blocks``: the permutation_study, data_engineering,
+    hyperparameter_search and environment parameters), a paper run's cohort and weights, that
+    best_params and the winner come from this environment's search."""
+    settings, data, search, env = node_settings(*blocks)
+    check_cohort(slice_arrays, env)
+    weights_file = settings.fixed.weights_file
+    if not weights_file and True in settings.final_evaluation.pretrained:
+        weights_file = demo_weights_files(demo_pretrained_weights, list(settings.models))
+    check_weights_files(weights_file, env)
+    source = checked_best_params(best_params, settings, search, consumer)
+    check_winner_source(study_winner, best_params, consumer)
+    return WinnerInputs(settings, data, weights_file, source["best_params_id"])
+
+
+# -- the loops ----------------------------------------------------------------------------------
+def configuration_runs(
+    slice_arrays: Mapping[str, np.ndarray],
+    train_ids: Sequence[str],
+    validation: pd.DataFrame,
+    config_id: int,
+    settings: PermutationStudySettings,
+    data: DataEngineeringSettings,
+    hyperparameters: Mapping[str, Any],
+    source: Mapping[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """The sweep's runs of one configuration (models x seeds), scored on the ``validation``
+    patients (``subject_id``, ``label``): one row per run, one prediction per run x patient, and
+    (with ``keep_checkpoints``) each run's bundle entry. ``source`` is best_params' identity."""
+    keep = settings.keep_checkpoints
+    val_ids = validation["subject_id"].tolist()
+    runs, predictions, checkpoints = [], [], {}
+    progress = _Progress(len(settings.models) * len(settings.seeds))
+    for model_name in settings.models:
+        for seed in settings.seeds:
+            cfg = RunConfig(
+                model_name=model_name,
+                config_id=config_id,
+                seed=seed,
+                **{**settings.fixed.run_config(), **hyperparameters},
+            )
+            started = time.time()
+            result = train_run(slice_arrays, train_ids, val_ids, cfg, keep_state=keep)
+            progress.finished(cfg, result, started)
+            if keep:
+                checkpoints[run_name(cfg)] = bundle_entry(result, data)
+            runs.append(_run_row(cfg, result, source, started))
+            predictions.append(
+                pd.DataFrame(
+                    {
+                        "config_id": config_id,
+                        "model_name": model_name,
+                        "seed": seed,
+                        "subject_id": result.val_subject_ids,
+                        "label": validation["label"].to_numpy(),
+                        "prob_mutant": result.val_prob_mutant,
+                    }
+                )
+            )
+    return pd.DataFrame(runs), pd.concat(predictions, ignore_index=True), checkpoints
+
+
+def _run_row(
+    cfg: RunConfig, result: RunResult, source: Mapping[str, Any], started: float
+) -> dict[str, Any]:
+    """A sweep run's row of ``study_runs``: its key, validation metrics at the best epoch, what it
+    started from, the best_params it used, where and when it ran."""
+    return {
+        "config_id": cfg.config_id,
+        "model_name": cfg.model_name,
+        "seed": cfg.seed,
+        "pretrained": cfg.pretrained,
+        **result.metrics,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "pretrained_loaded": result.weights.pretrained_loaded,
+        "weights_source": result.weights.source,
+        **source,
+        **where_and_when(cfg, started),
+    }
+
+
+def winner_runs(
+    slice_arrays: Mapping[str, np.ndarray],
+    train_ids: Sequence[str],
+    val_ids: Sequence[str],
+    test: pd.DataFrame,
+    config_id: int,
+    inputs: WinnerInputs,
+    hyperparameters: Mapping[str, Any],
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The winner's runs (each model, arm and seed) trained on ``train_ids``, best epoch chosen on
+    ``val_ids``, scored on the ``test`` patients: one row per run x test patient, and each run's
+    bundle entry. The final evaluation's loop, also each cross-validation fold's."""
+    settings = inputs.settings
+    test_ids = test["subject_id"].tolist()
+    arms = settings.final_evaluation.pretrained
+    predictions, models = [], {}
+    progress = _Progress(len(settings.models) * len(arms) * len(settings.seeds))
+    for model_name in settings.models:
+        for pretrained in arms:
+            for seed in settings.seeds:
+                cfg = RunConfig(
+                    model_name=model_name,
+                    config_id=config_id,
+                    seed=seed,
+                    **{
+                        **settings.fixed.run_config(),
+                        **hyperparameters,
+                        "pretrained": pretrained,
+                        "weights_file": inputs.weights_file,
+                    },
+                )
+                started = time.time()
+                result = train_run(
+                    slice_arrays, train_ids, val_ids, cfg, evaluate_ids=test_ids, keep_state=True
+                )
+                progress.finished(cfg, result, started)
+                models[run_name(cfg)] = bundle_entry(result, inputs.data)
+                predictions.append(_test_rows(cfg, result, test, inputs.best_params_id))
+    return pd.concat(predictions, ignore_index=True), models
+
+
+def _test_rows(
+    cfg: RunConfig, result: RunResult, test: pd.DataFrame, best_params: str
+) -> pd.DataFrame:
+    """A winner run's predictions for the test patients, with what the run started from and its
+    own validation score, which picks the paper's single "best model" seed and checks the
+    retrained run against the sweep's run of the same configuration."""
+    return pd.DataFrame(
+        {
+            "config_id": cfg.config_id,
+            "model_name": cfg.model_name,
+            "pretrained": cfg.pretrained,
+            "pretrained_loaded": result.weights.pretrained_loaded,
+            "seed": cfg.seed,
+            "weights_source": result.weights.source,
+            "demo_pretraining": result.weights.demo_pretraining,
+            "val_auroc": float(result.metrics["auroc"]),
+            "best_epoch": int(result.best_epoch),
+            "best_params_id": best_params,
+            "subject_id": test["subject_id"].tolist(),
+            "label": test["label"].to_numpy(),
+            "prob_mutant": result.eval_prob_mutant,
+        }
+    )
+
+
+# -- a bundle read back -------------------------------------------------------------------------
+#: machine settings that runs recorded only from a later version on, with the value every run
+#: used before: an older bundle still loads (they change where and how fast a run computes, never
+#: its weights)
+UNRECORDED_MACHINE_SETTINGS: dict[str, Any] = {
+    "cudnn_benchmark": False,
+    "compile": False,
+    "channels_last": False,
+    "device_resident": True,
+    "fused_optimizer": True,
+    "torch_threads": None,
+    "deterministic": True,
+}
+
+
+#: the slice normalization every run used before bundles recorded it
+UNRECORDED_NORMALIZATION: dict[str, Any] = {"method": "percentile", "lower": 0.5, "upper": 99.5}
+
+
+@dataclass
+class TrainedRun:
+    """One run of a bundle, rebuilt: its settings, its network in eval mode, the slice
+    normalization its inputs had and what it started from (with the input standardization its
+    weights expect)."""
+
+    name: str
+    config: RunConfig
+    model: torch.nn.Module
+    normalization: Normalization
+    weights: WeightsInfo
+
+
+def recorded_config(name: str, record: Mapping[str, Any]) -> RunConfig:
+    """A bundle entry's RunConfig; a machine setting it predates takes the value runs used then,
+    any other missing setting is an error naming the run."""
+    known = {f.name for f in fields(RunConfig)}
+    values = {**UNRECORDED_MACHINE_SETTINGS, **{k: v for k, v in record.items() if k in known}}
+    missing = sorted(known - set(values))
+    if missing:
+        raise ValueError(f"bundle run {name} does not record {', '.join(missing)}")
+    return RunConfig(**values)
+
+
+def _weights_info(meta: Mapping[str, Any], cfg: RunConfig) -> WeightsInfo:
+    """The run's :class:`WeightsInfo` from its bundle entry. A bundle saved before the input
+    standardization was recorded used ImageNet's for every pretrained run (the only one then)."""
+    known = {f.name for f in fields(WeightsInfo)}
+    recorded = {k: v for k, v in (meta.get("weights") or {}).items() if k in known}
+    info = WeightsInfo(
+        **{
+            "model_name": cfg.model_name,
+            "pretrained_requested": cfg.pretrained,
+            "pretrained_loaded": cfg.pretrained,
+            "source": "unrecorded",
+            **recorded,
+        }
+    )
+    if cfg.pretrained and info.normalization is None:
+        mean, std = IMAGENET_NORMALIZATION
+        info = WeightsInfo(**{**info.as_dict(), "mean": mean, "std": std})
+    return info
+
+
+def load_runs(
+    bundle: Mapping[str, Mapping[str, Any]],
+    model_name: str | None = None,
+    pretrained: bool | None = None,
+) -> list[TrainedRun]:
+    """Rebuild the bundle's runs (weights strictly loaded into fresh timm models), optionally
+    only one model and/or only pretrained or from-scratch runs."""
+    runs = []
+    for name, entry in bundle.items():
+        if entry["state_dict"] is None:
+            continue
+        cfg = recorded_config(name, entry["meta"]["config"])
+        if (model_name and cfg.model_name != model_name) or (
+            pretrained is not None and cfg.pretrained != pretrained
+        ):
+            continue
+        model, _ = create_model(
+            cfg.model_name, pretrained=False, in_chans=len(configuration(cfg.config_id))
+        )
+        model.load_state_dict(entry["state_dict"])
+        runs.append(
+            TrainedRun(
+                name,
+                cfg,
+                model.eval(),
+                Normalization(**entry["meta"].get("normalization", UNRECORDED_NORMALIZATION)),
+                _weights_info(entry["meta"], cfg),
+            )
+        )
+    if not runs:
+        available = sorted(
+            {
+                (e["meta"]["config"]["model_name"], e["meta"]["config"]["pretrained"])
+                for e in bundle.values()
+                if e["state_dict"] is not None
+            }
+        )
+        raise ValueError(
+            f"No trained run matches model={model_name!r}, pretrained={pretrained!r}; "
+            f"the bundle has (model, pretrained) = {available}"
+        )
+    return runs
