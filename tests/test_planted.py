@@ -51,13 +51,24 @@ def test_off_by_one_numbering_fails_the_check():
     assert not planted_truth_check(reported, RECORD)["passed"]
 
 
-def test_grays_in_the_top_half_fail_that_criterion_only():
+def test_a_gray_above_a_configuration_holding_the_pair_fails_that_criterion_only():
     ranking = recovered_ranking()
     ranking.remove(27)
-    ranking.insert(12, 27)  # gray FLAIR at rank 13, right after the twelve
+    ranking.insert(11, 27)  # gray FLAIR at rank 12, above the last of the twelve
     check = planted_truth_check(ranking, RECORD)
     assert [c["passed"] for c in check["criteria"]] == [True, True, False, True]
+    assert "needs all > 13" in check["criteria"][2]["criterion"]
     assert not check["passed"]
+
+
+def test_a_gray_right_after_the_twelve_is_what_the_planted_truth_implies():
+    """A gray's single-sequence cues are those of a configuration lacking one of the pair: it may
+    rank anywhere among those 16, rank 13 included (the planted truth says nothing more)."""
+    ranking = recovered_ranking()
+    ranking.remove(25)
+    ranking.insert(12, 25)  # gray T1ce at rank 13
+    check = planted_truth_check(ranking, RECORD)
+    assert check["passed"] and check["gray_ranks"]["25: gray T1ce"] == 13
 
 
 def test_nothing_to_check_for_real_data_or_an_old_phantom():

@@ -3,9 +3,9 @@
 The phantom cohort (generator v3) records which sequences its strongest IDH cue needs
 (``planted_sequences`` in ``phantom_cohort.json``). A study that composes channels and numbers
 configurations correctly must then rank the configurations holding all of those sequences
-above those lacking one, put the four grays in the bottom half and gray T1 (the sequence with
-the least signal) in the bottom quarter. A broken channel order or numbering scrambles this,
-which is why the report states the check and a test runs it.
+above those lacking one, put the four grays below every one of those holding them and gray T1
+(the sequence with the least signal) in the bottom quarter. A broken channel order or numbering
+scrambles this, which is why the report states the check and a test runs it.
 """
 
 from __future__ import annotations
@@ -104,8 +104,15 @@ def _criteria(
     grays: Mapping[str, int],
 ) -> list[tuple[str, bool]]:
     """Each criterion with its evidence in words: the report states why the check passed or
-    failed, not only whether."""
+    failed, not only whether.
+
+    The grays are held to what the planted truth implies: one sequence cannot show the relational
+    cue, so every gray ranks below every configuration holding the planted pair. Not "the bottom
+    half": a gray's single-sequence cues (T1ce's rim, say) are those of a color configuration
+    lacking one of the pair, so among those 16 their order is chance (measured: gray T1ce at rank
+    14 of 28, level with them, in a run that recovered the planted truth otherwise)."""
     n = len(order)
+    lowest = max(rank[c] for c in holding)
     return [
         (
             f"the winner ({configuration_label(order[0])}) holds {' and '.join(planted)}",
@@ -118,9 +125,10 @@ def _criteria(
             bool(p_value < ALPHA),
         ),
         (
-            "the four grays rank in the bottom half "
-            f"(ranks {', '.join(str(r) for r in sorted(grays.values()))}; needs all > {n // 2})",
-            all(r > n // 2 for r in grays.values()),
+            f"the four grays rank below every configuration holding {' and '.join(planted)} "
+            f"(ranks {', '.join(str(r) for r in sorted(grays.values()))}; the last of those "
+            f"ranks {lowest}, so needs all > {lowest})",
+            all(r > lowest for r in grays.values()),
         ),
         (
             f"gray T1 ranks in the bottom quarter (rank {rank[GRAY_T1_ID]}; needs > {n - n // 4})",

@@ -2,8 +2,8 @@
 
 The phantom's strongest cue needs T2 and FLAIR seen together. A sweep at the demo's training
 settings (conf/base: epochs, learning rate, input size) on a 200-subject phantom must rank the
-12 configurations holding both above the 16 that lack one, the grays in the bottom half and
-gray T1 in the bottom quarter. Swapping two channels in the composition, or misnumbering the
+12 configurations holding both above the 16 that lack one, every gray below those 12 and gray T1
+in the bottom quarter. Swapping two channels in the composition, or misnumbering the
 configurations, moves the winner and the grays, and this test fails.
 """
 
@@ -21,11 +21,13 @@ from idh_pseudocolor.phantom import PLANTED_SEQUENCES, generate_cohort
 from tests.conftest import write_best_params
 from tests.pipelines.test_permutation_study import BEST
 
-# one model and one seed keep CI short; everything else is the demo's own training (conf/base)
+# two seeds (the demo has three) keep CI short; everything else is the demo's own training
+# (conf/base). One model and one seed are too few: the study's rule averages over both models and
+# the seeds, and a single run moved two configurations holding T2 and FLAIR below a gray.
 LOCAL = {
     "data_engineering": {"progress": False},
     "demo_pretraining": {"enabled": False},
-    "permutation_study": {"models": ["test_byobnet"], "seeds": [42]},
+    "permutation_study": {"seeds": [42, 43]},
 }
 
 
