@@ -47,7 +47,7 @@ phantom: install
 test: install browser
 	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/ruff format --check src tests benchmarks tools
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 ## make mutation: mutants of the number-shaping modules, each against its own unit tests
 ## (tools/mutation.py; not part of make test). Results: .mutation/results.md, docs/benchmarks.md.

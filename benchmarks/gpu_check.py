@@ -114,7 +114,7 @@ def main() -> None:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     python = sys.executable
-    from idh_pseudocolor.models import PAPER_MODELS
+    from idh_pseudocolor.paper_path import PAPER_SWEEP_MODELS
     from idh_pseudocolor.provenance import best_params_id
     from idh_pseudocolor.search import PAPER_OPTIMUM
 
@@ -173,7 +173,7 @@ def main() -> None:
     local = {
         "data_engineering": {"progress": False},
         "permutation_study": {
-            "models": list(PAPER_MODELS) if gpu else ["test_resnet", "test_byobnet"],
+            "models": list(PAPER_SWEEP_MODELS) if gpu else ["test_resnet", "test_byobnet"],
             "seeds": [42, 43, 44],
             "overrides": {"max_epochs": args.epochs},
             "fixed": {"image_size": 224 if gpu else 32, **hardware},

@@ -30,7 +30,8 @@ import torch
 
 from idh_pseudocolor.config_loader import project_parameters
 from idh_pseudocolor.configurations import PAPER_WINNER_ID
-from idh_pseudocolor.models import PAPER_MODELS, create_model
+from idh_pseudocolor.models import create_model
+from idh_pseudocolor.paper_path import PAPER_SWEEP_MODELS
 from idh_pseudocolor.parameters import PermutationStudySettings
 from idh_pseudocolor.search import PAPER_OPTIMUM
 from idh_pseudocolor.training import RunConfig, train_run
@@ -136,7 +137,7 @@ def main() -> None:
         height, width = 40, 34
     else:
         models, image_size, n_train, n_val, epochs, baseline_epochs = (
-            list(PAPER_MODELS),
+            list(PAPER_SWEEP_MODELS),
             224,
             327,
             70,

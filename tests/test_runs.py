@@ -10,6 +10,7 @@ import pytest
 
 from idh_pseudocolor.configurations import PAPER_CONFIGURATION_IDS
 from idh_pseudocolor.models import PretrainedWeightsUnavailable
+from idh_pseudocolor.paper_path import PAPER_SETTINGS, PAPER_SWEEP_MODELS
 from idh_pseudocolor.runs import (
     UNRECORDED_MACHINE_SETTINGS,
     demo_weights_files,
@@ -19,8 +20,7 @@ from idh_pseudocolor.runs import (
 from idh_pseudocolor.training import RunConfig
 from tests.conftest import run_config
 
-PAPER_MODELS = ("vgg16.tv_in1k", "resnext101_32x16d.fb_swsl_ig1b_ft_in1k")
-SEEDS = (42, 43, 44)
+SEEDS = PAPER_SETTINGS["permutation_study.seeds"][0]
 
 
 def test_the_papers_168_sweep_runs_and_both_arms_have_distinct_names():
@@ -28,9 +28,7 @@ def test_the_papers_168_sweep_runs_and_both_arms_have_distinct_names():
     (a bundle keyed by name would otherwise lose a run)."""
     names = {
         run_name(run_config(config_id=c, model_name=m, seed=s, pretrained=p))
-        for c, m, s, p in product(
-            PAPER_CONFIGURATION_IDS, PAPER_MODELS, (42, 43, 44), (True, False)
-        )
+        for c, m, s, p in product(PAPER_CONFIGURATION_IDS, PAPER_SWEEP_MODELS, SEEDS, (True, False))
     }
     assert len(names) == 28 * 2 * 3 * 2
     cfg = run_config(config_id=15, model_name="vgg16.tv_in1k", seed=42, pretrained=True)

@@ -15,6 +15,11 @@ Data
     ``splits``           the patient-level stratified train/validation/test split
     ``phantom``          the synthetic cohort (the default data); ``planted`` checks its truth
     ``qc``               the data's QC numbers and montage
+    ``raw_studies``      a hospital's raw study (DICOM series or NIfTI files) as the four
+                         sequences, each identified with its evidence
+    ``registration``     co-registration, the template grid, N4, the brain mask (SimpleITK)
+    ``raw_phantom``      the phantom as a scanner gives it (DICOM or NIfTI, misaligned, skull)
+    ``preprocess``       raw studies -> an EGD-layout cohort (the steps above, per patient)
 
 Models and training
     ``pseudocolor``      sequences -> the channels a network sees
@@ -46,8 +51,8 @@ Kedro
     ``datasets``         the catalog's own datasets (cohort index, NumPy archives, Optuna
                          storage, trained runs, weights), imported only when named
     ``runner``           the DaskRunner (GPUs, machines); ``worker_logging`` for its workers
-    ``cli``              ``idh-pseudocolor phantom | predict``; ``optuna_compat`` wraps the one
-                         Optuna check that has no public name
+    ``cli``              ``idh-pseudocolor phantom | preprocess | predict``
+    ``optuna_compat``    the one Optuna check that has no public name
 """
 
 __version__ = "0.1.0"

@@ -34,10 +34,9 @@ def cli() -> None:
 )
 @click.option(
     "--out",
-    default="data/01_raw/cohort",
-    show_default=True,
+    default=None,
     type=click.Path(file_okay=False),
-    help="Cohort folder.",
+    help="Cohort folder  [default: data/01_raw/cohort; with --raw: data/01_raw/raw_<format>]",
 )
 @click.option(
     "--voxel-size",
@@ -69,18 +68,68 @@ def cli() -> None:
     is_flag=True,
     help="Do nothing when OUT already holds a complete cohort with these settings.",
 )
+@click.option(
+    "--raw",
+    "raw_format",
+    type=click.Choice(["dicom", "nifti"]),
+    default=None,
+    help="Write the same patients as raw scanner studies instead (one folder per patient: a "
+    "DICOM series per sequence and a localizer, or NIfTI files with dcm2niix-style sidecars; each "
+    "sequence in its own geometry, misaligned, with skull and scalp; no tumor mask) for testing "
+    "preprocessing; the truth goes to OUT/.truth. --layout and --site do not apply.",
+)
 def phantom(
     n_subjects: int,
     seed: int,
-    out: str,
+    out: str | None,
     voxel_size: float,
     layout: str,
     mutant_fraction: float,
     site: str,
     workers: int | None,
     if_absent: bool,
+    raw_format: str | None,
 ) -> None:
     """Generate the synthetic (phantom) glioma cohort: not patient data."""
+    if raw_format is not None:  # the same patients as raw scanner studies (raw_phantom)
+        out = out or f"data/01_raw/raw_{raw_format}"
+        refused = [
+            f"--{name} {value}"
+            for name, value, default in (("layout", layout, "egd"), ("site", site, "a"))
+            if value != default
+        ]
+        if refused:
+            raise click.UsageError(
+                f"{' and '.join(refused)}: not with --raw (raw studies have no EGD/BraTS "
+                "layout and are scanned at site a); drop it, or drop --raw"
+            )
+        from idh_pseudocolor.raw_phantom import export_raw_cohort, raw_cohort_is_complete
+
+        if if_absent and raw_cohort_is_complete(
+            out, n_subjects, seed, raw_format, voxel_size, mutant_fraction
+        ):
+            click.echo(f"Raw phantom studies already complete in {out}; nothing to do.")
+            return
+        start = time.perf_counter()
+        try:
+            rows = export_raw_cohort(
+                Path(out),
+                n_subjects=n_subjects,
+                seed=seed,
+                fmt=raw_format,
+                voxel_size=voxel_size,
+                n_workers=workers,
+                mutant_fraction=mutant_fraction,
+            )
+        except ValueError as err:
+            raise click.UsageError(str(err)) from err
+        mutants = sum(r["IDH"] for r in rows)
+        click.echo(
+            f"Wrote {len(rows)} raw phantom studies ({raw_format}, {mutants} IDH-mutant) to {out} "
+            f"(truth in {Path(out) / '.truth'}) in {time.perf_counter() - start:.0f} s"
+        )
+        return
+    out = out or "data/01_raw/cohort"
     from idh_pseudocolor.phantom import cohort_is_complete, generate_cohort
 
     if if_absent and cohort_is_complete(
@@ -243,6 +292,79 @@ def predict(
                 f"{r.auroc:.3f} [{r.auroc_ci_low:.3f}, {r.auroc_ci_high:.3f}] on {r.patients} "
                 f"labelled patients -> {out_dir / 'metrics.csv'}"
             )
+
+
+@cli.command()
+@click.option(
+    "--in",
+    "raw",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Folder of raw studies, one folder per patient: DICOM series (any nesting) or NIfTI "
+    "files with any names (dcm2niix JSON sidecars help identify them). Only read.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Where the cohort goes: OUT/SUBJECTS/<id>/{T1,T1GD,T2,FLAIR}.nii.gz + metadata.json "
+    "(EGD layout), OUT/qc/<id>.png, OUT/preprocessing_report.csv.",
+)
+@click.option(
+    "--labels",
+    "labels_csv",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="CSV of IDH status (ID, IDH columns as for predict --labels); without it, -1 (unknown).",
+)
+@click.option(
+    "--mapping",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="YAML or CSV mapping series (description, uid or file name; globs) to T1, T1ce, T2, "
+    "FLAIR or ignore: overrides the identification from the headers.",
+)
+@click.option(
+    "--voxel-size",
+    default=1.0,
+    show_default=True,
+    help="Output grid: the MNI ICBM152 template at this spacing (1 = EGD's 197x233x189).",
+)
+@click.option("--workers", default=1, show_default=True, help="Patients in parallel.")
+@click.option("--redo", is_flag=True, help="Preprocess patients already written again.")
+def preprocess(
+    raw: str,
+    out: str,
+    labels_csv: str | None,
+    mapping: str | None,
+    voxel_size: float,
+    workers: int,
+    redo: bool,
+) -> None:
+    """Raw studies (a PACS export) to a cohort the pipelines read: series found and identified,
+    co-registered onto the template grid, bias-corrected and skull-stripped. A bad study is
+    reported with the file and the reason; the others go on (docs/preprocessing.md)."""
+    from idh_pseudocolor.preprocess import preprocess_cohort, summary
+    from idh_pseudocolor.raw_studies import load_mapping
+
+    start = time.perf_counter()
+    report = preprocess_cohort(
+        Path(raw),
+        Path(out),
+        labels_csv=Path(labels_csv) if labels_csv else None,
+        mapping=load_mapping(mapping) if mapping else None,
+        voxel_size=voxel_size,
+        n_workers=workers,
+        redo=redo,
+    )
+    for row in report[report["status"] == "excluded"].itertuples():
+        click.echo(f"excluded {row.subject_id}: {row.reason}", err=True)
+    click.echo(
+        f"{summary(report)} -> {Path(out) / 'SUBJECTS'} in {time.perf_counter() - start:.0f} s "
+        f"(report: {Path(out) / 'preprocessing_report.csv'})"
+    )
+    if not (report["status"] != "excluded").any():
+        raise SystemExit(1)
 
 
 def _reporting_settings(

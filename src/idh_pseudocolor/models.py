@@ -12,7 +12,6 @@ from safetensors import SafetensorError, safe_open
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_model_data_config
 from timm.models import load_state_dict
 
-PAPER_MODELS = ("vgg16.tv_in1k", "resnext101_32x16d.fb_swsl_ig1b_ft_in1k")
 #: the safetensors header entry that marks weights made by the demo's own pretraining
 #: (idh_pseudocolor.pretraining), not ImageNet
 DEMO_MARKER = ("idh_pseudocolor", "demo_pretraining")

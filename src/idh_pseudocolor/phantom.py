@@ -347,15 +347,40 @@ def render_subject(
     fast. Every site draws the same numbers from ``rng`` in the same order, so the labels (and
     whatever is drawn after) do not depend on the site.
     """
-    scanner = get_site(site)
+    volumes, labels, _ = _render(rng, template, tumor, get_site(site))
+    return volumes, labels
+
+
+@dataclass(frozen=True)
+class ScannerEffects:
+    """The scanner effects drawn for one subject, kept so that tissue the phantom does not render
+    (a head around the brain: :mod:`idh_pseudocolor.raw_phantom`) gets the same scanner."""
+
+    bias_coef: np.ndarray  # the bias field's 9 polynomial coefficients (see :func:`bias_at`)
+    scale: dict[str, float]  # per sequence: intensity scale
+    noise_sd: dict[str, float]  # per sequence: Rician noise sd (scanner units)
+    offset: dict[str, float]  # per sequence: additive offset
+
+
+def _render(
+    rng: np.random.Generator, template: Template, tumor: Tumor, scanner: Site
+) -> tuple[dict[str, np.ndarray], np.ndarray, ScannerEffects]:
+    """:func:`render_subject`, also returning the scanner effects it drew."""
     lesion = _draw_lesion(rng, template, tumor)
     core_signal = _core_signal(tumor, lesion)
-    bias = _bias_field(rng, template, scanner)
+    coef = rng.normal(0, scanner.bias_sd, 9).astype(np.float32)
+    bias = bias_at(coef, template.brain_coords)
     volumes: dict[str, np.ndarray] = {}
+    scale: dict[str, float] = {}
+    noise_sd: dict[str, float] = {}
+    offset: dict[str, float] = {}
     for seq in SEQUENCES:
         vol = _mix_tissue(template, lesion, seq, core_signal[seq])
-        volumes[seq] = _scan(rng, vol, template, scanner, bias)
-    return volumes, _lesion_labels(template, tumor, lesion)
+        volumes[seq], (scale[seq], noise_sd[seq], offset[seq]) = _scan(
+            rng, vol, template, scanner, bias
+        )
+    effects = ScannerEffects(coef, scale, noise_sd, offset)
+    return volumes, _lesion_labels(template, tumor, lesion), effects
 
 
 def _tumor_box(template: Template, tumor: Tumor, voxel: float) -> tuple[slice, ...]:
@@ -416,11 +441,13 @@ def _core_signal(tumor: Tumor, lesion: _Lesion) -> dict[str, np.ndarray]:
     }
 
 
-def _bias_field(rng: np.random.Generator, template: Template, scanner: Site) -> np.ndarray:
-    """One smooth multiplicative field per subject on brain voxels: every sequence shares the
-    same receive coil, so the field is drawn once and not per sequence."""
-    x, y, z = template.brain_coords / 80.0  # roughly [-1, 1] over the head
-    coef = rng.normal(0, scanner.bias_sd, 9).astype(np.float32)
+def bias_at(coef: np.ndarray, coords: np.ndarray) -> np.ndarray:
+    """The smooth multiplicative bias field at world points ``coords`` ((3, n) float32, mm).
+
+    One field per subject (its 9 ``coef`` drawn once, normal with sd ``Site.bias_sd``): every
+    sequence shares the same receive coil, so the field is not drawn per sequence.
+    """
+    x, y, z = coords / 80.0  # roughly [-1, 1] over the head
     return np.exp(
         coef[0] * x
         + coef[1] * y
@@ -451,9 +478,10 @@ def _mix_tissue(template: Template, lesion: _Lesion, seq: str, core: np.ndarray)
 
 def _scan(
     rng: np.random.Generator, vol: np.ndarray, template: Template, scanner: Site, bias: np.ndarray
-) -> np.ndarray:
+) -> tuple[np.ndarray, tuple[float, float, float]]:
     """The site's scanner applied to one sequence (slices, scale, bias, Rician noise, offset),
-    on brain voxels only: the draws per sequence keep their order at every site."""
+    on brain voxels only: the draws per sequence keep their order at every site. Also returns
+    the (scale, noise sd, offset) drawn."""
     if scanner.slice_voxels > 1:  # thick axial slices: partial volume along S-I (RAS axis 2)
         vol = ndimage.uniform_filter1d(vol, scanner.slice_voxels, axis=2, mode="constant")
     scale = float(rng.lognormal(np.log(scanner.scale_median), scanner.scale_spread))
@@ -466,7 +494,7 @@ def _scan(
     offset = float(rng.uniform(*scanner.offset))
     out = np.zeros(vol.size, dtype=np.float32)
     out[template.brain_index] = np.sqrt((signal + n1) ** 2 + n2**2) + offset
-    return out.reshape(template.shape)
+    return out.reshape(template.shape), (scale, noise_sd, offset)
 
 
 def _lesion_labels(template: Template, tumor: Tumor, lesion: _Lesion) -> np.ndarray:
@@ -547,6 +575,44 @@ def subject_id_for(index: int, layout: str) -> str:
     return f"BraTS2021_{index:05d}" if layout == "brats" else f"PHANTOM-{index:04d}"
 
 
+@dataclass(frozen=True)
+class PhantomSubject:
+    """One phantom patient rendered in memory, before any file is written.
+
+    Whatever writes it (the EGD or BraTS layout here, raw scanner studies in
+    :mod:`idh_pseudocolor.raw_phantom`) starts from this, so every export of a (seed, index)
+    shows the same patient, tumor and label.
+    """
+
+    index: int
+    volumes: dict[str, np.ndarray]  # sequence -> template grid, float32, scanner units, brain only
+    labels: np.ndarray  # BraTS-style labels (0, 1, 2, 4) on the template grid, uint8
+    metadata: dict[str, Any]  # the subject's metadata.json (IDH label, clinical, drawn tumor)
+    affine: np.ndarray  # the template grid's RAS affine (MNI world, mm)
+    tumor: Tumor
+    effects: ScannerEffects  # the scanner effects drawn (to extend them beyond the brain)
+
+    @property
+    def mask(self) -> np.ndarray:
+        """The tumor mask (EGD's MASK.nii.gz): every labelled voxel, uint8 0/1."""
+        return (self.labels > 0).astype(np.uint8)
+
+
+def render_phantom_subject(
+    index: int, mutant: bool, seed: int, voxel_size: float = 1.0, site: str = "a"
+) -> PhantomSubject:
+    """Render subject ``index`` of the cohort seeded ``seed`` in memory; reproducible from
+    (seed, index, site) whatever the worker order. The same (seed, index) at another site is the
+    same patient on another scanner. ``mutant`` comes from :func:`cohort_labels`."""
+    scanner = get_site(site)  # an unknown site fails before anything is drawn
+    rng = np.random.default_rng([seed, index])
+    template = load_template(voxel_size)
+    tumor = draw_tumor(rng, template, mutant)
+    volumes, labels, effects = _render(rng, template, tumor, scanner)
+    meta = _metadata(rng, tumor, seed, as_string=index % 5 == 3, site=site)
+    return PhantomSubject(index, volumes, labels, meta, template.affine, tumor, effects)
+
+
 def generate_subject(
     out: Path,
     index: int,
@@ -556,17 +622,13 @@ def generate_subject(
     layout: str = "egd",
     site: str = "a",
 ) -> dict[str, Any]:
-    """Render and write one subject; reproducible from (seed, index, site) whatever the worker
-    order. The same (seed, index) at another site is the same patient on another scanner."""
-    get_site(site)  # an unknown site fails before anything is drawn or written
-    rng = np.random.default_rng([seed, index])
+    """Render (:func:`render_phantom_subject`) and write one subject in ``layout``."""
+    subject = render_phantom_subject(index, mutant, seed, voxel_size, site)
+    volumes, labels, meta = subject.volumes, subject.labels, subject.metadata
     template = load_template(voxel_size)
     subject_id = subject_id_for(index, layout)
-    tumor = draw_tumor(rng, template, mutant)
-    volumes, labels = render_subject(rng, template, tumor, site)
     folder = out / subject_id
     folder.mkdir(parents=True, exist_ok=True)
-    meta = _metadata(rng, tumor, seed, as_string=index % 5 == 3, site=site)
     if layout == "brats":
         names = {"T1": "t1", "T1ce": "t1ce", "T2": "t2", "FLAIR": "flair"}
         for seq, name in names.items():
@@ -596,6 +658,16 @@ def generate_subject(
 
 
 _UCSF_MUTANT_WORDS = ("mutated (NOS)", "IDH1 p.R132H", "IDH2 p.R172K")
+
+
+def cohort_labels(n_subjects: int, seed: int, mutant_fraction: float = 0.35) -> np.ndarray:
+    """IDH status (True = mutant) of subjects 1..n of a cohort: exactly
+    ``round(mutant_fraction * n)`` mutants, shuffled by ``seed``. Every export of a cohort
+    (EGD, BraTS, raw studies) takes its labels from here."""
+    n_mutant = int(round(mutant_fraction * n_subjects))
+    return np.random.default_rng(seed).permutation(
+        np.r_[np.ones(n_mutant, bool), np.zeros(n_subjects - n_mutant, bool)]
+    )
 
 
 def generate_cohort(
@@ -628,10 +700,7 @@ def generate_cohort(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _forget_earlier_phantom(out, n_subjects, layout)
-    n_mutant = int(round(mutant_fraction * n_subjects))
-    labels = np.random.default_rng(seed).permutation(
-        np.r_[np.ones(n_mutant, bool), np.zeros(n_subjects - n_mutant, bool)]
-    )
+    labels = cohort_labels(n_subjects, seed, mutant_fraction)
     rows = _generate_subjects(out, labels, seed, voxel_size, layout, site, n_workers, progress)
     if layout == "brats":
         _write_ucsf_labels(out, rows)

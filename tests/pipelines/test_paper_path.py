@@ -16,10 +16,10 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 from idh_pseudocolor.config_loader import layers_for
-from idh_pseudocolor.models import PAPER_MODELS
 from idh_pseudocolor.paper_path import (
     MACHINE_KEYS,
     PAPER_SETTINGS,
+    PAPER_SWEEP_MODELS,
     SCALE_KEYS,
     PaperPathError,
     check_best_params,
@@ -78,7 +78,7 @@ def test_paper_environment_resolves_to_the_papers_settings_key_by_key(env):
         k.rsplit(".", 1)[1]: v for k, (v, _) in PAPER_SETTINGS.items() if ".search_space." in k
     }
     assert space == table_1()
-    assert PAPER_SETTINGS["permutation_study.models"][0] == list(PAPER_MODELS)
+    assert PAPER_SETTINGS["permutation_study.models"][0] == list(PAPER_SWEEP_MODELS)
     assert params["hyperparameter_search"]["fixed"]["accelerator"] == "gpu"
     assert params["permutation_study"]["fixed"]["accelerator"] == "gpu"
     # no demo value anywhere, machine keys included: no demo model named, the demo pretraining off
@@ -445,12 +445,14 @@ def test_the_real_paper_models_on_one_configuration(kedro_project, report_cohort
     ) as session:
         session.run(pipeline_names=["data_engineering"])
     write_best_params(kedro_project, HP, env=env, outputs="data/rehearsal")
-    real = {"permutation_study": {"models": list(PAPER_MODELS)}}
+    real = {"permutation_study": {"models": list(PAPER_SWEEP_MODELS)}}
     with KedroSession.create(project_path=kedro_project, env=env, runtime_params=real) as session:
         session.run(pipeline_names=["permutation_study"], namespaces=["configuration_15"])
     runs = pd.read_csv(
         kedro_project
         / "data/rehearsal/07_model_output/permutation_study/configuration_15/validation_runs.csv"
     )
-    assert runs["model_name"].tolist() == list(PAPER_MODELS) and (runs["epochs_run"] == 1).all()
+    assert (
+        runs["model_name"].tolist() == list(PAPER_SWEEP_MODELS) and (runs["epochs_run"] == 1).all()
+    )
     assert runs["auroc"].between(0, 1).all() and not runs["pretrained_loaded"].any()

@@ -1,0 +1,176 @@
+"""From raw studies to a cohort: the raw phantom (real DICOM series written by pydicom, NIfTI files
+with sidecars), read back, identified and co-registered with SimpleITK, checked against the
+phantom's recorded ground truth. No mocks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+from click.testing import CliRunner
+
+from idh_pseudocolor.cli import cli
+from idh_pseudocolor.cohort import discover_cohort
+from idh_pseudocolor.preprocess import RECORD, preprocess_cohort, residual_against_truth
+from idh_pseudocolor.raw_phantom import DESCRIPTIONS, export_raw_cohort
+from idh_pseudocolor.slices import extract_cohort
+from tests.conftest import conf_normalization
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``folder`` with its size and modification time: the input, untouched."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def one_mm_study(tmp_path_factory) -> tuple[Path, Path]:
+    """One raw DICOM study on the EGD grid's 1 mm, preprocessed once for the tests below."""
+    root = tmp_path_factory.mktemp("raw1mm")
+    raw, out = root / "raw", root / "out"
+    export_raw_cohort(raw, n_subjects=1, seed=3, fmt="dicom", n_workers=1, progress=False)
+    before = snapshot(raw)
+    report = preprocess_cohort(raw, out, labels_csv=raw / "labels.csv", progress=False)
+    assert snapshot(raw) == before  # nothing written into the input
+    assert report["status"].tolist() == ["written"]
+    return raw, out
+
+
+def test_a_dicom_study_lands_on_the_template_grid_within_a_millimetre(one_mm_study):
+    """The acceptance number: the written volumes sit where the recorded truth says, < 1 mm."""
+    raw, out = one_mm_study
+    residual = residual_against_truth(out / "SUBJECTS/PHANTOM-0001", raw / ".truth/PHANTOM-0001")
+    assert sorted(residual) == ["FLAIR", "T1", "T1ce", "T2"]
+    medians = [median for median, _ in residual.values()]
+    assert np.median(medians) < 1.0 and max(medians) < 1.5, residual
+    # and the record says how each registration did
+    record = json.loads((out / "SUBJECTS/PHANTOM-0001" / RECORD).read_text())
+    assert record["reference"] == "T1"
+    for numbers in record["registrations"].values():  # mutual information: higher is better
+        assert numbers["mi_after"] > numbers["mi_before"] > 0
+
+
+def test_the_written_cohort_is_egd_shaped_and_the_pipeline_reads_it(one_mm_study):
+    raw, out = one_mm_study
+    subject = out / "SUBJECTS/PHANTOM-0001"
+    truth = raw / ".truth/PHANTOM-0001"
+    for name in ("T1", "T1GD", "T2", "FLAIR"):
+        img = nib.load(subject / f"{name}.nii.gz")
+        assert img.shape == (197, 233, 189) and nib.aff2axcodes(img.affine) == ("R", "A", "S")
+        np.testing.assert_allclose(img.affine, nib.load(truth / "MASK.nii.gz").affine, atol=1e-4)
+        data = np.asarray(img.dataobj)
+        brain = np.asarray(nib.load(truth / "brain_mask.nii.gz").dataobj) > 0
+        assert data[~brain].max() == 0 or (data[~brain] > 0).mean() < 0.01  # skull stripped
+    label = json.loads((truth / "metadata.json").read_text())["Genetic_and_Histological_labels"]
+    written = json.loads((subject / "metadata.json").read_text())
+    assert written["Genetic_and_Histological_labels"]["IDH"] == int(label["IDH"])
+    assert (out / "qc/PHANTOM-0001.png").stat().st_size > 10_000
+    # with an expert mask given (here the phantom's), data_engineering's extraction includes it
+    shutil.copy(truth / "MASK.nii.gz", subject / "MASK.nii.gz")
+    manifest, slices, _ = extract_cohort(
+        discover_cohort(out / "SUBJECTS"), conf_normalization(), 1, False
+    )
+    assert manifest["status"].tolist() == ["included"], manifest["reason"].tolist()
+    assert slices[0].image.shape[0] == 4
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory) -> tuple[Path, pd.DataFrame, dict]:
+    """Four 2 mm DICOM studies as a PACS export might give them: one missing its FLAIR, one with
+    a corrupt file and a second FLAIR, one with only its localizer, one intact."""
+    root = tmp_path_factory.mktemp("damaged")
+    raw = root / "raw"
+    export_raw_cohort(raw, n_subjects=4, seed=5, fmt="dicom", voxel_size=2.0, progress=False)
+
+    def series(patient: str, sequence: str) -> Path:
+        """The folder of a patient's series of ``sequence`` (descriptions vary by vendor)."""
+        names = {vendor[sequence] for vendor in DESCRIPTIONS.values()}
+        return next(
+            folder
+            for folder in (raw / patient).iterdir()
+            if pydicom.dcmread(next(folder.iterdir()), stop_before_pixels=True).SeriesDescription
+            in names
+        )
+
+    shutil.rmtree(series("PHANTOM-0001", "FLAIR"))
+    broken = sorted(series("PHANTOM-0002", "T2").glob("*.dcm"))[3]
+    broken.write_bytes(broken.read_bytes()[:300])
+    flair = series("PHANTOM-0002", "FLAIR")
+    extra = raw / "PHANTOM-0002/FLAIR_REPEAT"
+    extra.mkdir()
+    repeat = pydicom.uid.generate_uid()  # a second acquisition of FLAIR
+    for f in sorted(flair.glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        ds.SeriesInstanceUID = repeat
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.SeriesNumber = 99
+        ds.save_as(extra / f.name)
+    localizer = series("PHANTOM-0003", "localizer")
+    for folder in list((raw / "PHANTOM-0003").iterdir()):
+        if folder != localizer:
+            shutil.rmtree(folder)
+    before = snapshot(raw)
+    report = preprocess_cohort(raw, root / "out", voxel_size=2.0, progress=False)
+    assert snapshot(raw) == before
+    return root / "out", report.set_index("subject_id"), {"broken": broken}
+
+
+def test_a_missing_sequence_is_reported_and_the_other_three_are_written(damaged):
+    out, report, _ = damaged
+    row = report.loc["PHANTOM-0001"]
+    assert row["status"] == "written" and row["missing"] == "FLAIR"
+    assert sorted(p.name for p in (out / "SUBJECTS/PHANTOM-0001").glob("*.nii.gz")) == [
+        "T1.nii.gz",
+        "T1GD.nii.gz",
+        "T2.nii.gz",
+    ]
+
+
+def test_a_corrupt_file_and_a_duplicate_series_are_named_never_guessed(damaged):
+    out, report, files = damaged
+    row = report.loc["PHANTOM-0002"]
+    assert str(files["broken"]) in row["problems"]  # the corrupt file, by name
+    assert "FLAIR" in row["problems"]  # two series for FLAIR: reported as ambiguous
+    assert "FLAIR" in row["missing"].split()  # and neither of them used
+
+
+def test_a_localizer_only_study_is_excluded_with_the_reason_and_the_others_go_on(damaged):
+    out, report, _ = damaged
+    row = report.loc["PHANTOM-0003"]
+    assert row["status"] == "excluded" and "usable sequence" in row["reason"]
+    assert not (out / "SUBJECTS/PHANTOM-0003").exists()
+    assert report.loc["PHANTOM-0004", "status"] == "written"
+    assert report.loc["PHANTOM-0004", "sequences"] == "T1 T1ce T2 FLAIR"
+    written = pd.read_csv(out / "preprocessing_report.csv")
+    assert written["subject_id"].tolist() == [f"PHANTOM-000{i}" for i in range(1, 5)]
+
+
+def test_nifti_studies_through_the_command_line_and_a_rerun_keeps_what_is_done(tmp_path):
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    runner = CliRunner()
+    made = runner.invoke(
+        cli,
+        ["phantom", "--raw", "nifti", "--subjects", "1", "--seed", "4", "--voxel-size", "2"]
+        + ["--out", str(raw), "--workers", "1"],
+    )
+    assert made.exit_code == 0, made.output
+    args = ["preprocess", "--in", str(raw), "--out", str(out), "--voxel-size", "2"]
+    first = runner.invoke(cli, [*args, "--labels", str(raw / "labels.csv")])
+    assert first.exit_code == 0, first.output
+    assert "1 written" in first.output
+    record = json.loads((out / "SUBJECTS/PHANTOM-0001" / RECORD).read_text())
+    assert sorted(record["sources"]) == ["FLAIR", "T1", "T1ce", "T2"]
+    again = runner.invoke(cli, args)
+    assert again.exit_code == 0 and "1 kept" in again.output
+    inside = runner.invoke(cli, ["preprocess", "--in", str(raw), "--out", str(raw / "x")])
+    assert inside.exit_code != 0 and "nothing is written into the input" in str(inside.exception)
