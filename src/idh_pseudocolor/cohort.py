@@ -297,3 +297,24 @@ def _attach_csv_labels(
         row["label_source"] = row["label_source"] or str(path)
         if sid not in seen and not row["problem"]:
             row["problem"] = f"{path}: no label for subject {sid}"
+
+
+def labels_for(
+    subject_ids: list[str], path: Path, id_column: str, label_column: str, where_set: str
+) -> tuple[dict[str, int], dict[str, str]]:
+    """The IDH label of each subject id found in a labels CSV (ids matched as for a cohort: zero
+    padding may differ; values parsed as the cohort reader does), and per subject whose value
+    cannot be read, the reason naming the file. Subjects the CSV lacks are in neither."""
+    table = read_labels_csv(path, id_column, label_column, where_set)
+    mapping = match_ids(list(subject_ids), [str(v) for v in table[id_column]])
+    parsed: dict[str, int] = {}
+    problems: dict[str, str] = {}
+    for label_id, value in zip(table[id_column].astype(str), table[label_column], strict=True):
+        subject = mapping.get(label_id)
+        if subject is None:
+            continue
+        try:
+            parsed[subject] = parse_idh(value)
+        except LabelError as exc:
+            problems[subject] = f"{subject}: {path}: {exc}"
+    return parsed, problems

@@ -199,22 +199,13 @@ def attach_labels(
     """The predictions with a ``label`` column from a labels CSV (ids matched as for a cohort:
     BraTS zero padding may differ; values as the cohort reader parses them: 0/1, wildtype,
     IDH1 p.R132H ...), and the predicted subjects it has no usable label for, with the reason."""
-    from idh_pseudocolor.cohort import LabelError, match_ids, parse_idh, read_labels_csv
+    from idh_pseudocolor.cohort import labels_for
 
     path = Path(labels_csv)
-    labels = read_labels_csv(path, id_column, label_column, "--id-column / --label-column")
     subjects = sorted(table["subject_id"].astype(str).unique()) if len(table) else []
-    mapping = match_ids(subjects, list(labels[id_column]))
-    parsed: dict[str, int] = {}
-    problems: dict[str, str] = {}
-    for label_id, value in zip(labels[id_column], labels[label_column], strict=True):
-        subject = mapping.get(label_id)
-        if subject is None:
-            continue
-        try:
-            parsed[subject] = parse_idh(value)
-        except LabelError as exc:
-            problems[subject] = f"{subject}: {path}: {exc}"
+    parsed, problems = labels_for(
+        subjects, path, id_column, label_column, "--id-column / --label-column"
+    )
     for s in subjects:
         if s not in parsed and s not in problems:
             problems[s] = f"{s}: no label in {path}"

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from idh_pseudocolor.cohort import LAYOUTS, LabelError, match_ids, parse_idh, read_labels_csv
+from idh_pseudocolor.cohort import LAYOUTS, labels_for
 from idh_pseudocolor.configurations import SEQUENCES
 from idh_pseudocolor.raw_studies import StudyProblem, assign_sequences, find_series, read_series
 from idh_pseudocolor.registration import (
@@ -295,18 +295,10 @@ def read_labels(
     problems: a patient without a label is written with -1 (unknown), as EGD does."""
     if labels_csv is None:
         return {}, []
-    table = read_labels_csv(Path(labels_csv), id_column, label_column, "--id-column/--label-column")
-    mapping = match_ids(list(ids), [str(v) for v in table[id_column]])
-    labels, problems = {}, []
-    for label_id, value in zip(table[id_column].astype(str), table[label_column], strict=True):
-        subject = mapping.get(label_id)
-        if subject is None:
-            continue
-        try:
-            labels[subject] = parse_idh(value)
-        except LabelError as exc:
-            problems.append(f"{subject}: {labels_csv}: {exc}")
-    return labels, problems
+    labels, problems = labels_for(
+        list(ids), Path(labels_csv), id_column, label_column, "--id-column/--label-column"
+    )
+    return labels, list(problems.values())
 
 
 def preprocess_cohort(
