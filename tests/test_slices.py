@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from nibabel.orientations import axcodes2ornt, ornt_transform
 
+from idh_pseudocolor.configurations import SEQUENCES
 from idh_pseudocolor.slices import (
     Normalization,
     SubjectError,
@@ -464,3 +465,45 @@ def test_serial_and_parallel_extraction_give_the_same_results(tmp_path):
     assert serial[0].image.max() == 1.0  # minmax, as asked
     assert isinstance(serial[1], SubjectError) and serial[1].file == str(bad / "MASK.nii.gz")
     assert str(serial[1]) == str(parallel[1])
+
+
+# ---- patients missing sequences (predict) ---------------------------------------------------
+
+
+def test_an_absent_sequence_is_a_zero_channel_when_allowed(subject):
+    full = extract_subject("S1", files_of(subject), RAW)
+    (subject / "T2.nii.gz").unlink()
+    assert "missing T2 file" in _reason(subject).reason  # data_engineering: all four required
+    partial = extract_subject("S1", files_of(subject), RAW, required=())
+    assert partial.present == ("T1", "T1ce", "FLAIR") and full.present == SEQUENCES
+    assert not partial.image[2].any() and partial.image.shape == full.image.shape
+    np.testing.assert_array_equal(partial.image[[0, 1, 3]], full.image[[0, 1, 3]])
+    assert (partial.z, partial.volume_shape) == (full.z, full.volume_shape)
+    (subject / "T1.nii.gz").unlink()  # the rest is still required when named
+    with pytest.raises(SubjectError, match="missing T1 file"):
+        extract_subject("S1", files_of(subject), RAW, required=("T1",))
+    results = list(extract_many([("S1", files_of(subject))], RAW, 1, False, required=()))
+    assert results[0].present == ("T1ce", "FLAIR")
+
+
+def test_a_broken_or_misplaced_file_is_an_error_even_when_sequences_may_be_absent(subject):
+    truncated = subject / "T2.nii.gz"
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    with pytest.raises(SubjectError) as info:
+        extract_subject("S1", files_of(subject), RAW, required=())
+    assert info.value.file == str(truncated) and "T2" in info.value.reason
+    (subject / "T2.nii.gz").unlink()
+    volumes, mask = make_volumes()
+    nib.save(nib.Nifti1Image(volumes["FLAIR"][:-1], AFFINE), subject / "FLAIR.nii.gz")
+    with pytest.raises(SubjectError, match="FLAIR shape"):  # geometry of the present ones
+        extract_subject("S1", files_of(subject), RAW, required=())
+
+
+def test_the_mask_and_one_sequence_stay_required(subject):
+    (subject / "MASK.nii.gz").unlink()
+    with pytest.raises(SubjectError, match="missing mask file"):
+        extract_subject("S1", files_of(subject), RAW, required=())
+    for name in SEQUENCE_FILES.values():
+        (subject / name).unlink()
+    with pytest.raises(SubjectError, match="no sequence file"):
+        extract_subject("S1", files_of(subject), RAW, required=())

@@ -20,6 +20,7 @@ Data
     ``registration``     co-registration, the template grid, N4, the brain mask (SimpleITK)
     ``raw_phantom``      the phantom as a scanner gives it (DICOM or NIfTI, misaligned, skull)
     ``preprocess``       raw studies -> an EGD-layout cohort (the steps above, per patient)
+    ``segmentation``     automatic tumor masks: a 2-D U-Net (MONAI), its Dice, the mask files
 
 Models and training
     ``pseudocolor``      sequences -> the channels a network sees

@@ -167,6 +167,14 @@ def phantom(
     help="Model bundle: the final evaluation's runs (or a sweep configuration's checkpoints).",
 )
 @click.option(
+    "--fallback-models",
+    "fallback_bundle",
+    default=None,
+    type=click.Path(),
+    help="Runs for patients missing sequences (the study's train_fallbacks). "
+    "Default: fallback_models beside --models, where it exists.",
+)
+@click.option(
     "--model",
     "model_name",
     default=None,
@@ -225,6 +233,7 @@ def phantom(
 def predict(
     folder: str,
     bundle: str,
+    fallback_bundle: str | None,
     model_name: str | None,
     weights: str,
     out: str,
@@ -240,31 +249,23 @@ def predict(
 ) -> None:
     """P(IDH mutant) for the patient(s) in FOLDER: one subject folder (T1, T1GD, T2, FLAIR, MASK or
     BraTS names) or a cohort folder of them. Writes OUT/predictions.csv (seed-ensemble
-    probability, std over seeds, each seed, the slice used) and, per patient, a PNG with the
-    composite and a Grad-CAM overlay. Bad subjects are listed in OUT/errors.csv with the reason."""
-    import pandas as pd
-
-    from idh_pseudocolor.datasets import ModelBundleDataset
-    from idh_pseudocolor.predict import find_subjects, load_runs, predict_subjects, save_pictures
+    probability, std over seeds, each seed, the slice used, the configuration and the missing
+    sequences) and, per patient, a PNG with the composite and a Grad-CAM overlay. A patient
+    missing sequences gets the best-ranked trained configuration it has them for (a fallback).
+    Bad subjects are listed in OUT/errors.csv with the reason."""
+    from idh_pseudocolor.predict import find_subjects, predict_subjects, save_pictures
 
     pretrained = {"pretrained": True, "scratch": False, "all": None}[weights]
-    runs = load_runs(ModelBundleDataset(path=bundle).load(), model_name, pretrained)
+    runs = _predict_runs(bundle, fallback_bundle, model_name, pretrained)
     subjects = find_subjects(folder)
     table, slices, errors = predict_subjects(
         subjects, runs, n_workers=workers, progress=len(subjects) > 1
     )
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out_dir / "predictions.csv", index=False)
-    rows = [{"subject_id": e.subject_id, "file": e.file, "reason": e.reason} for e in errors]
-    pd.DataFrame(rows, columns=["subject_id", "file", "reason"]).to_csv(
-        out_dir / "errors.csv", index=False
-    )
+    _write_outcome(out_dir, table, errors)
     if not no_pictures:
         for s in slices:
             save_pictures(s, runs, table, out_dir / "pictures")
-    for e in errors:
-        click.echo(f"skipped {e.subject_id}: {e.file + ': ' if e.file else ''}{e.reason}", err=True)
     click.echo(
         f"{len(slices)} of {len(subjects)} subject(s) predicted "
         f"with {len(runs)} run(s) -> {out_dir / 'predictions.csv'}"
@@ -272,26 +273,70 @@ def predict(
     if not slices:
         raise SystemExit(1)
     if labels_csv:
-        from idh_pseudocolor.arms import arm_label
-        from idh_pseudocolor.predict import attach_labels, labelled_metrics
+        settings = _reporting_settings(env, bootstrap_resamples, bootstrap_seed, calibration_bins)
+        _labelled_report(table, labels_csv, id_column, label_column, settings, out_dir)
 
-        labelled, unlabelled = attach_labels(table, labels_csv, id_column, label_column)
-        for problem in unlabelled:
-            click.echo(f"not in the metrics: {problem}", err=True)
-        if labelled.empty:
-            click.echo(f"no predicted subject has a label in {labels_csv}: no metrics", err=True)
-            raise SystemExit(1)
-        n, seed, bins = _reporting_settings(
-            env, bootstrap_resamples, bootstrap_seed, calibration_bins
+
+def _labelled_report(
+    table, labels_csv: str, id_column: str, label_column: str, settings: tuple, out_dir: Path
+) -> None:
+    """OUT/metrics.csv for the labelled patients, one line per model and arm on the terminal."""
+    from idh_pseudocolor.arms import arm_label
+    from idh_pseudocolor.predict import attach_labels, labelled_metrics
+
+    labelled, unlabelled = attach_labels(table, labels_csv, id_column, label_column)
+    for problem in unlabelled:
+        click.echo(f"not in the metrics: {problem}", err=True)
+    if labelled.empty:
+        click.echo(f"no predicted subject has a label in {labels_csv}: no metrics", err=True)
+        raise SystemExit(1)
+    metrics = labelled_metrics(labelled, *settings)
+    metrics.to_csv(out_dir / "metrics.csv", index=False)
+    for r in metrics.itertuples():
+        click.echo(
+            f"{r.model_name} ({arm_label(r.pretrained)}): AUROC "
+            f"{r.auroc:.3f} [{r.auroc_ci_low:.3f}, {r.auroc_ci_high:.3f}] on {r.patients} "
+            f"labelled patients -> {out_dir / 'metrics.csv'}"
         )
-        metrics = labelled_metrics(labelled, n, seed, bins)
-        metrics.to_csv(out_dir / "metrics.csv", index=False)
-        for r in metrics.itertuples():
+
+
+def _write_outcome(out_dir: Path, table, errors: list) -> None:
+    """predictions.csv and errors.csv; on the terminal, the skipped subjects with the reason and
+    the subjects predicted with a fallback with the configuration used."""
+    import pandas as pd
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_dir / "predictions.csv", index=False)
+    rows = [{"subject_id": e.subject_id, "file": e.file, "reason": e.reason} for e in errors]
+    pd.DataFrame(rows, columns=["subject_id", "file", "reason"]).to_csv(
+        out_dir / "errors.csv", index=False
+    )
+    for e in errors:
+        click.echo(f"skipped {e.subject_id}: {e.file + ': ' if e.file else ''}{e.reason}", err=True)
+    if len(table):
+        for r in table[table["fallback"]].drop_duplicates("subject_id").itertuples():
             click.echo(
-                f"{r.model_name} ({arm_label(r.pretrained)}): AUROC "
-                f"{r.auroc:.3f} [{r.auroc_ci_low:.3f}, {r.auroc_ci_high:.3f}] on {r.patients} "
-                f"labelled patients -> {out_dir / 'metrics.csv'}"
+                f"{r.subject_id}: missing {r.missing_sequences}, predicted with configuration "
+                f"{r.configuration} (study rank {r.study_rank}, a fallback)"
             )
+
+
+def _predict_runs(
+    bundle: str, fallback_bundle: str | None, model_name: str | None, pretrained: bool | None
+) -> list:
+    """The winner's runs and, where there is a fallback bundle, the fallbacks' (default: the
+    ``fallback_models`` folder beside ``bundle``; a bundle without them simply has none)."""
+    from idh_pseudocolor.datasets import ModelBundleDataset
+    from idh_pseudocolor.datasets.model_bundle_dataset import MANIFEST
+    from idh_pseudocolor.predict import load_runs
+
+    runs = load_runs(ModelBundleDataset(path=bundle).load(), model_name, pretrained)
+    default = Path(bundle).parent / "fallback_models"
+    path = fallback_bundle or (str(default) if (default / MANIFEST).is_file() else None)
+    if path and Path(path).resolve() != Path(bundle).resolve():
+        fallbacks = ModelBundleDataset(path=path).load()
+        runs += load_runs(fallbacks, model_name, pretrained, allow_none=True)
+    return runs
 
 
 @cli.command()

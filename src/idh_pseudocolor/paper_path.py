@@ -107,6 +107,10 @@ PAPER_SETTINGS: dict[str, tuple[Any, str]] = {
         "choice: the paper gives no weight decay; AdamW's default in torch",
     ),
     "permutation_study.final_evaluation.pretrained": ([True, False], "paper"),
+    "permutation_study.fallback.min_sequences": (
+        3,
+        "choice: the paper needs all four sequences; runs for patients with 3 of 4 (predict)",
+    ),
     "permutation_study.accept_best_params": (
         None,
         "choice: best_params must come from this environment's search",
@@ -132,7 +136,10 @@ PAPER_SETTINGS: dict[str, tuple[Any, str]] = {
 MACHINE_KEYS: tuple[str, ...] = machine_keys()
 
 #: deliberate, recorded choices a paper run may make
-DELIBERATE_KEYS: tuple[str, ...] = ("permutation_study.accept_best_params",)
+DELIBERATE_KEYS: tuple[str, ...] = (
+    "permutation_study.accept_best_params",
+    "permutation_study.fallback.min_sequences",  # beyond the paper: never changes its results
+)
 
 #: what a rehearsal may change (``conf/rehearsal`` and ``--params`` in a rehearsal): the scale
 SCALE_KEYS: tuple[str, ...] = (

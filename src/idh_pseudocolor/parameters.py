@@ -47,6 +47,7 @@ SOURCES: dict[str, str] = {
     "permutation_study": "conf/base/parameters_permutation_study.yml",
     "reporting": "conf/base/parameters_reporting.yml",
     "cross_validation": "conf/base/parameters_cross_validation.yml",
+    "segmentation": "conf/base/parameters_segmentation.yml",
 }
 
 #: field metadata of a machine setting (hardware, speed, paths, progress): any value is allowed on
@@ -335,6 +336,21 @@ class FinalEvaluationSettings:
 
 
 @dataclass(frozen=True)
+class FallbackSettings:
+    """Which patients missing sequences get trained runs: every set of at least ``min_sequences``
+    present sequences gets the best-ranked configuration that uses only them (4: none)."""
+
+    min_sequences: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_sequences <= 4:
+            raise ValueError(
+                f"permutation_study.fallback.min_sequences = {self.min_sequences} must be 1 to 4 "
+                "(conf/base/parameters_permutation_study.yml)"
+            )
+
+
+@dataclass(frozen=True)
 class PermutationStudySettings(Settings):
     """The sweep and the final evaluation (``params:permutation_study``)."""
 
@@ -347,6 +363,7 @@ class PermutationStudySettings(Settings):
     # a best_params id (hex) accepted deliberately; --params may read an all-digit id as a number
     accept_best_params: str | int | None
     final_evaluation: FinalEvaluationSettings
+    fallback: FallbackSettings  # runs for patients missing sequences (predict)
 
     def hyperparameters(self, best_params: Mapping[str, Any]) -> dict[str, Any]:
         """best_params' hyperparameters with the overrides applied (an override of null keeps
@@ -434,6 +451,49 @@ class CrossValidationSettings(Settings):
     val_fraction: float  # of the patients outside the test fold that validate (early stopping)
 
 
+# ---- segmentation --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SegmentationTrainingSettings:
+    """How the tumor-segmentation network learns (``segmentation.training``)."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float  # the one-cycle schedule's peak
+    slices_per_subject: int  # axial slices drawn per training patient, 3 of 4 through the tumor
+    sequence_dropout: float  # probability of zeroing one sequence of a training slice
+    seed: int
+
+
+@dataclass(frozen=True)
+class SegmentationSettings(Settings):
+    """``params:segmentation``: the automatic tumor masks (idh_pseudocolor.segmentation)."""
+
+    SECTION: ClassVar[str] = "segmentation"
+    in_plane_mm: float  # slices averaged down to about this spacing in-plane
+    channels: tuple[int, ...]  # U-Net feature maps per level
+    lower_percentile: float  # of each sequence's brain voxels, mapped to 0 ...
+    upper_percentile: float  # ... and to 1
+    threshold: float  # on P(tumor)
+    max_train_subjects: int | None  # of the development split's training patients; None = all
+    training: SegmentationTrainingSettings
+    n_workers: int | None = machine()  # processes reading volumes; None = all cores
+    torch_threads: int = machine()
+    progress: bool = machine()
+
+    def architecture(self) -> Any:
+        from idh_pseudocolor.segmentation import Architecture
+
+        return Architecture(
+            in_plane_mm=self.in_plane_mm,
+            channels=tuple(self.channels),
+            lower_percentile=self.lower_percentile,
+            upper_percentile=self.upper_percentile,
+            threshold=self.threshold,
+        )
+
+
 # ---- all of them ---------------------------------------------------------------------------------
 
 PIPELINE_SETTINGS: dict[str, Any] = {
@@ -446,6 +506,7 @@ PIPELINE_SETTINGS: dict[str, Any] = {
         PermutationStudySettings,
         ReportingSettings,
         CrossValidationSettings,
+        SegmentationSettings,
     )
 }
 

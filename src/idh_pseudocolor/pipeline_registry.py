@@ -10,12 +10,14 @@ from kedro.pipeline import Pipeline
 # demo_pretraining (the demo's pretrained arm; an empty record where it is disabled) is part of
 # permutation_study, whose final evaluation reads it; it is also a pipeline of its own.
 # external_validation runs without an external cohort too (empty outputs, the report says so).
+# segmentation: the automatic tumor masks and what they cost the study (the report's section).
 DEFAULT = (
     "data_engineering",
     "demo_pretraining",
     "hyperparameter_search",
     "permutation_study",
     "external_validation",
+    "segmentation",
     "reporting",
 )
 

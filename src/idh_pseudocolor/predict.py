@@ -1,15 +1,18 @@
 """Apply trained runs to new patients: P(IDH mutant) with the seed ensemble's spread, the slice
 used, the pseudo-color composite and a Grad-CAM overlay.
 
-The runs come from a model bundle (``data/06_models/winner_models`` after the study). Slices are
-extracted exactly as in data_engineering (same checks, same per-subject errors, same
-normalization as the bundle recorded), composed as in training, and scored in eval mode.
+The runs come from a model bundle (``data/06_models/winner_models`` after the study) and, for
+patients missing sequences, the fallback bundle (``fallback_models``): each patient gets the
+best-ranked trained configuration whose sequences it has (the winner when it has all four). Slices
+are extracted exactly as in data_engineering (same checks, same per-subject errors, same
+normalization as the bundle recorded; an absent sequence file is a channel of zeros the chosen
+configuration does not use), composed as in training, and scored in eval mode.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +21,15 @@ import torch
 
 from idh_pseudocolor.arms import ARM_KEYS, arm_label, arm_slug
 from idh_pseudocolor.cohort import FILE_KEYS, LAYOUTS
-from idh_pseudocolor.configurations import configuration_label
-from idh_pseudocolor.runs import TrainedRun, load_runs
-from idh_pseudocolor.slices import SubjectError, SubjectSlice, extract_many
+from idh_pseudocolor.configurations import SEQUENCES, configuration_label
+from idh_pseudocolor.runs import TrainedRun, best_fitting, load_runs, sequence_set
+from idh_pseudocolor.slices import Normalization, SubjectError, SubjectSlice, extract_many
 from idh_pseudocolor.training import predict_proba, prepare_inputs
 
 __all__ = [
     "TrainedRun",
     "attach_labels",
+    "choose_configuration",
     "find_subjects",
     "gradcam",
     "labelled_metrics",
@@ -42,8 +46,9 @@ def _inputs(run: TrainedRun, subject: SubjectSlice) -> torch.Tensor:
 
 
 def find_subjects(folder: str | Path) -> list[tuple[str, dict[str, str]]]:
-    """One subject folder (its four sequences and mask directly inside) or a cohort folder of
-    subject folders; EGD and BraTS file names are recognised."""
+    """One subject folder (its sequences and mask directly inside) or a cohort folder of subject
+    folders; EGD and BraTS file names are recognised. A subject lacking files is listed all the
+    same: extraction tolerates absent sequences and reports an absent mask."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(
@@ -66,12 +71,56 @@ def find_subjects(folder: str | Path) -> list[tuple[str, dict[str, str]]]:
         files = files_of(folder, sub.name) or {
             key: str(folder / LAYOUTS["egd"][key].format(id=sub.name)) for key in FILE_KEYS
         }
-        subjects.append((sub.name, files))  # missing files are reported per subject by extraction
+        subjects.append((sub.name, files))  # absent files: handled per subject by extraction
     if not subjects:
         raise ValueError(
             f"{folder} holds neither sequences (EGD or BraTS names) nor subject folders"
         )
     return subjects
+
+
+def study_ranks(runs: Sequence[TrainedRun]) -> dict[int, int]:
+    """Configuration id -> study rank of the configurations the runs hold. A run that records
+    no rank comes from a bundle older than the record, the winner's: rank 1."""
+    ranks: dict[int, int] = {}
+    for run in runs:
+        rank = 1 if run.study_rank is None else int(run.study_rank)
+        ranks[run.config.config_id] = min(rank, ranks.get(run.config.config_id, rank))
+    return ranks
+
+
+def choose_configuration(present: Collection[str], ranks: Mapping[int, int]) -> int | None:
+    """The best-ranked configuration of ``ranks`` (ties: the lower id) whose sequences are all
+    ``present``; None when none is."""
+    return best_fitting(sorted(ranks, key=lambda c: (ranks[c], c)), present)
+
+
+def _unusable(subject: SubjectSlice, ranks: Mapping[int, int]) -> SubjectError:
+    """A subject no trained configuration fits: what it has, what is trained, what to do."""
+    missing = [q for q in SEQUENCES if q not in subject.present]
+    trained = ", ".join(
+        f"{configuration_label(c)} (study rank {r})"
+        for c, r in sorted(ranks.items(), key=lambda item: (item[1], item[0]))
+    )
+    return SubjectError(
+        subject.subject_id,
+        None,
+        f"has {sequence_set(subject.present)} (missing {sequence_set(missing)}), and no trained "
+        f"configuration uses only these sequences (trained: {trained}). Runs for such patients: "
+        f"permutation_study.fallback.min_sequences <= {len(subject.present)}, then give the "
+        "fallback bundle to --fallback-models (docs/preprocessing.md)",
+    )
+
+
+def _one_normalization(runs: Sequence[TrainedRun]) -> Normalization:
+    """The slice normalization all runs were trained with: one extraction serves them all."""
+    found = {run.normalization for run in runs}
+    if len(found) != 1:
+        raise ValueError(
+            f"the runs were trained on slices normalized differently ({sorted(map(str, found))}): "
+            "the winner and fallback bundles must come from one study"
+        )
+    return found.pop()
 
 
 def predict_subjects(
@@ -80,40 +129,62 @@ def predict_subjects(
     n_workers: int | None = 1,
     progress: bool = False,
 ) -> tuple[pd.DataFrame, list[SubjectSlice], list[SubjectError]]:
-    """Per subject and (model, pretrained): the seed-ensemble P(mutant), its std over seeds, each
-    seed's value."""
-    normalization = runs[0].normalization
-    slices, errors = [], []
-    for result in extract_many(list(subjects), normalization, n_workers, progress=progress):
-        (errors if isinstance(result, SubjectError) else slices).append(result)
-    rows = []
-    for s in slices:
-        groups: dict[tuple[str, bool], list[tuple[TrainedRun, float]]] = {}
-        for run in runs:
-            prob = float(predict_proba(run.model, _inputs(run, s))[0])
-            groups.setdefault((run.config.model_name, run.config.pretrained), []).append(
-                (run, prob)
-            )
-        for (model_name, pretrained), members in groups.items():
-            probs = [p for _, p in members]
-            rows.append(
-                {
-                    "subject_id": s.subject_id,
-                    "model_name": model_name,
-                    "pretrained": pretrained,
-                    "configuration": configuration_label(members[0][0].config.config_id),
-                    "prob_mutant": float(np.mean(probs)),
-                    "prob_std_over_seeds": float(np.std(probs, ddof=1))
-                    if len(probs) > 1
-                    else math.nan,
-                    "seeds": len(probs),
-                    "prediction": "IDH mutant" if np.mean(probs) >= 0.5 else "IDH wild-type",
-                    "slice_index": s.z,
-                    "tumor_z_range": f"{s.z_min}-{s.z_max}",
-                    **{f"prob_seed{r.config.seed}": p for r, p in members},
-                }
-            )
+    """Per subject, the best-ranked configuration of ``runs`` whose sequences it has
+    (:func:`choose_configuration`); per (model, pretrained) of its runs: the seed-ensemble
+    P(mutant), its std over seeds, each seed's value, which configuration and what was missing.
+    A subject no configuration fits is an error, the others go on."""
+    ranks = study_ranks(runs)
+    primary = choose_configuration(SEQUENCES, ranks)
+    slices, errors, rows = [], [], []
+    extracted = extract_many(
+        list(subjects), _one_normalization(runs), n_workers, progress=progress, required=()
+    )
+    for result in extracted:
+        if isinstance(result, SubjectError):
+            errors.append(result)
+            continue
+        chosen = choose_configuration(result.present, ranks)
+        if chosen is None:
+            errors.append(_unusable(result, ranks))
+            continue
+        slices.append(result)
+        used = [run for run in runs if run.config.config_id == chosen]
+        rows += _subject_rows(result, used, ranks[chosen], chosen != primary)
     return pd.DataFrame(rows), slices, errors
+
+
+def _subject_rows(
+    s: SubjectSlice, runs: Sequence[TrainedRun], rank: int, fallback: bool
+) -> list[dict]:
+    """One subject's rows: per (model, pretrained) of one configuration's runs."""
+    groups: dict[tuple[str, bool], list[tuple[TrainedRun, float]]] = {}
+    for run in runs:
+        prob = float(predict_proba(run.model, _inputs(run, s))[0])
+        groups.setdefault((run.config.model_name, run.config.pretrained), []).append((run, prob))
+    rows = []
+    for (model_name, pretrained), members in groups.items():
+        probs = [p for _, p in members]
+        config_id = members[0][0].config.config_id
+        rows.append(
+            {
+                "subject_id": s.subject_id,
+                "model_name": model_name,
+                "pretrained": pretrained,
+                "configuration": configuration_label(config_id),
+                "config_id": config_id,
+                "study_rank": rank,
+                "fallback": fallback,
+                "missing_sequences": sequence_set(q for q in SEQUENCES if q not in s.present),
+                "prob_mutant": float(np.mean(probs)),
+                "prob_std_over_seeds": float(np.std(probs, ddof=1)) if len(probs) > 1 else math.nan,
+                "seeds": len(probs),
+                "prediction": "IDH mutant" if np.mean(probs) >= 0.5 else "IDH wild-type",
+                "slice_index": s.z,
+                "tumor_z_range": f"{s.z_min}-{s.z_max}",
+                **{f"prob_seed{r.config.seed}": p for r, p in members},
+            }
+        )
+    return rows
 
 
 def gradcam(run: TrainedRun, subject: SubjectSlice, target_class: int = 1) -> np.ndarray:
@@ -139,15 +210,19 @@ def gradcam(run: TrainedRun, subject: SubjectSlice, target_class: int = 1) -> np
 def save_pictures(
     subject: SubjectSlice, runs: Sequence[TrainedRun], table: pd.DataFrame, out: Path
 ) -> list[Path]:
-    """Per subject: the composite the model saw and the Grad-CAM of the first run of each group."""
+    """Per subject: the composite the model saw and the Grad-CAM of the first run of each group
+    of the configuration the subject was predicted with (``table``'s ``config_id``)."""
     import matplotlib.pyplot as plt
 
     from idh_pseudocolor.pseudocolor import compose
 
     out.mkdir(parents=True, exist_ok=True)
+    mine = table[table["subject_id"] == subject.subject_id]
+    used = set(mine["config_id"]) if "config_id" in mine else None
     first = {}
     for run in runs:
-        first.setdefault((run.config.model_name, run.config.pretrained), run)
+        if used is None or run.config.config_id in used:
+            first.setdefault((run.config.model_name, run.config.pretrained), run)
     written = []
     for (model_name, pretrained), run in first.items():
         seen = compose(
@@ -158,11 +233,7 @@ def save_pictures(
             mask_tumor_only=run.config.mask_non_tumor,
         )[0].numpy()  # what the model saw, before standardization
         rgb = np.clip(np.moveaxis(seen[:3], 0, -1), 0, 1)
-        row = table[
-            (table["subject_id"] == subject.subject_id)
-            & (table["model_name"] == model_name)
-            & (table["pretrained"] == pretrained)
-        ].iloc[0]
+        row = mine[(mine["model_name"] == model_name) & (mine["pretrained"] == pretrained)].iloc[0]
         predicted = int(row["prob_mutant"] >= 0.5)  # explain the class the ensemble chose
         heat = gradcam(run, subject, target_class=predicted)
         fig, axes = plt.subplots(1, 2, figsize=(8, 4.4), constrained_layout=True)
@@ -214,12 +285,21 @@ def attach_labels(
     return labelled, list(problems.values())
 
 
+def _configurations_used(part: pd.DataFrame) -> str:
+    """The configurations an arm's patients were predicted with, best-ranked first."""
+    keys = [k for k in ("study_rank", "config_id", "configuration") if k in part]
+    used = part.drop_duplicates("configuration").sort_values(keys, kind="stable")
+    return "; ".join(used["configuration"].astype(str))
+
+
 def labelled_metrics(
     labelled: pd.DataFrame, n_resamples: int, seed: int, calibration_bins: int
 ) -> pd.DataFrame:
     """Per model x pretrained, the seed ensemble's metrics with bootstrap CIs, Brier and ECE on
     the labelled patients (:func:`idh_pseudocolor.metrics.arm_metrics`: the numbers the
-    external_validation pipeline reports for the same patients)."""
+    external_validation pipeline reports for the same patients). Patients predicted with a
+    fallback configuration count in their arm; ``configurations`` and ``fallback_patients`` say
+    how many and which."""
     from idh_pseudocolor.metrics import arm_metrics
 
     rows = []
@@ -230,6 +310,10 @@ def labelled_metrics(
                 "model_name": model,
                 "pretrained": bool(pretrained),
                 "seeds": int(part["seeds"].max()),
+                "configurations": _configurations_used(part),
+                "fallback_patients": int(part["fallback"].astype(bool).sum())
+                if "fallback" in part
+                else 0,
                 **arm_metrics(
                     part["label"].to_numpy(),
                     part["prob_mutant"].to_numpy(),

@@ -14,8 +14,9 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
+from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,12 @@ import pandas as pd
 import torch
 
 from idh_pseudocolor.arms import arm_slug
-from idh_pseudocolor.configurations import configuration, configuration_label
+from idh_pseudocolor.configurations import (
+    PAPER_CONFIGURATION_IDS,
+    SEQUENCES,
+    configuration,
+    configuration_label,
+)
 from idh_pseudocolor.models import (
     IMAGENET_NORMALIZATION,
     PretrainedWeightsUnavailable,
@@ -42,6 +48,7 @@ from idh_pseudocolor.parameters import (
     PermutationStudySettings,
     SearchSettings,
 )
+from idh_pseudocolor.permutation_study import final_metrics_table
 from idh_pseudocolor.provenance import best_params_id
 from idh_pseudocolor.slices import Normalization
 from idh_pseudocolor.training import (
@@ -104,15 +111,20 @@ def where_and_when(cfg: RunConfig, started_at: float) -> dict[str, Any]:
     }
 
 
-def bundle_entry(result: RunResult, data: DataEngineeringSettings) -> dict[str, Any]:
+def bundle_entry(
+    result: RunResult, data: DataEngineeringSettings, study_rank: int | None = None
+) -> dict[str, Any]:
     """A run's best-epoch weights and what is needed to rebuild, judge and apply it (the slice
-    normalization its inputs had, so ``predict`` prepares new patients the same way)."""
+    normalization its inputs had, so ``predict`` prepares new patients the same way; the
+    configuration's study rank, so ``predict`` picks among the winner and the fallbacks without
+    the study's tables)."""
     meta = {
         "config": asdict(result.config),
         "weights": result.weights.as_dict(),
         "best_epoch": result.best_epoch,
         "validation": result.metrics,
         "normalization": asdict(data.normalization),
+        **({} if study_rank is None else {"study_rank": int(study_rank)}),
     }
     return {"state_dict": result.state_dict, "meta": meta}
 
@@ -296,10 +308,12 @@ def winner_runs(
     config_id: int,
     inputs: WinnerInputs,
     hyperparameters: Mapping[str, Any],
+    study_rank: int | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The winner's runs (each model, arm and seed) trained on ``train_ids``, best epoch chosen on
     ``val_ids``, scored on the ``test`` patients: one row per run x test patient, and each run's
-    bundle entry. The final evaluation's loop, also each cross-validation fold's."""
+    bundle entry (recording ``study_rank`` when given). The final evaluation's loop, also each
+    cross-validation fold's and each fallback configuration's."""
     settings = inputs.settings
     test_ids = test["subject_id"].tolist()
     arms = settings.final_evaluation.pretrained
@@ -324,7 +338,7 @@ def winner_runs(
                     slice_arrays, train_ids, val_ids, cfg, evaluate_ids=test_ids, keep_state=True
                 )
                 progress.finished(cfg, result, started)
-                models[run_name(cfg)] = bundle_entry(result, inputs.data)
+                models[run_name(cfg)] = bundle_entry(result, inputs.data, study_rank)
                 predictions.append(_test_rows(cfg, result, test, inputs.best_params_id))
     return pd.concat(predictions, ignore_index=True), models
 
@@ -352,6 +366,127 @@ def _test_rows(
             "prob_mutant": result.eval_prob_mutant,
         }
     )
+
+
+# -- fallbacks for patients missing sequences ---------------------------------------------------
+#: fallback_configurations' columns: a set of present sequences and the configuration it gets
+FALLBACK_COLUMNS = [
+    "present_sequences",
+    "missing_sequences",
+    "config_id",
+    "configuration",
+    "study_rank",
+    "winner",
+]
+
+
+def sequence_set(sequences: Iterable[str]) -> str:
+    """``'T1ce+T2+FLAIR'`` (in SEQUENCES order), ``'none'`` for no sequence: a CSV cell."""
+    chosen = set(sequences)
+    return "+".join(s for s in SEQUENCES if s in chosen) or "none"
+
+
+def best_fitting(ranked: Sequence[int], present: Iterable[str]) -> int | None:
+    """The first configuration of ``ranked`` (best first) whose channels are all ``present``."""
+    have = set(present)
+    return next((c for c in ranked if set(configuration(c)) <= have), None)
+
+
+def study_ranking(study_winner: Mapping[str, Any]) -> list[int]:
+    """The study's ranking of the paper's 28 configurations, best first: study_results ordered by
+    the winner's rule (sum over models of mean validation AUROC, ties to the lower id), as
+    aggregate_study records it beside the winner; rank 1 is the winner."""
+    ranking = [int(c) for c in study_winner.get("ranking") or ()]
+    if not ranking or ranking[0] != int(study_winner["config_id"]):
+        raise ValueError(
+            "study_winner records no ranking with its winner first (made before rankings were "
+            "recorded?): rerun aggregate_study (kedro run --nodes aggregate_study)"
+        )
+    return ranking
+
+
+def fallback_choices(ranking: Sequence[int], min_sequences: int) -> pd.DataFrame:
+    """For every set of at least ``min_sequences`` present sequences (all four included: the
+    winner), the best-ranked configuration of ``ranking`` that uses only them
+    (:data:`FALLBACK_COLUMNS`). Only the paper's 28 count; ranks are positions in ``ranking``
+    (1 = the winner). A set that no ranked configuration fits is left out. Two sequences only fit
+    grays, one colour configuration needs three."""
+    ranked = [int(c) for c in ranking if c in PAPER_CONFIGURATION_IDS]
+    rows = []
+    for size in range(len(SEQUENCES), min_sequences - 1, -1):
+        for present in combinations(SEQUENCES, size):
+            best = best_fitting(ranked, present)
+            if best is None:
+                continue
+            rows.append(
+                {
+                    "present_sequences": sequence_set(present),
+                    "missing_sequences": sequence_set(set(SEQUENCES) - set(present)),
+                    "config_id": best,
+                    "configuration": configuration_label(best),
+                    "study_rank": ranked.index(best) + 1,
+                    "winner": best == ranked[0],
+                }
+            )
+    return pd.DataFrame(rows, columns=FALLBACK_COLUMNS)
+
+
+def fallback_runs(
+    slice_arrays: Mapping[str, np.ndarray],
+    train_ids: Sequence[str],
+    val_ids: Sequence[str],
+    test: pd.DataFrame,
+    choices: pd.DataFrame,
+    inputs: WinnerInputs,
+    hyperparameters: Mapping[str, Any],
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Every fallback configuration of ``choices`` other than the winner, trained as the winner
+    is (:func:`winner_runs`), best rank first: test predictions and bundle entries."""
+    todo = choices[~choices["winner"].astype(bool)].drop_duplicates("config_id")
+    predictions, models = [], {}
+    for row in todo.sort_values("study_rank").itertuples():
+        logger.info(
+            "fallback %s (study rank %d) for patients missing %s",
+            row.configuration,
+            row.study_rank,
+            "; ".join(choices.loc[choices["config_id"] == row.config_id, "missing_sequences"]),
+        )
+        table, bundle = winner_runs(
+            slice_arrays,
+            train_ids,
+            val_ids,
+            test,
+            int(row.config_id),
+            inputs,
+            hyperparameters,
+            study_rank=int(row.study_rank),
+        )
+        predictions.append(table)
+        models.update(bundle)
+    return (pd.concat(predictions, ignore_index=True) if predictions else pd.DataFrame()), models
+
+
+def fallback_metrics_table(predictions: pd.DataFrame, choices: pd.DataFrame) -> pd.DataFrame:
+    """Per fallback configuration and model x pretrained, the final evaluation's table
+    (:func:`~idh_pseudocolor.permutation_study.final_metrics_table`) with the configuration's
+    rank and the patients it serves (``missing_sequences``): set beside test_metrics, what a
+    missing sequence costs."""
+    if predictions.empty:
+        return pd.DataFrame(
+            columns=["config_id", "configuration", "study_rank", "missing_sequences"]
+        )
+    parts = []
+    for config_id, part in predictions.groupby("config_id", sort=False):
+        served = choices[choices["config_id"] == config_id]
+        key = {
+            "config_id": int(config_id),
+            "configuration": configuration_label(int(config_id)),
+            "study_rank": int(served["study_rank"].iloc[0]),
+            "missing_sequences": "; ".join(served["missing_sequences"]),
+        }
+        table = final_metrics_table(part)
+        parts.append(pd.concat([pd.DataFrame([key] * len(table)), table], axis=1))
+    return pd.concat(parts, ignore_index=True)
 
 
 # -- a bundle read back -------------------------------------------------------------------------
@@ -384,6 +519,7 @@ class TrainedRun:
     model: torch.nn.Module
     normalization: Normalization
     weights: WeightsInfo
+    study_rank: int | None = None  # of its configuration; None: the bundle predates the record
 
 
 def recorded_config(name: str, record: Mapping[str, Any]) -> RunConfig:
@@ -421,9 +557,11 @@ def load_runs(
     bundle: Mapping[str, Mapping[str, Any]],
     model_name: str | None = None,
     pretrained: bool | None = None,
+    allow_none: bool = False,
 ) -> list[TrainedRun]:
     """Rebuild the bundle's runs (weights strictly loaded into fresh timm models), optionally
-    only one model and/or only pretrained or from-scratch runs."""
+    only one model and/or only pretrained or from-scratch runs. None matching is an error naming
+    what the bundle has, unless ``allow_none`` (a fallback bundle may hold none)."""
     runs = []
     for name, entry in bundle.items():
         if entry["state_dict"] is None:
@@ -444,9 +582,10 @@ def load_runs(
                 model.eval(),
                 Normalization(**entry["meta"].get("normalization", UNRECORDED_NORMALIZATION)),
                 _weights_info(entry["meta"], cfg),
+                entry["meta"].get("study_rank"),
             )
         )
-    if not runs:
+    if not runs and not allow_none:
         available = sorted(
             {
                 (e["meta"]["config"]["model_name"], e["meta"]["config"]["pretrained"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,8 @@ class SubjectSlice:
     z_max: int
     z: int
     volume_shape: tuple[int, int, int] = field(default=(0, 0, 0))  # canonical RAS shape
+    # the sequences whose files were there; an absent one's channel is zeros (predict only)
+    present: tuple[str, ...] = SEQUENCES
 
 
 # --------------------------------------------------------------------------- geometry
@@ -256,21 +258,63 @@ def normalize_plane(plane: np.ndarray, normalization: Normalization) -> np.ndarr
 
 def extract_subject(
     subject_id: str,
-    files: Mapping[str, str | os.PathLike],
+    files: Mapping[str, str | os.PathLike | None],
     normalization: Normalization,
+    required: Collection[str] = SEQUENCES,
 ) -> SubjectSlice:
-    """Validate one subject's four sequences and mask and return its normalized mid-tumor slice.
+    """Validate one subject's sequences and mask and return its normalized mid-tumor slice.
 
-    Raises :class:`SubjectError` naming the file for: a missing, unreadable, truncated or
-    non-3-D file; a sequence whose canonical shape or affine differs from the mask's; an empty
-    or non-finite mask; non-finite values or no contrast in a sequence's slice.
+    Every sequence in ``required`` must have its file (data_engineering: all four); a sequence
+    outside it whose file is absent becomes a channel of zeros and is left out of
+    ``SubjectSlice.present`` (``predict`` then picks a configuration without it). A file that
+    exists is checked whatever ``required`` says. Raises :class:`SubjectError` naming the file
+    for: a missing required, unreadable, truncated or non-3-D file; no sequence at all; a sequence
+    whose canonical shape or affine differs from the mask's; an empty or non-finite mask;
+    non-finite values or no contrast in a sequence's slice.
     """
-    paths = {key: Path(files[key]) for key in (*SEQUENCES, "mask")}
-    images = {key: _open_volume(subject_id, key, path) for key, path in paths.items()}
-
+    unknown = set(required) - set(SEQUENCES)
+    if unknown:
+        raise ValueError(f"required sequences {sorted(unknown)} are not among {SEQUENCES}")
+    paths = {key: Path(files[key]) for key in (*SEQUENCES, "mask") if files.get(key)}
+    present = tuple(
+        key for key in SEQUENCES if key in required or (key in paths and paths[key].exists())
+    )
+    if not present:
+        raise SubjectError(subject_id, None, f"no sequence file ({', '.join(SEQUENCES)})")
+    for key in (*present, "mask"):
+        paths.setdefault(key, Path(f"<no {key} file given>"))
+    images = {key: _open_volume(subject_id, key, paths[key]) for key in (*present, "mask")}
     geometry = {key: canonical_geometry(img) for key, img in images.items()}
+    _check_geometry(subject_id, paths, geometry, present)
+    mask, z_min, z_max = _tumor_range(subject_id, paths["mask"], images["mask"], geometry)
+    z = midpoint_slice(z_min, z_max)
+    planes = {
+        key: _channel(subject_id, key, paths[key], images[key], geometry[key][0], z, normalization)
+        for key in present
+    }
+    shape = next(iter(planes.values())).shape
+    channels = [planes.get(key, np.zeros(shape, np.float32)) for key in SEQUENCES]
+    return SubjectSlice(
+        subject_id=subject_id,
+        image=np.stack(channels).astype(np.float32, copy=False),
+        mask=to_display(mask[:, :, z]).astype(np.uint8),
+        z_min=z_min,
+        z_max=z_max,
+        z=z,
+        volume_shape=geometry["mask"][1],  # type: ignore[arg-type]
+        present=present,
+    )
+
+
+def _check_geometry(
+    subject_id: str,
+    paths: Mapping[str, Path],
+    geometry: Mapping[str, tuple[np.ndarray, tuple[int, ...], np.ndarray]],
+    present: Iterable[str],
+) -> None:
+    """Every present sequence on the mask's grid (canonical shape and affine)."""
     _, ref_shape, ref_affine = geometry["mask"]
-    for key in SEQUENCES:
+    for key in present:
         _, shape, affine = geometry[key]
         if shape != ref_shape:
             raise SubjectError(
@@ -285,54 +329,63 @@ def extract_subject(
                 f"{key} affine differs from the mask's (RAS): not co-registered",
             )
 
-    mask_img = images["mask"]
+
+def _tumor_range(
+    subject_id: str,
+    path: Path,
+    mask_img: nib.spatialimages.SpatialImage,
+    geometry: Mapping[str, tuple[np.ndarray, tuple[int, ...], np.ndarray]],
+) -> tuple[np.ndarray, int, int]:
+    """The canonical boolean mask and its tumor z-range; the mask decides the slice."""
     try:
         raw = read_volume(mask_img)
     except Exception as exc:
-        raise SubjectError(subject_id, paths["mask"], f"unreadable mask data ({exc})") from None
+        raise SubjectError(subject_id, path, f"unreadable mask data ({exc})") from None
     if raw.dtype.kind == "f" and not np.isfinite(raw).all():
-        raise SubjectError(subject_id, paths["mask"], "non-finite values in mask")
+        raise SubjectError(subject_id, path, "non-finite values in mask")
     mask = apply_orientation(raw > 0, geometry["mask"][0])
     try:
         z_min, z_max = tumor_z_range(mask)
     except ValueError:
-        raise SubjectError(subject_id, paths["mask"], "empty tumor mask (no voxel > 0)") from None
-    z = midpoint_slice(z_min, z_max)
+        raise SubjectError(subject_id, path, "empty tumor mask (no voxel > 0)") from None
+    return mask, z_min, z_max
 
-    channels = []
-    for key in SEQUENCES:
-        try:
-            plane = read_axial_plane(images[key], z, geometry[key][0])
-        except Exception as exc:
-            raise SubjectError(
-                subject_id, paths[key], f"unreadable {key} data ({type(exc).__name__}: {exc})"
-            ) from None
-        bad = int((~np.isfinite(plane)).sum())
-        if bad:
-            raise SubjectError(
-                subject_id, paths[key], f"{bad} non-finite values (NaN/inf) in {key} slice z={z}"
-            )
-        try:
-            channels.append(to_display(normalize_plane(plane, normalization)))
-        except ValueError as exc:
-            raise SubjectError(subject_id, paths[key], f"{key} slice z={z}: {exc}") from None
 
-    return SubjectSlice(
-        subject_id=subject_id,
-        image=np.stack(channels).astype(np.float32, copy=False),
-        mask=to_display(mask[:, :, z]).astype(np.uint8),
-        z_min=z_min,
-        z_max=z_max,
-        z=z,
-        volume_shape=ref_shape,  # type: ignore[arg-type]
-    )
+def _channel(
+    subject_id: str,
+    key: str,
+    path: Path,
+    img: nib.spatialimages.SpatialImage,
+    ornt: np.ndarray,
+    z: int,
+    normalization: Normalization,
+) -> np.ndarray:
+    """One sequence's normalized axial plane z, in display orientation."""
+    try:
+        plane = read_axial_plane(img, z, ornt)
+    except Exception as exc:
+        raise SubjectError(
+            subject_id, path, f"unreadable {key} data ({type(exc).__name__}: {exc})"
+        ) from None
+    bad = int((~np.isfinite(plane)).sum())
+    if bad:
+        raise SubjectError(
+            subject_id, path, f"{bad} non-finite values (NaN/inf) in {key} slice z={z}"
+        )
+    try:
+        return to_display(normalize_plane(plane, normalization))
+    except ValueError as exc:
+        raise SubjectError(subject_id, path, f"{key} slice z={z}: {exc}") from None
 
 
 def _extract_or_error(
-    subject_id: str, files: Mapping[str, str], normalization: Normalization
+    subject_id: str,
+    files: Mapping[str, str],
+    normalization: Normalization,
+    required: Collection[str] = SEQUENCES,
 ) -> SubjectSlice | SubjectError:
     try:
-        return extract_subject(subject_id, files, normalization)
+        return extract_subject(subject_id, files, normalization, required)
     except SubjectError as exc:
         return exc
 
@@ -342,27 +395,32 @@ def extract_many(
     normalization: Normalization,
     n_workers: int | None = None,
     progress: bool = True,
+    required: Collection[str] = SEQUENCES,
 ) -> Iterator[SubjectSlice | SubjectError]:
     """Extract subjects in parallel processes, yielding results in input order.
 
     Errors come back as :class:`SubjectError` values, never raised, so one bad subject cannot
     stop the cohort. Memory stays at a few volumes per worker whatever the cohort size.
+    ``required`` as in :func:`extract_subject` (``predict`` passes none: any sequence may be
+    absent).
     """
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
 
     subjects = list(subjects)
+    required = tuple(required)
     # how many processes and the bar: not what is extracted (make mutation leaves them alone)
     # pragma: no mutate start
     n_workers = max(1, min(n_workers or os.cpu_count() or 1, len(subjects) or 1))
     # pragma: no mutate end
     if n_workers == 1:
         results: Iterable = (
-            _extract_or_error(sid, dict(files), normalization) for sid, files in subjects
+            _extract_or_error(sid, dict(files), normalization, required) for sid, files in subjects
         )
     else:
         tasks = (
-            delayed(_extract_or_error)(sid, dict(files), normalization) for sid, files in subjects
+            delayed(_extract_or_error)(sid, dict(files), normalization, required)
+            for sid, files in subjects
         )
         results = Parallel(n_jobs=n_workers, return_as="generator", batch_size=1)(tasks)
     # pragma: no mutate start

@@ -134,7 +134,7 @@ def test_external_cohort_is_extracted_scored_and_compared(
         (project / "data/08_reporting/external_validation_summary.json").read_text()
     )
     page = render_report(**report_inputs(), external_validation=summary)
-    section = page[page.index('<h2 id="external">') : page.index('<h2 id="search">')]
+    section = page[page.index('<h2 id="external">') : page.index('<h2 id="segmentation">')]
     assert "14 subjects found" in section and "12 included, 2 excluded" in section
     assert f"<b>{row['auroc']:.3f}</b> [{row['auroc_ci_low']:.3f}, {row['auroc_ci_high']:.3f}]" in (
         section

@@ -21,6 +21,7 @@ TINY = {
         "overrides": {"max_epochs": 1},
         "fixed": {"image_size": 32, "early_stopping": False},
         "final_evaluation": {"pretrained": [False]},
+        "fallback": {"min_sequences": 4},  # no fallback runs (the test of all 28 asks for them)
     },
 }
 BEST = {
@@ -63,6 +64,10 @@ def test_one_namespace_runs_alone(kedro_project, tiny_cohort):
 
 def test_all_28_configurations_then_the_winner(kedro_project, tiny_cohort):
     prepare(kedro_project, tiny_cohort)
+    local = kedro_project / "conf/local/parameters.yml"
+    params = yaml.safe_load(local.read_text())
+    params["permutation_study"]["fallback"] = {"min_sequences": 3}  # conf/base's: 3 of 4
+    local.write_text(yaml.safe_dump(params))
     with KedroSession.create(project_path=kedro_project) as session:
         session.run(pipeline_names=["permutation_study"])
     results = pd.read_csv(kedro_project / "data/08_reporting/study_results.csv")
@@ -97,6 +102,8 @@ def test_all_28_configurations_then_the_winner(kedro_project, tiny_cohort):
     arrays = NpzDataset(str(kedro_project / "data/03_primary/slice_arrays.npz")).load()
     x, _ = prepare_inputs(arrays, split_index(arrays, predictions["subject_id"].tolist()), cfg)
     assert predict_proba(model, x) == pytest.approx(predictions["prob_mutant"].to_numpy(), abs=1e-6)
+    assert entry["meta"]["study_rank"] == 1
+    check_fallbacks(kedro_project, winner, len(test))
     # checkpoints of the sweep are off by default: the bundle only marks the configuration as done
     assert (
         ModelBundleDataset(
@@ -104,6 +111,39 @@ def test_all_28_configurations_then_the_winner(kedro_project, tiny_cohort):
         ).load()
         == {}
     )
+
+
+def check_fallbacks(project, winner: dict, n_test: int) -> None:
+    """Each set of 3 or 4 present sequences got the best-ranked configuration using only them;
+    those other than the winner were trained once each, recording their rank, and scored on
+    test."""
+    from itertools import combinations
+
+    from idh_pseudocolor.configurations import SEQUENCES, configuration
+    from idh_pseudocolor.datasets import ModelBundleDataset
+
+    ranking = winner["ranking"]
+    choices = pd.read_csv(project / "data/08_reporting/fallback_configurations.csv")
+    expected = {}
+    for size in (4, 3):
+        for present in combinations(SEQUENCES, size):
+            expected["+".join(present)] = next(
+                c for c in ranking if set(configuration(c)) <= set(present)
+            )
+    assert dict(zip(choices["present_sequences"], choices["config_id"], strict=True)) == expected
+    assert choices.set_index("present_sequences").loc["+".join(SEQUENCES), "winner"]
+    fallbacks = set(expected.values()) - {winner["config_id"]}
+    assert choices.set_index("config_id")["winner"].to_dict() == {
+        c: c == winner["config_id"] for c in expected.values()
+    }
+    bundle = ModelBundleDataset(path=str(project / "data/06_models/fallback_models")).load()
+    assert set(bundle) == {f"configuration_{c}-resnet10t-scratch-seed42" for c in fallbacks}
+    for entry in bundle.values():
+        config_id = entry["meta"]["config"]["config_id"]
+        assert entry["meta"]["study_rank"] == ranking.index(config_id) + 1
+    metrics = pd.read_csv(project / "data/08_reporting/fallback_test_metrics.csv")
+    assert set(metrics["config_id"]) == fallbacks and (metrics["subjects"] == n_test).all()
+    assert set(metrics["study_rank"]) == {ranking.index(c) + 1 for c in fallbacks}
 
 
 def test_four_channel_switch_trains_configuration_28_and_ranks_it(kedro_project, tiny_cohort):
@@ -158,15 +198,22 @@ def test_four_channel_switch_trains_configuration_28_and_ranks_it(kedro_project,
         three.load_state_dict(entry["state_dict"])
 
 
-def test_only_the_final_evaluation_reads_the_test_split():
+def test_only_the_final_evaluation_and_the_fallbacks_read_the_test_split():
     from kedro.framework.project import pipelines
     from kedro.framework.startup import bootstrap_project
 
     from tests.conftest import REPO
 
     bootstrap_project(REPO)
-    readers = [n.name for n in pipelines["__default__"].nodes if "test_split" in n.inputs]
-    assert readers == ["evaluate_winner_on_test"]
+    readers = [n.name for n in pipelines["permutation_study"].nodes if "test_split" in n.inputs]
+    # the fallbacks are trained and scored exactly as the winner is (predict's runs)
+    assert sorted(readers) == ["evaluate_winner_on_test", "train_fallbacks"]
+    choosing = pipelines["hyperparameter_search"].nodes + [  # nothing that chooses reads it
+        n
+        for n in pipelines["__default__"].nodes
+        if (n.namespace or "").startswith("configuration_") or n.name == "aggregate_study"
+    ]
+    assert not [n.name for n in choosing if "test_split" in n.inputs]
     assert {"development_split", "test_split"} <= set(pipelines["data_engineering"].all_outputs())
 
 

@@ -18,6 +18,13 @@ def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort,
         **TINY,
         "hyperparameter_search": {**FAST_SEARCH["hyperparameter_search"], "n_trials": 2},
         "reporting": {"bootstrap_resamples": 200},
+        # the automatic masks, end to end at toy size (tests/test_segmentation.py measures Dice)
+        "segmentation": {
+            "max_train_subjects": 12,
+            "training": {"epochs": 3, "slices_per_subject": 8},
+            "n_workers": 1,
+            "progress": False,
+        },
     }
     # the demo's pretrained arm, end to end: photograph pretraining (a few steps) -> weights files
     # -> finetuned rows
@@ -87,6 +94,23 @@ def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort,
         agreement.loc[agreement["pretrained"].astype(bool), "status"] == "no sweep run"
     ).all()  # the sweep trained scratch only
     html = (reports / "report.html").read_text()
+    # segmentation: trained on training patients only, measured and compared on the test ones
+    test_ids = set(pd.read_csv(kedro_project / "data/03_primary/test_split.csv")["subject_id"])
+    development = pd.read_csv(kedro_project / "data/03_primary/development_split.csv")
+    dice = pd.read_csv(reports / "segmentation_dice.csv")
+    assert set(dice["subject_id"]) == test_ids and dice["dice"].between(0, 1).all()
+    training = yaml.safe_load(
+        (kedro_project / "data/06_models/segmentation_training.json").read_text()
+    )
+    assert set(training["trained_on"]) <= set(development.query("split == 'train'")["subject_id"])
+    masks = kedro_project / "data/06_models/automatic_masks"
+    assert {p.name for p in masks.iterdir()} == test_ids
+    (model,) = (kedro_project / "data/06_models/segmentation_model.safetensors").iterdir()
+    comparison = pd.read_csv(reports / "mask_comparison.csv")
+    assert len(comparison) == 4 and (comparison["patients"] == len(test_ids)).all()
+    section = html[html.index('<h2 id="segmentation">') :]
+    assert f'median Dice <b id="segmentation-dice">{dice["dice"].median():.3f}</b>' in section
+    assert 'id="mask-comparison-table"' in section and "data:image/png;base64," in section
     assert (
         html
         == next((reports / "report_history/report.html").iterdir())
@@ -119,7 +143,8 @@ def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort,
     )
     assert page.errors == [] and page.failed_requests == []
     assert page.checks["banner"] is True  # phantom data: said at the top
-    assert len(page.checks["images"]) == 4 and all(page.checks["images"])
+    # figures 1-3, calibration and the automatic masks' outlines, each decoded by Chromium
+    assert len(page.checks["images"]) == 5 and all(page.checks["images"])
     assert page.checks["plotly"] == 2  # the search's history and importance, interactive
     # two models x two arms x (seed ensemble, seed chosen on validation) + 6 published
     assert page.checks["table2_rows"] == 14

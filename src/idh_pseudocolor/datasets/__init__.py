@@ -1,5 +1,5 @@
 """Catalog datasets that kedro-datasets does not provide: a NIfTI cohort index, NumPy archives, an
-Optuna storage, trained runs and pretrained weights files.
+Optuna storage, trained runs, pretrained weights files, the segmentation model and its masks.
 
 Each class is imported when first named (PEP 562), so a plain catalog load (``kedro catalog``,
 ``kedro viz``, a notebook reading one CSV) imports only the datasets it uses, and none of them
@@ -13,10 +13,12 @@ from typing import Any
 
 _WHERE = {
     "CohortDataset": "cohort_dataset",
+    "MaskFolderDataset": "mask_folder_dataset",
     "ModelBundleDataset": "model_bundle_dataset",
     "NpzDataset": "npz_dataset",
     "OptionalJSONDataset": "optional_json_dataset",
     "OptunaStorageDataset": "optuna_dataset",
+    "SegmentationModelDataset": "segmentation_model_dataset",
     "StudyLocation": "optuna_dataset",
     "WeightsFolderDataset": "weights_folder_dataset",
 }

@@ -279,6 +279,38 @@ def external_context(summary: Mapping[str, Any] | None) -> dict[str, Any]:
     }
 
 
+def segmentation_context(summary: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The "Automatic tumor masks" section: the held-out Dice, the picture of both outlines and,
+    per model x arm, the study's AUROC with expert vs automatic masks on the same patients."""
+    if not summary:
+        return {"ran": False}
+    rows = [
+        {
+            "model_name": str(r["model_name"]),
+            "arm": arm_label(bool(r["pretrained"])),
+            **{
+                k: plain(r.get(k))
+                for k in (
+                    "patients",
+                    "auroc_expert",
+                    "auroc_automatic",
+                    "auroc_difference",
+                    "ci_low",
+                    "ci_high",
+                    "p_value",
+                    "same_prediction",
+                )
+            },
+        }
+        for r in summary.get("comparison", [])
+    ]
+    return {
+        "ran": True,
+        **{k: plain(v) for k, v in summary.items() if k != "comparison"},
+        "rows": rows,
+    }
+
+
 def cross_validation_context(summary: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The cross-validation section (None when the opt-in pipeline has not run): the per-fold
     AUROC figure, the pooled table and the sentences placing the single split among the folds."""
@@ -338,6 +370,7 @@ def report_context(
     demo_pretraining: Mapping[str, Any] | None = None,
     external_validation: Mapping[str, Any] | None = None,
     cross_validation: Mapping[str, Any] | None = None,
+    segmentation: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything ``report.html.j2`` shows, as plain data: the numbers from ``stats``, the figures
     as data URIs, the tables as rows."""
@@ -374,6 +407,7 @@ def report_context(
         "demo_pretraining": dict(demo_pretraining or {}) if stats.any_demo_arm(table) else None,
         "external": external_context(external_validation),
         "cross_validation": cross_validation_context(cross_validation),
+        "segmentation": segmentation_context(segmentation),
     }
 
 

@@ -1,5 +1,5 @@
 """permutation_study: every configuration x model x seed on the validation split, then the
-winner."""
+winner and, for patients missing sequences, the best-ranked configurations they can use."""
 
 from idh_pseudocolor.pipelines.permutation_study.pipeline import create_pipeline
 

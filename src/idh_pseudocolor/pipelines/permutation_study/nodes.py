@@ -15,7 +15,11 @@ from idh_pseudocolor.runs import (
     checked_best_params,
     checked_winner_inputs,
     configuration_runs,
+    fallback_choices,
+    fallback_metrics_table,
+    fallback_runs,
     node_settings,
+    study_ranking,
     winner_runs,
 )
 from idh_pseudocolor.splits import split_ids
@@ -113,5 +117,49 @@ def evaluate_winner(
         int(study_winner["config_id"]),
         inputs,
         inputs.settings.hyperparameters(best_params),
+        study_rank=1,  # the winner, by the study's rule
     )
     return predictions_table, final_metrics_table(predictions_table), models
+
+
+def train_fallbacks(
+    slice_arrays: dict[str, np.ndarray],
+    development_split: pd.DataFrame,
+    test_split: pd.DataFrame,
+    best_params: dict[str, Any],
+    study_winner: dict[str, Any],
+    params: dict[str, Any],
+    data_params: dict[str, Any],
+    search_params: dict[str, Any],
+    environment: dict[str, Any],
+    demo_pretrained_weights: dict[str, Any] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Runs for patients missing sequences (``predict``): for every set of at least
+    ``fallback.min_sequences`` present sequences, the best-ranked configuration of the study
+    (study_results by the winner's rule: the ranking study_winner records) using only them; each
+    one other than the winner is trained exactly as the winner is (same checks, arms, seeds and
+    splits; scored on test). study_winner, not study_results, keeps kedro-viz's layers acyclic.
+
+    Returns which configuration each set of present sequences gets, each fallback's test metrics
+    per model x pretrained (as test_metrics) and the runs' weights, each recording its
+    configuration's study rank.
+    """
+    inputs = checked_winner_inputs(
+        slice_arrays,
+        best_params,
+        study_winner,
+        (params, data_params, search_params, environment),
+        demo_pretrained_weights,
+        "the fallback runs",
+    )
+    choices = fallback_choices(study_ranking(study_winner), inputs.settings.fallback.min_sequences)
+    predictions, models = fallback_runs(
+        slice_arrays,
+        split_ids(development_split, "train"),
+        split_ids(development_split, "val"),
+        test_split,
+        choices,
+        inputs,
+        inputs.settings.hyperparameters(best_params),
+    )
+    return choices, fallback_metrics_table(predictions, choices), models

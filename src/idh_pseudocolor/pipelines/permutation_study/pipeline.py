@@ -1,5 +1,6 @@
 """permutation_study pipeline: one namespace per configuration (kedro-viz shows the fan-out;
-``kedro run --namespaces configuration_15`` runs a subset), then aggregation and the winner."""
+``kedro run --namespaces configuration_15`` runs a subset), then aggregation, the winner on test
+and the fallback configurations for patients missing sequences."""
 
 from functools import partial, update_wrapper
 
@@ -11,6 +12,7 @@ from idh_pseudocolor.pipelines.permutation_study.nodes import (
     aggregate_study,
     evaluate_winner,
     train_configuration,
+    train_fallbacks,
 )
 from idh_pseudocolor.runner import GPU_TAG
 
@@ -72,7 +74,28 @@ def create_pipeline(**kwargs) -> Pipeline:
         name="evaluate_winner_on_test",
         tags=[GPU_TAG],
     )
+    # beside the final evaluation (both wait for aggregate_study only): the winner's recipe for
+    # the best-ranked configurations that patients missing a sequence can use (predict)
+    fallbacks = node(
+        train_fallbacks,
+        inputs=[
+            "slice_arrays",
+            "development_split",
+            "test_split",
+            "best_params",
+            "study_winner",
+            *CHECKED_PARAMETERS,
+            "demo_pretrained_weights",
+        ],
+        outputs=["fallback_configurations", "fallback_test_metrics", "fallback_models"],
+        name="train_fallbacks",
+        tags=[GPU_TAG],
+    )
     # the final evaluation's pretrained arm needs the demo's weights (an empty record where the
     # demo pretraining is off, as in the paper's envs), so `--pipelines permutation_study` makes
     # them
-    return per_configuration + pipeline([aggregate, final]) + demo_pretraining.create_pipeline()
+    return (
+        per_configuration
+        + pipeline([aggregate, final, fallbacks])
+        + demo_pretraining.create_pipeline()
+    )

@@ -101,6 +101,7 @@ def build_report(
     demo_pretrained_weights: dict[str, Any] | None = None,
     external_validation_summary: dict[str, Any] | None = None,
     cross_validation_summary: dict[str, Any] | None = None,
+    segmentation_summary: dict[str, Any] | None = None,
 ) -> tuple[str, str]:
     """One self-contained HTML page, saved twice: versioned (history) and as report.html (latest).
 
@@ -129,6 +130,7 @@ def build_report(
         demo_pretraining=(demo_pretrained_weights or {}).get("record"),
         external_validation=external_validation_summary,
         cross_validation=cross_validation_summary,
+        segmentation=segmentation_summary,
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )
     return page, page

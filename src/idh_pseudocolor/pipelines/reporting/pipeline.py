@@ -80,6 +80,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "demo_pretrained_weights",
                     "external_validation_summary",
                     "cross_validation_summary",
+                    "segmentation_summary",
                 ],
                 ["report_history", "report"],
                 name="build_report",
