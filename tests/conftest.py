@@ -23,6 +23,40 @@ SEQUENCE_FILES = {
 }
 
 
+def raw_nifti_study(folder: Path) -> Path:
+    """One raw NIfTI phantom study at 2 mm through the command line (``folder/raw``), as a user
+    would make it."""
+    from click.testing import CliRunner
+
+    from idh_pseudocolor.cli import cli
+
+    raw = folder / "raw"
+    made = CliRunner().invoke(
+        cli,
+        ["phantom", "--raw", "nifti", "--subjects", "1", "--seed", "4", "--voxel-size", "2"]
+        + ["--out", str(raw), "--workers", "1"],
+    )
+    assert made.exit_code == 0, made.output
+    return raw
+
+
+def made_once(tmp_path_factory, name: str, make) -> Path:
+    """A folder that ``make(folder)`` fills once per test run. Under xdist the first worker to
+    ask makes it in the run's shared folder and the other waits (two workers making the same
+    costly fixture at once on two cores doubled its cost in CI); a failed make is retried."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()  # under xdist: <run>/popen-gw<n>, the run's is its parent
+    root = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    with FileLock(f"{root}.lock"):
+        if not (root / ".made").is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+            make(root)
+            (root / ".made").touch()
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_cohort(tmp_path_factory) -> Path:
     """A 24-subject phantom cohort on the 4 mm grid, EGD layout (shared, do not modify)."""

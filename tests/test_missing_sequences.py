@@ -109,9 +109,12 @@ def entry(config_id: int, seed: int, study_rank: int | None):
     return run_name(cfg), bundle_entry(result, data, study_rank)
 
 
-def expected_prob(folder: Path, sid: str, bundle_entry_: dict) -> float:
-    """The run's P(mutant) on the patient's slice with all four sequences present."""
+def expected_prob(folder: Path, sid: str, bundle_entry_: dict, mask: Path | None = None) -> float:
+    """The run's P(mutant) on the patient's slice with all four sequences present (and the
+    expert mask, or ``mask``)."""
     files = {k: str(folder / sid / f"{n}.nii.gz") for k, n in FILES.items()}
+    if mask is not None:
+        files["mask"] = str(mask)
     s = extract_subject(sid, files, conf_normalization())
     cfg = RunConfig(**bundle_entry_["meta"]["config"])
     x = compose(s.image[None], s.mask[None], cfg.config_id, cfg.image_size)

@@ -20,7 +20,7 @@ from idh_pseudocolor.cohort import discover_cohort
 from idh_pseudocolor.preprocess import RECORD, preprocess_cohort, residual_against_truth
 from idh_pseudocolor.raw_phantom import DESCRIPTIONS, export_raw_cohort
 from idh_pseudocolor.slices import extract_cohort
-from tests.conftest import conf_normalization
+from tests.conftest import conf_normalization, made_once, raw_nifti_study
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
@@ -35,14 +35,17 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 @pytest.fixture(scope="module")
 def one_mm_study(tmp_path_factory) -> tuple[Path, Path]:
     """One raw DICOM study on the EGD grid's 1 mm, preprocessed once for the tests below."""
-    root = tmp_path_factory.mktemp("raw1mm")
-    raw, out = root / "raw", root / "out"
-    export_raw_cohort(raw, n_subjects=1, seed=3, fmt="dicom", n_workers=1, progress=False)
-    before = snapshot(raw)
-    report = preprocess_cohort(raw, out, labels_csv=raw / "labels.csv", progress=False)
-    assert snapshot(raw) == before  # nothing written into the input
-    assert report["status"].tolist() == ["written"]
-    return raw, out
+
+    def make(root: Path) -> None:
+        raw = root / "raw"
+        export_raw_cohort(raw, n_subjects=1, seed=3, fmt="dicom", n_workers=1, progress=False)
+        before = snapshot(raw)
+        report = preprocess_cohort(raw, root / "out", labels_csv=raw / "labels.csv", progress=False)
+        assert snapshot(raw) == before  # nothing written into the input
+        assert report["status"].tolist() == ["written"]
+
+    root = made_once(tmp_path_factory, "raw1mm", make)  # once per run, not once per worker
+    return root / "raw", root / "out"
 
 
 def test_a_dicom_study_lands_on_the_template_grid_within_a_millimetre(one_mm_study):
@@ -156,18 +159,17 @@ def test_a_localizer_only_study_is_excluded_with_the_reason_and_the_others_go_on
 
 
 def test_nifti_studies_through_the_command_line_and_a_rerun_keeps_what_is_done(tmp_path):
-    raw, out = tmp_path / "raw", tmp_path / "out"
+    raw, out = raw_nifti_study(tmp_path), tmp_path / "out"
     runner = CliRunner()
-    made = runner.invoke(
-        cli,
-        ["phantom", "--raw", "nifti", "--subjects", "1", "--seed", "4", "--voxel-size", "2"]
-        + ["--out", str(raw), "--workers", "1"],
-    )
-    assert made.exit_code == 0, made.output
     args = ["preprocess", "--in", str(raw), "--out", str(out), "--voxel-size", "2"]
+    args += ["--segmentation-model", "none"]  # masks: tests/test_segmentation.py
     first = runner.invoke(cli, [*args, "--labels", str(raw / "labels.csv")])
     assert first.exit_code == 0, first.output
     assert "1 written" in first.output
+    assert "no tumor mask for PHANTOM-0001" in first.output
+    report = pd.read_csv(out / "preprocessing_report.csv")
+    assert report["mask_source"].tolist() == ["none"]
+    assert not (out / "SUBJECTS/PHANTOM-0001/MASK.nii.gz").exists()
     record = json.loads((out / "SUBJECTS/PHANTOM-0001" / RECORD).read_text())
     assert sorted(record["sources"]) == ["FLAIR", "T1", "T1ce", "T2"]
     again = runner.invoke(cli, args)

@@ -3,6 +3,7 @@ MONAI U-Net trained here, its Dice measured on held-out phantom patients."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 from idh_pseudocolor import segmentation as seg
 from idh_pseudocolor.parameters import SegmentationSettings
 from idh_pseudocolor.slices import extract_subject
-from tests.conftest import REPO, conf_normalization, project_parameters
+from tests.conftest import REPO, conf_normalization, made_once, project_parameters, raw_nifti_study
 
 FILES = {"T1": "T1.nii.gz", "T1ce": "T1GD.nii.gz", "T2": "T2.nii.gz", "FLAIR": "FLAIR.nii.gz",
          "mask": "MASK.nii.gz"}  # fmt: skip
@@ -33,38 +34,58 @@ def settings(**training) -> SegmentationSettings:
 
 
 @pytest.fixture(scope="module")
-def cohort_2mm(tiny_cohort) -> Path:
-    """The shared 24-patient phantom on the 4 mm grid (coarser than the network's 2 mm: no
-    averaging, and 4x fewer pixels than EGD's grid averaged to 2 mm, so it trains in seconds)."""
-    return tiny_cohort
+def shared_2mm(tmp_path_factory) -> Path:
+    """24 phantom patients on a 2 mm grid (the network's own in-plane spacing: EGD's 1 mm
+    averaged 2x2 gives the same pixels, so the model also draws masks for 1 mm and 2 mm
+    preprocessed studies) and the project's architecture trained on 18 of them. Made once per
+    test run: under xdist the first worker makes it in the run's shared folder, the other waits
+    for it (training it twice at once on two cores took 4 minutes each; once, 45 s)."""
+    from idh_pseudocolor.phantom import generate_cohort
+
+    def make(root: Path) -> None:
+        cohort = root / "egd"
+        generate_cohort(cohort, n_subjects=24, seed=3, voxel_size=2.0, n_workers=1, progress=False)
+        torch.set_num_threads(2)
+        s = settings(epochs=30, slices_per_subject=16)
+        ids = sorted(p.name for p in cohort.iterdir() if p.is_dir())[:18]
+        volumes, errors = seg.load_volumes(
+            [(i, files_of(cohort / i)) for i in ids], s.architecture(), True, n_workers=1
+        )
+        assert not errors
+        seg.save_model(seg.train_model(volumes, s.architecture(), s.training),
+                       root / "model.safetensors")  # fmt: skip
+
+    return made_once(tmp_path_factory, "segmentation_2mm", make)
 
 
 @pytest.fixture(scope="module")
-def trained(cohort_2mm):
-    """The project's architecture, trained on 18 patients, measured on the other 6."""
-    torch.set_num_threads(2)
+def cohort_2mm(shared_2mm) -> Path:
+    return shared_2mm / "egd"
+
+
+@pytest.fixture(scope="module")
+def trained(shared_2mm, cohort_2mm):
+    """The model trained on 18 patients (read back from its file) and the other 6, held out."""
+    model = seg.load_model(shared_2mm / "model.safetensors")
     ids = sorted(p.name for p in cohort_2mm.iterdir() if p.is_dir())
-    s = settings(epochs=30, slices_per_subject=16)
-    volumes, errors = seg.load_volumes(
-        [(i, files_of(cohort_2mm / i)) for i in ids], s.architecture(), True, n_workers=1
+    held_out, errors = seg.load_volumes(
+        [(i, files_of(cohort_2mm / i)) for i in ids[18:]], model.architecture, True, n_workers=1
     )
-    assert not errors and [v.subject_id for v in volumes] == ids
-    model = seg.train_model(volumes[:18], s.architecture(), s.training)
-    return model, volumes[18:]
+    assert not errors and [v.subject_id for v in held_out] == ids[18:]
+    return model, held_out
 
 
 def test_held_out_dice_reaches_the_goal(trained):
     model, held_out = trained
     rows, masks = seg.evaluate(model, held_out)
     scores = [r["dice"] for r in rows]
-    # at 4 mm a one-voxel error on the boundary costs more Dice than at EGD's 1 mm, where the
-    # pipeline's model reaches >= 0.9 (docs/preprocessing.md); 0.75 here, 0.8 the issue's goal
-    assert np.median(scores) >= 0.75, scores
+    assert np.median(scores) >= 0.8, scores  # the issue's goal on the phantom
     for row, volume in zip(rows, held_out, strict=True):
         assert row["dice"] == pytest.approx(seg.dice(masks[volume.subject_id], volume.full_mask))
-        assert row["expert_ml"] == pytest.approx(volume.full_mask.sum() * 64 / 1000, abs=0.01)
-        assert row["slice_shift"] <= 1  # the study's slice lands within 4 mm of the expert's
+        assert row["expert_ml"] == pytest.approx(volume.full_mask.sum() * 8 / 1000, abs=0.01)
+        assert row["slice_shift"] <= 2  # the study's slice lands within 4 mm of the expert's
     assert len(model.record["trained_on"]) == 18
+    assert model.record["pixel_mm"] == 2.0 and {v.pixel_mm for v in held_out} == {2.0}
     assert not set(model.record["trained_on"]) & {v.subject_id for v in held_out}
 
 
@@ -209,3 +230,197 @@ def test_mask_comparison_is_the_paired_auroc_difference():
     )
     assert row["ci_low"] <= row["auroc_difference"] <= row["ci_high"]
     assert row["same_prediction"] == pytest.approx(np.mean((expert_p >= 0.5) == (auto_p >= 0.5)))
+
+
+# -- masks for patients without one (predict, preprocess) ------------------------------------------
+def versioned(model, folder: Path, *versions: str) -> Path:
+    """The model saved as the catalog's versioned dataset would: ``<name>/<version>/<name>``."""
+    root = folder / seg.MODEL_FILE
+    for version in versions:
+        seg.save_model(model, root / version / seg.MODEL_FILE)
+    return root
+
+
+def test_the_newest_saved_version_is_used(trained, tmp_path):
+    model, _ = trained
+    root = versioned(model, tmp_path, "2026-12-05T10.00.00.000Z", "2026-12-05T11.30.00.000Z")
+    assert seg.find_model(root) == root / "2026-12-05T11.30.00.000Z" / seg.MODEL_FILE
+    assert seg.find_model(root / "2026-12-05T10.00.00.000Z" / seg.MODEL_FILE).is_file()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no saved version"):
+        seg.find_model(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="kedro run --pipelines segmentation"):
+        seg.find_model(tmp_path / "absent.safetensors")
+
+
+def test_predict_draws_a_mask_for_each_patient_without_one(trained, cohort_2mm, tmp_path):
+    """Three held-out patients, two without MASK: the model's masks are written beside the
+    predictions (never into the input), recorded with the model's digest, and the prediction is
+    the run's on the automatic mask's slice."""
+    import hashlib
+
+    from click.testing import CliRunner
+
+    from idh_pseudocolor.cli import cli
+    from idh_pseudocolor.datasets import ModelBundleDataset
+    from tests.test_missing_sequences import entry, expected_prob
+
+    model, held_out = trained
+    ids = [v.subject_id for v in held_out[:3]]
+    patients = tmp_path / "patients"
+    for sid in ids:
+        shutil.copytree(cohort_2mm / sid, patients / sid)
+    for sid in ids[:2]:
+        (patients / sid / "MASK.nii.gz").unlink()
+    root = versioned(model, tmp_path / "06_models", "2026-12-05T10.00.00.000Z")
+    bundle = tmp_path / "06_models" / "winner_models"
+    runs = dict([entry(15, 42, None)])
+    ModelBundleDataset(path=str(bundle)).save(runs)
+    out = tmp_path / "out"
+    args = ["predict", str(patients), "--models", str(bundle), "--no-pictures"]
+    done = CliRunner().invoke(cli, [*args, "--out", str(out), "--segmentation-model", str(root)])
+    assert done.exit_code == 0, done.output
+    table = pd.read_csv(out / "predictions.csv").set_index("subject_id")
+    assert table["mask_source"].to_dict() == {
+        ids[0]: "automatic",
+        ids[1]: "automatic",
+        ids[2]: "expert",
+    }
+    assert not (out / "errors.csv").exists() or pd.read_csv(out / "errors.csv").empty
+    assert not (patients / ids[0] / "MASK.nii.gz").exists()  # the input is left as it was
+    written = pd.read_csv(out / "masks" / "masks.csv")
+    assert written["subject_id"].tolist() == ids[:2]
+    model_file = root / "2026-12-05T10.00.00.000Z" / seg.MODEL_FILE
+    assert set(written["model_sha256"]) == {hashlib.sha256(model_file.read_bytes()).hexdigest()}
+    assert set(written["trained_on_patients"]) == {18}
+    for sid in ids[:2]:
+        mask_file = out / "masks" / sid / "MASK.nii.gz"
+        volume = seg.load_volume(sid, files_of(cohort_2mm / sid), model.architecture)
+        drawn = np.asarray(nib.load(str(mask_file)).dataobj) > 0
+        automatic = seg.mask_image(model.segment(volume), volume.reference).get_fdata() > 0
+        np.testing.assert_array_equal(drawn, automatic)
+        expert = np.asarray(nib.load(str(cohort_2mm / sid / "MASK.nii.gz")).dataobj) > 0
+        assert seg.dice(drawn, expert) >= 0.6
+        expected = expected_prob(patients, sid, next(iter(runs.values())), mask=mask_file)
+        assert table.loc[sid, "prob_mutant"] == pytest.approx(expected, abs=1e-6)
+    expected = expected_prob(patients, ids[2], next(iter(runs.values())))
+    assert table.loc[ids[2], "prob_mutant"] == pytest.approx(expected, abs=1e-6)
+
+    # expert masks required: the two are errors naming what to do, the third is predicted
+    out = tmp_path / "expert_only"
+    done = CliRunner().invoke(cli, [*args, "--out", str(out), "--segmentation-model", "none"])
+    assert done.exit_code == 0, done.output
+    errors = pd.read_csv(out / "errors.csv")
+    assert errors["subject_id"].tolist() == ids[:2]
+    assert errors["reason"].str.contains("no tumor mask, and no segmentation model").all()
+    assert pd.read_csv(out / "predictions.csv")["subject_id"].tolist() == [ids[2]]
+    # masks from another tool: a folder of <id>.nii.gz, used before any model
+    theirs = tmp_path / "their_masks"
+    theirs.mkdir()
+    shutil.copy(cohort_2mm / ids[0] / "MASK.nii.gz", theirs / f"{ids[0]}.nii.gz")
+    out = tmp_path / "their"
+    mine = ["--masks", str(theirs), "--segmentation-model", "none"]
+    done = CliRunner().invoke(cli, [*args, "--out", str(out), *mine])
+    assert done.exit_code == 0, done.output
+    table = pd.read_csv(out / "predictions.csv").set_index("subject_id")
+    assert table["mask_source"].to_dict() == {ids[0]: "folder", ids[2]: "expert"}
+    expected = expected_prob(cohort_2mm, ids[0], next(iter(runs.values())))
+    assert table.loc[ids[0], "prob_mutant"] == pytest.approx(expected, abs=1e-6)
+    assert pd.read_csv(out / "errors.csv")["subject_id"].tolist() == [ids[1]]
+    missing = tmp_path / "absent.safetensors"
+    done = CliRunner().invoke(cli, [*args, "--out", str(out), "--segmentation-model", str(missing)])
+    assert done.exit_code != 0 and "does not exist" in done.output
+
+
+def test_a_mask_with_no_tumor_is_refused(trained, cohort_2mm, tmp_path):
+    """A model that finds nothing (here: a threshold no probability reaches) never hands an empty
+    mask on as if it were one."""
+    import dataclasses
+
+    model, held_out = trained
+    blind = seg.SegmentationModel(
+        dataclasses.replace(model.architecture, threshold=1.01), model.network, model.record
+    )
+    sid = held_out[0].subject_id
+    files = {k: v for k, v in files_of(cohort_2mm / sid).items() if k != "mask"}
+    ready, rows, errors = seg.fill_missing_masks([(sid, files)], blind, lambda s: tmp_path / s)
+    assert ready == [] and rows == []
+    assert [e.subject_id for e in errors] == [sid]
+    assert "found no tumor" in errors[0].reason and "give an expert mask" in errors[0].reason
+    assert not (tmp_path / sid).exists()
+
+
+def test_a_patient_at_another_scale_is_refused_not_masked_wrongly(trained, cohort_2mm, tmp_path):
+    """The network learnt tumors on 2 mm pixels: a 1 mm patient is averaged to them and gets a
+    mask; a 4 mm one would get nonsense, so it is an error that says why."""
+    model, held_out = trained
+    sid = held_out[2].subject_id
+    scaled = {}
+    for name, step in (("1mm", 0.5), ("4mm", 2.0)):
+        folder = tmp_path / name / sid
+        folder.mkdir(parents=True)
+        for key, file in FILES.items():
+            img = nib.load(str(cohort_2mm / sid / file))
+            data = np.asarray(img.dataobj)
+            if step < 1:
+                data = data.repeat(2, axis=0).repeat(2, axis=1)
+            else:
+                data = data[::2, ::2]
+            affine = img.affine @ np.diag([step, step, 1, 1])
+            nib.save(nib.Nifti1Image(data, affine), str(folder / file))
+        scaled[name] = {k: v for k, v in files_of(folder).items() if k != "mask"}
+    subjects = [(f"{sid}-{name}", files) for name, files in scaled.items()]
+    ready, rows, errors = seg.fill_missing_masks(subjects, model, lambda s: tmp_path / s / "M.nii")
+    assert [s for s, _ in ready] == [f"{sid}-1mm"] and rows[0]["mask_source"] == "automatic"
+    drawn = np.asarray(nib.load(str(tmp_path / f"{sid}-1mm" / "M.nii")).dataobj) > 0
+    expert = np.asarray(nib.load(str(tmp_path / "1mm" / sid / "MASK.nii.gz")).dataobj) > 0
+    assert seg.dice(drawn, expert) >= 0.6
+    assert [e.subject_id for e in errors] == [f"{sid}-4mm"]
+    assert "learnt tumors on 2 mm pixels, this patient gives 4 mm" in errors[0].reason
+
+
+def test_preprocess_draws_the_mask_a_raw_study_lacks(trained, tmp_path):
+    """A raw phantom study (no mask, like a PACS export) preprocessed at 2 mm: the model's mask is
+    written beside the volumes and recorded, sits on the planted tumor and the pipeline reads it;
+    a rerun keeps it."""
+    import hashlib
+
+    from click.testing import CliRunner
+
+    from idh_pseudocolor.cli import cli
+    from idh_pseudocolor.cohort import discover_cohort
+    from idh_pseudocolor.preprocess import RECORD
+    from idh_pseudocolor.slices import extract_cohort
+
+    model, _ = trained
+    raw, out = raw_nifti_study(tmp_path), tmp_path / "out"
+    runner = CliRunner()
+    root = versioned(model, tmp_path / "06_models", "2026-12-05T10.00.00.000Z")
+    args = ["preprocess", "--in", str(raw), "--out", str(out), "--voxel-size", "2"]
+    done = runner.invoke(
+        cli, [*args, "--labels", str(raw / "labels.csv"), "--segmentation-model", str(root)]
+    )
+    assert done.exit_code == 0, done.output
+    report = pd.read_csv(out / "preprocessing_report.csv")
+    assert report[["status", "mask_source"]].values.tolist() == [["written", "automatic"]]
+    subject = out / "SUBJECTS" / "PHANTOM-0001"
+    record = json.loads((subject / RECORD).read_text())["mask"]
+    model_file = root / "2026-12-05T10.00.00.000Z" / seg.MODEL_FILE
+    assert record["source"] == "automatic" and record["trained_on_patients"] == 18
+    assert record["model_sha256"] == hashlib.sha256(model_file.read_bytes()).hexdigest()
+    drawn = nib.load(str(subject / "MASK.nii.gz"))
+    truth = nib.load(str(raw / ".truth" / "PHANTOM-0001" / "MASK.nii.gz"))
+    np.testing.assert_allclose(drawn.affine, nib.load(str(subject / "T1.nii.gz")).affine)
+    assert seg.dice(np.asarray(drawn.dataobj) > 0, np.asarray(truth.dataobj) > 0) >= 0.6
+    voxels = (np.asarray(drawn.dataobj) > 0).sum()
+    assert record["tumor_ml"] == pytest.approx(voxels * 8 / 1000, abs=0.01)
+    manifest, _, _ = extract_cohort(
+        discover_cohort(out / "SUBJECTS"), conf_normalization(), 1, False
+    )
+    assert manifest["status"].tolist() == ["included"], manifest["reason"].tolist()
+    # a rerun keeps the patient and its mask as they are
+    before = (subject / "MASK.nii.gz").stat().st_mtime_ns
+    again = runner.invoke(cli, [*args, "--segmentation-model", str(root)])
+    assert again.exit_code == 0 and "1 kept" in again.output
+    assert (subject / "MASK.nii.gz").stat().st_mtime_ns == before
+    assert pd.read_csv(out / "preprocessing_report.csv")["mask_source"].tolist() == ["automatic"]

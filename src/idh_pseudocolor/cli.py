@@ -156,6 +156,17 @@ def phantom(
     )
 
 
+#: the segmentation pipeline's model (catalog: segmentation_model, versioned): its newest version
+DEFAULT_SEGMENTATION_MODEL = "data/06_models/segmentation_model.safetensors"
+SEGMENTATION_MODEL_OPTION = click.option(
+    "--segmentation-model",
+    default=DEFAULT_SEGMENTATION_MODEL,
+    show_default=True,
+    help="Tumor masks for patients without one: a model file, or the segmentation pipeline's "
+    "versioned folder (its newest version); `none` to require expert masks.",
+)
+
+
 @cli.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option(
@@ -198,6 +209,14 @@ def phantom(
     "--workers", default=1, show_default=True, help="Processes reading subjects in parallel."
 )
 @click.option("--no-pictures", is_flag=True, help="Only the CSV (no composite / Grad-CAM PNGs).")
+@SEGMENTATION_MODEL_OPTION
+@click.option(
+    "--masks",
+    "mask_folder",
+    type=click.Path(exists=True, file_okay=False),
+    help="Tumor masks from another tool for patients without MASK: <id>.nii.gz, "
+    "<id>/MASK.nii.gz or <id>/<id>_seg.nii.gz, on the patient's grid (before the model's).",
+)
 @click.option(
     "--labels",
     "labels_csv",
@@ -239,6 +258,8 @@ def predict(
     out: str,
     workers: int,
     no_pictures: bool,
+    segmentation_model: str,
+    mask_folder: str | None,
     labels_csv: str | None,
     id_column: str,
     label_column: str,
@@ -252,17 +273,28 @@ def predict(
     probability, std over seeds, each seed, the slice used, the configuration and the missing
     sequences) and, per patient, a PNG with the composite and a Grad-CAM overlay. A patient
     missing sequences gets the best-ranked trained configuration it has them for (a fallback).
-    Bad subjects are listed in OUT/errors.csv with the reason."""
-    from idh_pseudocolor.predict import find_subjects, predict_subjects, save_pictures
+    A patient without MASK gets one from --masks, else the segmentation model's
+    (OUT/masks/<id>/MASK.nii.gz, listed in OUT/masks/masks.csv; column mask_source). Bad
+    subjects are listed in OUT/errors.csv with the reason."""
+    from idh_pseudocolor.predict import find_subjects, masks_for, predict_subjects, save_pictures
 
     pretrained = {"pretrained": True, "scratch": False, "all": None}[weights]
     runs = _predict_runs(bundle, fallback_bundle, model_name, pretrained)
     subjects = find_subjects(folder)
-    table, slices, errors = predict_subjects(
-        subjects, runs, n_workers=workers, progress=len(subjects) > 1
-    )
     out_dir = Path(out)
-    _write_outcome(out_dir, table, errors)
+    subjects_with_masks, sources, mask_errors = masks_for(
+        subjects,
+        _segmentation_model(segmentation_model),
+        out_dir / "masks",
+        progress=len(subjects) > 1,
+        mask_folder=Path(mask_folder) if mask_folder else None,
+    )
+    table, slices, errors = predict_subjects(
+        subjects_with_masks, runs, n_workers=workers, progress=len(subjects) > 1
+    )
+    if len(table):
+        table["mask_source"] = table["subject_id"].map(sources)
+    _write_outcome(out_dir, table, mask_errors + errors)
     if not no_pictures:
         for s in slices:
             save_pictures(s, runs, table, out_dir / "pictures")
@@ -321,6 +353,18 @@ def _write_outcome(out_dir: Path, table, errors: list) -> None:
             )
 
 
+def _segmentation_model(option: str) -> str | None:
+    """The ``--segmentation-model`` option: ``none``, an explicit file or versioned folder (an
+    error when it is not there), or the default, which may be absent (no automatic masks)."""
+    if option == "none":
+        return None
+    if option == DEFAULT_SEGMENTATION_MODEL and not Path(option).exists():
+        return None
+    if not Path(option).exists():
+        raise click.BadParameter(f"{option} does not exist", param_hint="--segmentation-model")
+    return option
+
+
 def _predict_runs(
     bundle: str, fallback_bundle: str | None, model_name: str | None, pretrained: bool | None
 ) -> list:
@@ -377,6 +421,7 @@ def _predict_runs(
 )
 @click.option("--workers", default=1, show_default=True, help="Patients in parallel.")
 @click.option("--redo", is_flag=True, help="Preprocess patients already written again.")
+@SEGMENTATION_MODEL_OPTION
 def preprocess(
     raw: str,
     out: str,
@@ -385,10 +430,13 @@ def preprocess(
     voxel_size: float,
     workers: int,
     redo: bool,
+    segmentation_model: str,
 ) -> None:
     """Raw studies (a PACS export) to a cohort the pipelines read: series found and identified,
-    co-registered onto the template grid, bias-corrected and skull-stripped. A bad study is
-    reported with the file and the reason; the others go on (docs/preprocessing.md)."""
+    co-registered onto the template grid, bias-corrected and skull-stripped, and a tumor mask
+    drawn by the segmentation model (MASK.nii.gz; a rerun adds masks to patients that lack one).
+    A bad study is reported with the file and the reason; the others go on
+    (docs/preprocessing.md)."""
     from idh_pseudocolor.preprocess import preprocess_cohort, summary
     from idh_pseudocolor.raw_studies import load_mapping
 
@@ -401,9 +449,18 @@ def preprocess(
         voxel_size=voxel_size,
         n_workers=workers,
         redo=redo,
+        segmentation_model=_segmentation_model(segmentation_model),
     )
     for row in report[report["status"] == "excluded"].itertuples():
         click.echo(f"excluded {row.subject_id}: {row.reason}", err=True)
+    unmasked = report[report["mask_source"] == "none"]["subject_id"].tolist()
+    if unmasked:
+        click.echo(
+            f"no tumor mask for {', '.join(unmasked)}: the pipelines need one (see the report's "
+            "problems column; without a segmentation model: `kedro run --pipelines "
+            "segmentation`, then run preprocess again)",
+            err=True,
+        )
     click.echo(
         f"{summary(report)} -> {Path(out) / 'SUBJECTS'} in {time.perf_counter() - start:.0f} s "
         f"(report: {Path(out) / 'preprocessing_report.csv'})"

@@ -34,6 +34,8 @@ __all__ = [
     "gradcam",
     "labelled_metrics",
     "load_runs",
+    "mask_in_folder",
+    "masks_for",
     "predict_subjects",
     "save_pictures",
 ]
@@ -77,6 +79,62 @@ def find_subjects(folder: str | Path) -> list[tuple[str, dict[str, str]]]:
             f"{folder} holds neither sequences (EGD or BraTS names) nor subject folders"
         )
     return subjects
+
+
+#: where a patient's mask may sit in a ``--masks`` folder (another tool's output)
+MASK_FOLDER_NAMES = ("{id}.nii.gz", "{id}.nii", "{id}/MASK.nii.gz", "{id}/{id}_seg.nii.gz")
+
+
+def mask_in_folder(folder: Path, subject_id: str) -> Path | None:
+    """The patient's mask in a folder of masks from another tool, by the names it may have."""
+    for name in MASK_FOLDER_NAMES:
+        path = folder / name.format(id=subject_id)
+        if path.is_file():
+            return path
+    return None
+
+
+def masks_for(
+    subjects: Sequence[tuple[str, dict[str, str]]],
+    segmentation_model: str | Path | None,
+    folder: Path,
+    progress: bool = False,
+    mask_folder: Path | None = None,
+) -> tuple[list[tuple[str, dict[str, str]]], dict[str, str], list]:
+    """Patients without a tumor mask get one from ``mask_folder`` (your own tool's masks), else
+    the segmentation model's, written to ``folder/<id>/MASK.nii.gz`` and listed with the model's
+    file and digest in ``folder/masks.csv``. Returns the subjects with their masks, each one's
+    ``mask_source`` (expert | folder | automatic) and the patients that could not get one (as
+    errors naming the file)."""
+    from idh_pseudocolor import segmentation as seg
+
+    from_folder: dict[str, str] = {}
+    if mask_folder is not None:
+        with_folder = []
+        for sid, files in subjects:
+            found = None
+            if not (files.get("mask") and Path(files["mask"]).is_file()):
+                found = mask_in_folder(Path(mask_folder), sid)
+            if found is not None:
+                from_folder[sid] = str(found)
+                files = {**files, "mask": str(found)}
+            with_folder.append((sid, files))
+        subjects = with_folder
+    needs = any(not (f.get("mask") and Path(f["mask"]).is_file()) for _, f in subjects)
+    model, described = None, {}
+    if needs and segmentation_model is not None:
+        path = seg.find_model(segmentation_model)
+        model = seg.load_model(path)
+        described = seg.model_description(path, model)
+    ready, rows, errors = seg.fill_missing_masks(
+        subjects, model, lambda sid: folder / sid / "MASK.nii.gz", progress
+    )
+    automatic = [{**r, **described} for r in rows if r["mask_source"] == "automatic"]
+    if automatic:
+        folder.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(automatic).to_csv(folder / "masks.csv", index=False)
+    sources = {r["subject_id"]: r["mask_source"] for r in rows}
+    return ready, {**sources, **{sid: "folder" for sid in from_folder}}, errors
 
 
 def study_ranks(runs: Sequence[TrainedRun]) -> dict[int, int]:

@@ -53,9 +53,12 @@ REPORT_COLUMNS = [
     "reason",
     "sequences",
     "missing",
+    "mask_source",
     "reference",
     "seconds",
 ]
+#: a written patient's tumor mask (EGD's name); drawn by a segmentation model where none is given
+MASK = "MASK.nii.gz"
 
 
 class PreprocessingError(RuntimeError):
@@ -80,6 +83,7 @@ class PatientResult:
     registrations: dict[str, dict[str, Any]] = field(default_factory=dict)
     problems: list[StudyProblem] = field(default_factory=list)
     seconds: float = 0.0
+    mask_source: str = ""  # automatic (drawn by a segmentation model) | none; "" when excluded
 
     def row(self) -> dict[str, Any]:
         """The patient's row of the preprocessing report, one column per sequence's numbers."""
@@ -89,6 +93,7 @@ class PatientResult:
             "reason": f"{self.file}: {self.reason}" if self.file else self.reason,
             "sequences": " ".join(self.sequences),
             "missing": " ".join(s for s in SEQUENCES if s not in self.sequences),
+            "mask_source": self.mask_source,
             "reference": self.reference or "",
             "seconds": round(self.seconds, 1),
             "problems": "; ".join(
@@ -223,6 +228,7 @@ def write_patient(
     written last, so a folder without it is an interrupted patient."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / RECORD).unlink(missing_ok=True)
+    (folder / MASK).unlink(missing_ok=True)  # drawn on the old volumes: not theirs any more
     brain = sitk.Cast(aligned.brain, sitk.sitkFloat32)
     for name, image in aligned.images.items():
         stripped = sitk.Cast(image, sitk.sitkFloat32) * brain
@@ -312,9 +318,12 @@ def preprocess_cohort(
     redo: bool = False,
     n_workers: int | None = 1,
     progress: bool = True,
+    segmentation_model: str | Path | None = None,
 ) -> pd.DataFrame:
     """Every patient folder of ``raw`` into ``out/SUBJECTS`` (+ ``out/qc/<id>.png`` and
-    ``out/preprocessing_report.csv``); returns the report. ``raw`` is only read."""
+    ``out/preprocessing_report.csv``); returns the report. ``raw`` is only read. With a
+    ``segmentation_model`` (file or versioned folder), every written patient without a tumor
+    mask gets the model's (:func:`add_masks`)."""
     raw, out = Path(raw).resolve(), Path(out).resolve()
     if out == raw or raw in out.parents:
         raise ValueError(f"--out {out} lies inside --in {raw}: nothing is written into the input")
@@ -338,6 +347,7 @@ def preprocess_cohort(
         )
 
     results = kept + _map(run, todo, n_workers, progress)
+    add_masks(results, subjects, segmentation_model, progress)
     report = pd.DataFrame([r.row() for r in results])
     report = report.reindex(
         columns=[*REPORT_COLUMNS, *[c for c in report.columns if c not in REPORT_COLUMNS]]
@@ -349,6 +359,58 @@ def preprocess_cohort(
         if r.status == "excluded":
             logger.warning("Excluded %s: %s", r.subject_id, r.row()["reason"])
     return report
+
+
+def add_masks(
+    results: Sequence[PatientResult],
+    subjects: Path,
+    segmentation_model: str | Path | None,
+    progress: bool = False,
+) -> None:
+    """Tumor masks for the written (and kept) patients that have none: the segmentation model's,
+    as ``MASK.nii.gz`` beside the volumes, with the model's file and digest in the patient's
+    record; ``mask_source`` of each result says which patients have one. A patient the model
+    finds no tumor in keeps no mask (a problem in its row), never an empty one."""
+    from idh_pseudocolor import segmentation as seg
+
+    present = [r for r in results if r.status != "excluded"]
+    for r in present:
+        record = json.loads((subjects / r.subject_id / RECORD).read_text())
+        # the file decides (a mask deleted by hand is gone, whatever the record says)
+        has_mask = (subjects / r.subject_id / MASK).is_file()
+        r.mask_source = record.get("mask", {}).get("source", "given") if has_mask else "none"
+        if r.status == "kept":
+            r.sequences, r.reference = record["sequences"], record["reference"]
+    todo = [(r.subject_id, _written_files(subjects, r)) for r in present if r.mask_source == "none"]
+    if not todo or segmentation_model is None:
+        return
+    path = seg.find_model(segmentation_model)
+    model = seg.load_model(path)
+    described = seg.model_description(path, model)
+    _, rows, errors = seg.fill_missing_masks(
+        todo, model, lambda sid: subjects / sid / MASK, progress
+    )
+    by_id = {r.subject_id: r for r in present}
+    for row in rows:
+        if row["mask_source"] != "automatic":
+            continue
+        record_path = subjects / row["subject_id"] / RECORD
+        record = json.loads(record_path.read_text())
+        record["mask"] = {"source": "automatic", "tumor_ml": row["tumor_ml"], **described}
+        record_path.write_text(json.dumps(record, indent=2, default=str))
+        by_id[row["subject_id"]].mask_source = "automatic"
+    for error in errors:
+        problem = StudyProblem(Path(error.file) if error.file else None, error.reason, "mask")
+        by_id[error.subject_id].problems.append(problem)
+
+
+def _written_files(subjects: Path, result: PatientResult) -> dict[str, str]:
+    """A written patient's sequence files (those it has) and where its mask goes."""
+    files = {k: str(subjects / LAYOUTS["egd"][k].format(id=result.subject_id)) for k in SEQUENCES}
+    return {
+        **{k: v for k, v in files.items() if k in result.sequences},
+        "mask": str(subjects / result.subject_id / MASK),
+    }
 
 
 def _map(run, folders: list[Path], n_workers: int | None, progress: bool) -> list[PatientResult]:
