@@ -109,25 +109,19 @@ def masks_for(
     from idh_pseudocolor import segmentation as seg
 
     from_folder: dict[str, str] = {}
-    if mask_folder is not None:
-        with_folder = []
-        for sid, files in subjects:
-            found = None
-            if not (files.get("mask") and Path(files["mask"]).is_file()):
-                found = mask_in_folder(Path(mask_folder), sid)
-            if found is not None:
-                from_folder[sid] = str(found)
-                files = {**files, "mask": str(found)}
-            with_folder.append((sid, files))
-        subjects = with_folder
-    needs = any(not (f.get("mask") and Path(f["mask"]).is_file()) for _, f in subjects)
+    for sid, files in subjects if mask_folder is not None else ():
+        found = None if seg.has_mask(files) else mask_in_folder(Path(mask_folder), sid)
+        if found is not None:
+            from_folder[sid] = str(found)
+    subjects = [(s, {**f, "mask": from_folder[s]} if s in from_folder else f) for s, f in subjects]
+    needs = not all(seg.has_mask(f) for _, f in subjects)
     model, described = None, {}
     if needs and segmentation_model is not None:
         path = seg.find_model(segmentation_model)
         model = seg.load_model(path)
         described = seg.model_description(path, model)
     ready, rows, errors = seg.fill_missing_masks(
-        subjects, model, lambda sid: folder / sid / "MASK.nii.gz", progress
+        subjects, model, lambda sid: folder / LAYOUTS["egd"]["mask"].format(id=sid), progress
     )
     automatic = [{**r, **described} for r in rows if r["mask_source"] == "automatic"]
     if automatic:

@@ -58,7 +58,7 @@ REPORT_COLUMNS = [
     "seconds",
 ]
 #: a written patient's tumor mask (EGD's name); drawn by a segmentation model where none is given
-MASK = "MASK.nii.gz"
+MASK = Path(LAYOUTS["egd"]["mask"]).name
 
 
 class PreprocessingError(RuntimeError):
@@ -406,10 +406,9 @@ def add_masks(
 
 def _written_files(subjects: Path, result: PatientResult) -> dict[str, str]:
     """A written patient's sequence files (those it has) and where its mask goes."""
-    files = {k: str(subjects / LAYOUTS["egd"][k].format(id=result.subject_id)) for k in SEQUENCES}
     return {
-        **{k: v for k, v in files.items() if k in result.sequences},
-        "mask": str(subjects / result.subject_id / MASK),
+        k: str(subjects / LAYOUTS["egd"][k].format(id=result.subject_id))
+        for k in (*result.sequences, "mask")
     }
 
 

@@ -628,6 +628,11 @@ def check_scale(model: SegmentationModel, volume: Volume) -> None:
         )
 
 
+def has_mask(files: Mapping[str, str]) -> bool:
+    """Whether a patient's files name a tumor mask that is there."""
+    return bool(files.get("mask")) and Path(files["mask"]).is_file()
+
+
 def fill_missing_masks(
     subjects: Sequence[tuple[str, Mapping[str, str]]],
     model: SegmentationModel | None,
@@ -641,13 +646,13 @@ def fill_missing_masks(
     found (never an empty mask passed on as if it were one)."""
     from tqdm.auto import tqdm
 
-    ready, rows, errors = [], [], []
-    todo = [(s, f) for s, f in subjects if not (f.get("mask") and Path(f["mask"]).is_file())]
-    missing = {sid for sid, _ in todo}
+    ready, rows, errors, todo = [], [], [], []
     for sid, files in subjects:
-        if sid not in missing:
+        if has_mask(files):
             ready.append((sid, dict(files)))
             rows.append({"subject_id": sid, "mask_source": "expert", "mask_file": files["mask"]})
+        else:
+            todo.append((sid, files))
     if todo and model is None:
         for sid, files in todo:
             errors.append(
