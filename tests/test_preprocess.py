@@ -89,8 +89,15 @@ def test_the_written_cohort_is_egd_shaped_and_the_pipeline_reads_it(one_mm_study
 @pytest.fixture(scope="module")
 def damaged(tmp_path_factory) -> tuple[Path, pd.DataFrame, dict]:
     """Four 2 mm DICOM studies as a PACS export might give them: one missing its FLAIR, one with
-    a corrupt file and a second FLAIR, one with only its localizer, one intact."""
-    root = tmp_path_factory.mktemp("damaged")
+    a corrupt file and a second FLAIR, one with only its localizer, one intact. Made once per test
+    run (under xdist the other worker waits for it)."""
+    root = made_once(tmp_path_factory, "damaged", make_damaged)
+    report = pd.read_csv(root / "out" / "preprocessing_report.csv", dtype={"subject_id": str})
+    broken = Path((root / "broken.txt").read_text())
+    return root / "out", report.set_index("subject_id"), {"broken": broken}
+
+
+def make_damaged(root: Path) -> None:
     raw = root / "raw"
     export_raw_cohort(raw, n_subjects=4, seed=5, fmt="dicom", voxel_size=2.0, progress=False)
 
@@ -123,9 +130,9 @@ def damaged(tmp_path_factory) -> tuple[Path, pd.DataFrame, dict]:
         if folder != localizer:
             shutil.rmtree(folder)
     before = snapshot(raw)
-    report = preprocess_cohort(raw, root / "out", voxel_size=2.0, progress=False)
+    preprocess_cohort(raw, root / "out", voxel_size=2.0, progress=False)
     assert snapshot(raw) == before
-    return root / "out", report.set_index("subject_id"), {"broken": broken}
+    (root / "broken.txt").write_text(str(broken))
 
 
 def test_a_missing_sequence_is_reported_and_the_other_three_are_written(damaged):
@@ -176,3 +183,113 @@ def test_nifti_studies_through_the_command_line_and_a_rerun_keeps_what_is_done(t
     assert again.exit_code == 0 and "1 kept" in again.output
     inside = runner.invoke(cli, ["preprocess", "--in", str(raw), "--out", str(raw / "x")])
     assert inside.exit_code != 0 and "nothing is written into the input" in str(inside.exception)
+
+
+def test_the_cohort_record_summarizes_what_preprocessing_did_to_whom(damaged):
+    """What the study's report shows of a preprocessed cohort, read back from its report."""
+    from idh_pseudocolor.cohort import cohort_record
+
+    out, report, files = damaged
+    record = cohort_record(out)["preprocessing"]
+    assert record["patients"] == 4 and record["status"] == {"written": 3, "excluded": 1}
+    assert [e["subject_id"] for e in record["excluded"]] == ["PHANTOM-0003"]
+    assert "usable sequence" in record["excluded"][0]["reason"]
+    assert record["missing_sequences"] == {"FLAIR": 1, "T2 FLAIR": 1}  # 0002: a corrupt T2 too
+    assert record["mask_sources"] == {"none": 3}  # no model given here
+    problems = {p["subject_id"]: p["problems"] for p in record["problems"]}
+    assert str(files["broken"]) in problems["PHANTOM-0002"]
+    rows = {r["sequence"]: r for r in record["registration"]}
+    assert sorted(rows) == ["FLAIR", "T1", "T1ce", "T2"] and rows["FLAIR"]["patients"] == 1
+    written = report[report["status"] == "written"]
+    assert rows["T1ce"]["mi_after_median"] == pytest.approx(written["T1ce_mi_after"].median())
+    assert rows["T2"]["mi_after_min"] == pytest.approx(written["T2_mi_after"].min())
+    # the cohort is out/SUBJECTS (EGD's layout): its record finds the report beside it, and
+    # knows these are the phantom's patients (the raw phantom's truth says so)
+    assert cohort_record(out / "SUBJECTS")["preprocessing"] == cohort_record(out)["preprocessing"]
+    assert cohort_record(out / "SUBJECTS")["synthetic"] is True
+    assert "preprocessing" not in cohort_record(out / "SUBJECTS" / "PHANTOM-0001")
+
+
+def _acquired_mask(raw: Path, out: Path, sequence: str, flip: bool) -> nib.Nifti1Image:
+    """The phantom's tumor drawn on ``sequence``'s grid as acquired (as another tool would draw
+    it on that series), placed there by the *true* motion (the raw phantom's transforms.json),
+    optionally stored with its first axis flipped (as some converters write a series)."""
+    from idh_pseudocolor.preprocess import _truth_matrix
+    from idh_pseudocolor.registration import (
+        from_nifti,
+        image_from_array,
+        resample,
+        transform_from_ras,
+    )
+
+    record = json.loads((out / "SUBJECTS/PHANTOM-0001" / RECORD).read_text())
+    grid = record["acquired_grids"][sequence]
+    affine = np.asarray(grid["affine_ras"])
+    reference = image_from_array(np.zeros(grid["shape"], np.float32), affine)
+    truth = json.loads((raw / ".truth/PHANTOM-0001/transforms.json").read_text())
+    acquired_to_template = np.linalg.inv(_truth_matrix(truth, sequence))
+    mask = from_nifti(nib.load(raw / ".truth/PHANTOM-0001/MASK.nii.gz"))
+    moved = resample(mask, reference, transform_from_ras(acquired_to_template), kind="mask")
+    data = (np.asarray(_array(moved)) > 0.5).astype(np.uint8)
+    if flip:
+        data = data[::-1]
+        flipped = affine.copy()
+        flipped[:3, 0] *= -1
+        flipped[:3, 3] = affine[:3, :3] @ [grid["shape"][0] - 1, 0, 0] + affine[:3, 3]
+        affine = flipped
+    return nib.Nifti1Image(data, affine)
+
+
+def _array(image) -> np.ndarray:
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(image).transpose(2, 1, 0)
+
+
+def test_masks_from_another_tool_on_a_series_or_the_template_grid(one_mm_study, tmp_path):
+    """preprocess --masks: a mask drawn on a series as acquired (stored flipped) is brought onto
+    the template grid through the recorded registration; one on the template grid is taken as
+    it is; one on no grid of the patient's is named, never guessed."""
+    from idh_pseudocolor.segmentation import dice
+
+    raw, written = one_mm_study
+    truth = np.asarray(nib.load(raw / ".truth/PHANTOM-0001/MASK.nii.gz").dataobj) > 0
+    masks = tmp_path / "their_masks"
+    masks.mkdir()
+    _acquired_mask(raw, written, "T2", flip=True).to_filename(masks / "PHANTOM-0001.nii.gz")
+    out = tmp_path / "out"
+    shutil.copytree(written, out)
+    (out / "SUBJECTS/PHANTOM-0001/MASK.nii.gz").unlink(missing_ok=True)
+    args = ["preprocess", "--in", str(raw), "--out", str(out), "--segmentation-model", "none"]
+    done = CliRunner().invoke(cli, [*args, "--masks", str(masks)])
+    assert done.exit_code == 0 and "1 kept" in done.output, done.output
+    report = pd.read_csv(out / "preprocessing_report.csv")
+    assert report["mask_source"].tolist() == ["given"]
+    record = json.loads((out / "SUBJECTS/PHANTOM-0001" / RECORD).read_text())["mask"]
+    assert record == {"source": "given", "file": str(masks / "PHANTOM-0001.nii.gz"), "grid": "T2"}
+    brought = nib.load(out / "SUBJECTS/PHANTOM-0001/MASK.nii.gz")
+    np.testing.assert_allclose(
+        brought.affine, nib.load(raw / ".truth/PHANTOM-0001/MASK.nii.gz").affine, atol=1e-4
+    )
+    assert dice(np.asarray(brought.dataobj) > 0, truth) >= 0.85
+
+    from idh_pseudocolor.preprocess import PatientResult, masks_from_folder
+
+    # on the template grid: taken as it is
+    (out / "SUBJECTS/PHANTOM-0001/MASK.nii.gz").unlink()
+    shutil.copy(raw / ".truth/PHANTOM-0001/MASK.nii.gz", masks / "PHANTOM-0001.nii.gz")
+    result = PatientResult("PHANTOM-0001", "kept")
+    masks_from_folder([result], out / "SUBJECTS", masks)
+    again = np.asarray(nib.load(out / "SUBJECTS/PHANTOM-0001/MASK.nii.gz").dataobj) > 0
+    np.testing.assert_array_equal(again, truth)
+    # on no grid of this patient's: a problem naming the file, no mask written
+    (out / "SUBJECTS/PHANTOM-0001/MASK.nii.gz").unlink()
+    nib.Nifti1Image(truth[::2, ::2, ::2].astype(np.uint8), np.diag([2.0, 2, 2, 1])).to_filename(
+        masks / "PHANTOM-0001.nii.gz"
+    )
+    result = PatientResult("PHANTOM-0001", "kept")
+    masks_from_folder([result], out / "SUBJECTS", masks)
+    assert not (out / "SUBJECTS/PHANTOM-0001/MASK.nii.gz").exists()
+    (problem,) = result.problems
+    assert problem.file == masks / "PHANTOM-0001.nii.gz"
+    assert "on none of the patient's grids" in problem.reason and "T2" in problem.reason

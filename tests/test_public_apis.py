@@ -23,9 +23,9 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "idh_pseudocolor"
 WRAPPERS = {"optuna_compat.py"}
 #: single imports allowed where no public path exists, as (file name, module): joblib has no public
 #: way to shut its reusable loky process pool down, and the DaskRunner must (a node's pool would
-#: outlive a closing Dask worker and hold its output streams open: runner._stop_joblib_workers).
+#: outlive a Kedro or Dask worker and hold it open at exit: parallel.stop_pool).
 #: joblib's maintainers point users at this very call (joblib/joblib#945).
-ALLOWED_IMPORTS = {("runner.py", "joblib.externals.loky")}
+ALLOWED_IMPORTS = {("parallel.py", "joblib.externals.loky")}
 VENDORED = {"externals", "vendor", "_vendor", "vendored"}
 #: packages whose submodules are internal even where they have no leading underscore
 INTERNAL_PACKAGES = (

@@ -397,3 +397,22 @@ def test_align_patient_puts_moved_sequences_on_the_template_grid(template_1mm, o
     assert set(aligned.to_reference) == {"T2"}
     with pytest.raises(ValueError, match="reference"):
         reg.align_patient(series, "FLAIR")
+
+
+def test_same_grid_sees_through_flips_and_axis_order_but_not_a_shift():
+    """A mask another tool wrote for a series may be stored flipped or with its axes permuted:
+    the same voxel centres in the world are the same grid; moved by a voxel they are not."""
+    affine = np.array([[0.0, 0.0, 3.0, -60], [-0.9, 0, 0, 90], [0, 0.9, 0, -100], [0, 0, 0, 1]])
+    shape = (256, 240, 40)
+    flipped = affine.copy()
+    flipped[:3, 1] *= -1
+    flipped[:3, 3] = affine[:3, :3] @ [0, shape[1] - 1, 0] + affine[:3, 3]
+    permuted = affine[:, [2, 0, 1, 3]]
+    assert reg.same_grid(shape, affine, shape, flipped)
+    assert reg.same_grid(shape, affine, (40, 256, 240), permuted)
+    assert reg.same_grid(shape, affine, (240, 256, 40), affine[:, [1, 0, 2, 3]])
+    assert not reg.same_grid(shape, affine, (240, 256, 40), affine)  # the shape alone permuted
+    moved = affine.copy()
+    moved[:3, 3] += affine[:3, 0]  # one voxel along the first axis
+    assert not reg.same_grid(shape, affine, shape, moved)
+    assert not reg.same_grid(shape, affine, (256, 240, 41), affine)

@@ -371,3 +371,77 @@ def test_named_configuration_ids():
     from idh_pseudocolor import planted
 
     assert planted.GRAY_T1_ID is GRAY_T1_ID
+
+
+def _fallback_study():
+    """The winner (configuration 3) and its fallbacks trained on the same patients and seeds:
+    each fallback's predictions shifted less (a missing sequence costs signal)."""
+    from idh_pseudocolor.permutation_study import final_metrics_table
+    from idh_pseudocolor.runs import fallback_choices, fallback_metrics_table
+
+    ranking = [3, 21, 7, *[c for c in range(1, 28) if c not in (3, 21, 7)]]
+    choices = fallback_choices(ranking, 3)
+    winner = pd.concat(
+        [fixed_predictions(shift=0.4).assign(pretrained=p) for p in (False, True)],
+        ignore_index=True,
+    ).assign(config_id=3)
+    fallback_ids = sorted(set(choices.loc[~choices["winner"], "config_id"]))
+    fallback = pd.concat(
+        [
+            fixed_predictions(shift=0.1, seed=c).assign(pretrained=p, config_id=c)
+            for c in fallback_ids
+            for p in (False, True)
+        ],
+        ignore_index=True,
+    )
+    # the last fallback trained for the scratch arm only
+    fallback = fallback[~((fallback["config_id"] == fallback_ids[-1]) & fallback["pretrained"])]
+    return choices, fallback_metrics_table(fallback, choices), final_metrics_table(winner), fallback
+
+
+def test_missing_sequence_costs_set_each_fallback_beside_the_winner():
+    from sklearn.metrics import roc_auc_score
+
+    choices, fallback_metrics, test_metrics, fallback = _fallback_study()
+    costs = stats.missing_sequence_costs(choices, fallback_metrics, test_metrics)
+    assert set(costs["missing_sequences"]) == set(choices["missing_sequences"])
+    served_by_winner = costs[costs["winner"]]
+    assert (served_by_winner["auroc_difference"] == 0).all() and len(served_by_winner) == 2 * len(
+        choices[choices["winner"]]
+    )
+    # one fallback x arm recomputed from its predictions: mean over seeds of per-seed AUROC
+    row = costs[~costs["winner"] & ~costs["pretrained"]].iloc[0]
+    part = fallback[(fallback["config_id"] == row["config_id"]) & ~fallback["pretrained"]]
+    expected = np.mean(
+        [roc_auc_score(s["label"], s["prob_mutant"]) for _, s in part.groupby("seed")]
+    )
+    assert row["auroc_mean"] == pytest.approx(expected)
+    assert row["auroc_difference"] == pytest.approx(expected - row["auroc_winner"])
+    assert row["auroc_difference"] < 0  # less signal in the fallback's predictions
+    # the arm that was not trained is left out, not filled in
+    last = max(set(choices.loc[~choices["winner"], "config_id"]))
+    assert not costs[(costs["config_id"] == last) & costs["pretrained"]].shape[0]
+
+
+def test_report_shows_what_each_missing_sequence_costs():
+    choices, fallback_metrics, test_metrics, _ = _fallback_study()
+    inputs = {**report_inputs(label="m"), "test_metrics": test_metrics}
+    page = html.render_report(
+        **inputs, fallback_configurations=choices, fallback_test_metrics=fallback_metrics
+    )
+    section = page[page.index('<h2 id="missing-sequences">') :]
+    section = section[: section.index("<h2", 5)]
+    table = section[section.index('<table id="missing-sequences-table">') :]
+    assert table.count("<tr><td>") == choices["missing_sequences"].nunique()
+    for choice in choices.itertuples():
+        missing = "nothing" if choice.missing_sequences == "none" else choice.missing_sequences
+        assert f"<tr><td>{missing}</td><td>{choice.configuration} ({choice.study_rank})" in table
+    assert "not trained" in table and "— the winner" in table
+    absent = html.render_report(**inputs)
+    assert 'id="missing-sequences-not-run"' in absent and "missing-sequences-table" not in absent
+    only_winner = html.render_report(  # fallback.min_sequences: 4
+        **inputs,
+        fallback_configurations=choices[choices["winner"]].head(1),
+        fallback_test_metrics=fallback_metrics.head(0),
+    )
+    assert 'id="missing-sequences-not-run"' in only_winner

@@ -42,6 +42,8 @@ Settings
     ``parameters``       every pipeline's parameters as typed settings (conf/base is their only
                          home; fields marked ``machine`` never change a result)
     ``paper_path``       the paper's settings table and the guards of ``--env a4000/l4``
+    ``parallel``         subjects in parallel processes, in order, with a progress bar; the
+                         process pool stopped after each map
     ``provenance``       fingerprints of searches and best_params (standard library only)
     ``config_loader``    the conf layers (base -> paper -> env -> rehearsal -> local)
     ``settings``         Kedro's own project settings; ``hooks`` check a run before any node

@@ -421,6 +421,15 @@ def _predict_runs(
 )
 @click.option("--workers", default=1, show_default=True, help="Patients in parallel.")
 @click.option("--redo", is_flag=True, help="Preprocess patients already written again.")
+@click.option(
+    "--masks",
+    "mask_folder",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Tumor masks from another tool for patients without one: <id>.nii.gz, <id>/MASK.nii.gz "
+    "or <id>/<id>_seg.nii.gz, on the output grid or on one of the patient's series as acquired "
+    "(brought over through the recorded registration); used before the model's.",
+)
 @SEGMENTATION_MODEL_OPTION
 def preprocess(
     raw: str,
@@ -430,6 +439,7 @@ def preprocess(
     voxel_size: float,
     workers: int,
     redo: bool,
+    mask_folder: str | None,
     segmentation_model: str,
 ) -> None:
     """Raw studies (a PACS export) to a cohort the pipelines read: series found and identified,
@@ -450,6 +460,7 @@ def preprocess(
         n_workers=workers,
         redo=redo,
         segmentation_model=_segmentation_model(segmentation_model),
+        mask_folder=Path(mask_folder) if mask_folder else None,
     )
     for row in report[report["status"] == "excluded"].itertuples():
         click.echo(f"excluded {row.subject_id}: {row.reason}", err=True)

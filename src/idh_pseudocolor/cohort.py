@@ -36,7 +36,11 @@ LAYOUTS: dict[str, dict[str, str]] = {
     },
 }
 FILE_KEYS: tuple[str, ...] = (*SEQUENCES, "mask")
+#: where a patient's mask may sit in a ``--masks`` folder (another tool's output)
+MASK_FOLDER_NAMES = ("{id}.nii.gz", "{id}.nii", "{id}/MASK.nii.gz", "{id}/{id}_seg.nii.gz")
 PHANTOM_MARKER = "phantom_cohort.json"
+#: what ``idh-pseudocolor preprocess`` leaves at a cohort's root: what was done to whom
+PREPROCESSING_REPORT = "preprocessing_report.csv"
 
 _WILDTYPE = {
     "0",
@@ -217,19 +221,111 @@ def discover_cohort(
     return frame
 
 
+def mask_in_folder(folder: Path, subject_id: str) -> Path | None:
+    """The patient's mask in a folder of masks from another tool, by the names it may have."""
+    for name in MASK_FOLDER_NAMES:
+        path = Path(folder) / name.format(id=subject_id)
+        if path.is_file():
+            return path
+    return None
+
+
 def cohort_record(root: str | Path) -> dict[str, Any]:
     """What the cohort says about itself: the phantom marker's content (generator settings,
-    planted cues), or ``{"synthetic": False}`` for a real cohort."""
+    planted cues), or ``{"synthetic": False}`` for a real cohort; and, for a cohort written by
+    ``idh-pseudocolor preprocess``, the summary of its preprocessing report
+    (:func:`preprocessing_record`)."""
     marker = Path(root) / PHANTOM_MARKER
-    if not marker.is_file():
-        return {"synthetic": False}
+    record: dict[str, Any] = {"synthetic": False}
+    if marker.is_file():
+        try:
+            record = {**json.loads(marker.read_text()), "synthetic": True}
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(
+                f"{marker}: unreadable phantom marker ({exc}); regenerate the phantom cohort"
+            ) from None
+    preprocessing = preprocessing_record(root)
+    return record if preprocessing is None else {**record, "preprocessing": preprocessing}
+
+
+#: per-sequence QC numbers of the preprocessing report (columns ``<sequence>_<number>``)
+REGISTRATION_NUMBERS = ("mi_before", "mi_after", "rotation_deg", "shift_mm")
+
+
+def preprocessing_record(root: str | Path) -> dict[str, Any] | None:
+    """The preprocessing report of a cohort written from raw studies, summarized for the study's
+    report: patients per status, who was excluded and why, where the tumor masks came from, each
+    sequence's registration numbers (medians over patients) and every problem seen. None for a
+    cohort that has no report (a curated one). The report is at the cohort's root, or beside
+    it where the cohort is the ``SUBJECTS`` folder of ``preprocess --out``."""
+    # preprocess writes OUT/SUBJECTS/<id>/ (the cohort, as EGD ships it) beside OUT/<report>
+    root = Path(root)
+    path = next(
+        (
+            p
+            for p in (root / PREPROCESSING_REPORT, root.parent / PREPROCESSING_REPORT)
+            if p.is_file() and (p.parent == root or root.name == "SUBJECTS")
+        ),
+        None,
+    )
+    if path is None:
+        return None
     try:
-        record = json.loads(marker.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(
-            f"{marker}: unreadable phantom marker ({exc}); regenerate the phantom cohort"
-        ) from None
-    return {**record, "synthetic": True}
+        report = pd.read_csv(path, dtype={"subject_id": str}, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable preprocessing report ({exc})") from None
+    missing = {"subject_id", "status", "reason", "mask_source"} - set(report.columns)
+    if missing:
+        raise ValueError(f"{path}: not a preprocessing report (no {', '.join(sorted(missing))})")
+
+    def text(value: Any) -> str:
+        return "" if pd.isna(value) else str(value)
+
+    present = report[report["status"] != "excluded"]
+    registration = []
+    for sequence in SEQUENCES:
+        columns = {k: f"{sequence}_{k}" for k in REGISTRATION_NUMBERS}
+        if columns["mi_after"] not in report.columns:
+            continue
+        numbers = present[list(columns.values())].apply(pd.to_numeric, errors="coerce")
+        done = numbers.dropna(subset=[columns["mi_after"]])
+        if done.empty:
+            continue
+        registration.append(
+            {
+                "sequence": sequence,
+                "patients": len(done),
+                **{f"{k}_median": float(done[c].median()) for k, c in columns.items()},
+                "mi_after_min": float(done[columns["mi_after"]].min()),
+            }
+        )
+    problems = report.get("problems", pd.Series([""] * len(report)))
+    return {
+        "report": str(path),
+        "patients": len(report),
+        "status": {k: int(v) for k, v in report["status"].value_counts().items()},
+        "excluded": [
+            {"subject_id": r.subject_id, "reason": text(r.reason)}
+            for r in report[report["status"] == "excluded"].itertuples()
+        ],
+        "mask_sources": {
+            k: int(v) for k, v in present["mask_source"].map(text).value_counts().items()
+        },
+        "missing_sequences": {
+            k: int(v)
+            for k, v in present.get("missing", pd.Series(dtype=str))
+            .map(text)
+            .value_counts()
+            .items()
+            if k
+        },
+        "registration": registration,
+        "problems": [
+            {"subject_id": sid, "problems": text(p)}
+            for sid, p in zip(report["subject_id"], problems, strict=True)
+            if text(p)
+        ],
+    }
 
 
 def _templates(layout: str, files: dict[str, str] | None) -> dict[str, str]:

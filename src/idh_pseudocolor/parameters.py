@@ -48,6 +48,7 @@ SOURCES: dict[str, str] = {
     "reporting": "conf/base/parameters_reporting.yml",
     "cross_validation": "conf/base/parameters_cross_validation.yml",
     "segmentation": "conf/base/parameters_segmentation.yml",
+    "preprocessing": "conf/base/parameters_preprocessing.yml",
 }
 
 #: field metadata of a machine setting (hardware, speed, paths, progress): any value is allowed on
@@ -494,6 +495,26 @@ class SegmentationSettings(Settings):
         )
 
 
+@dataclass(frozen=True)
+class PreprocessingSettings(Settings):
+    """``params:preprocessing``: raw studies -> a cohort in the EGD layout
+    (idh_pseudocolor.preprocess; the ``preprocessing`` pipeline and ``idh-pseudocolor
+    preprocess``)."""
+
+    SECTION: ClassVar[str] = "preprocessing"
+    voxel_size: float  # the template grid's spacing, mm (1 = EGD's)
+    seed: int  # the registrations' metric sampling
+    raw: str | None = machine()  # folder of raw studies, one per patient; None: nothing to do
+    out: str = machine()  # where the cohort goes (OUT/SUBJECTS/<id>/...)
+    labels: str | None = machine()  # CSV of IDH status; None: -1 (unknown)
+    mapping: str | None = machine()  # series -> sequence overrides (YAML or CSV)
+    masks: str | None = machine()  # another tool's tumor masks (a folder); None: none
+    segmentation_model: str | None = machine()  # file or versioned folder; None: no masks drawn
+    redo: bool = machine()  # preprocess patients already written again
+    n_workers: int | None = machine()  # patients in parallel; None = all cores
+    progress: bool = machine()
+
+
 # ---- all of them ---------------------------------------------------------------------------------
 
 PIPELINE_SETTINGS: dict[str, Any] = {
@@ -507,6 +528,7 @@ PIPELINE_SETTINGS: dict[str, Any] = {
         ReportingSettings,
         CrossValidationSettings,
         SegmentationSettings,
+        PreprocessingSettings,
     )
 }
 

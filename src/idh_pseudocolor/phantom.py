@@ -27,7 +27,6 @@ Distributions overlap (7 % of each class has the other's T2-FLAIR pattern): no p
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -733,24 +732,20 @@ def _generate_subjects(
 ) -> list[dict[str, Any]]:
     """One summary row per subject, in index order: each subject seeds its own generator, so a
     serial run and any number of workers write the same files."""
-    from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
+    from idh_pseudocolor.parallel import in_order
 
-    n_subjects = len(labels)
-    indices = range(1, n_subjects + 1)
-    n_workers = max(1, min(n_workers or os.cpu_count() or 1, n_subjects))
-    if n_workers == 1:
-        jobs = (
-            generate_subject(out, i, bool(m), seed, voxel_size, layout, site)
-            for i, m in zip(indices, labels, strict=True)
-        )
-    else:
-        jobs = Parallel(n_jobs=n_workers, return_as="generator", batch_size=1)(
-            delayed(generate_subject)(out, i, bool(m), seed, voxel_size, layout, site)
-            for i, m in zip(indices, labels, strict=True)
-        )
+    tasks = [
+        (out, i, bool(m), seed, voxel_size, layout, site) for i, m in enumerate(labels, start=1)
+    ]
     return list(
-        tqdm(jobs, total=n_subjects, desc="phantom cohort", unit="subject", disable=not progress)
+        in_order(
+            generate_subject,
+            tasks,
+            n_workers,
+            desc="phantom cohort",
+            unit="subject",
+            progress=progress,
+        )
     )
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from idh_pseudocolor.arms import ARM_KEYS, arm_label, arm_slug
-from idh_pseudocolor.cohort import FILE_KEYS, LAYOUTS
+from idh_pseudocolor.cohort import FILE_KEYS, LAYOUTS, mask_in_folder
 from idh_pseudocolor.configurations import SEQUENCES, configuration_label
 from idh_pseudocolor.runs import TrainedRun, best_fitting, load_runs, sequence_set
 from idh_pseudocolor.slices import Normalization, SubjectError, SubjectSlice, extract_many
@@ -79,19 +79,6 @@ def find_subjects(folder: str | Path) -> list[tuple[str, dict[str, str]]]:
             f"{folder} holds neither sequences (EGD or BraTS names) nor subject folders"
         )
     return subjects
-
-
-#: where a patient's mask may sit in a ``--masks`` folder (another tool's output)
-MASK_FOLDER_NAMES = ("{id}.nii.gz", "{id}.nii", "{id}/MASK.nii.gz", "{id}/{id}_seg.nii.gz")
-
-
-def mask_in_folder(folder: Path, subject_id: str) -> Path | None:
-    """The patient's mask in a folder of masks from another tool, by the names it may have."""
-    for name in MASK_FOLDER_NAMES:
-        path = folder / name.format(id=subject_id)
-        if path.is_file():
-            return path
-    return None
 
 
 def masks_for(

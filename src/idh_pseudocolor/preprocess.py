@@ -23,16 +23,27 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from idh_pseudocolor.cohort import LAYOUTS, labels_for
+from idh_pseudocolor.cohort import (
+    LAYOUTS,
+    PHANTOM_MARKER,
+    PREPROCESSING_REPORT,
+    labels_for,
+    mask_in_folder,
+)
 from idh_pseudocolor.configurations import SEQUENCES
+from idh_pseudocolor.parallel import in_order
 from idh_pseudocolor.raw_studies import StudyProblem, assign_sequences, find_series, read_series
 from idh_pseudocolor.registration import (
     AlignedPatient,
     RegistrationFailed,
     align_patient,
     chain,
+    from_nifti,
     physical_points,
+    ras_affine,
+    resample,
     residual_error_mm,
+    same_grid,
     template_brain_mask,
     to_nifti,
     transform_from_ras,
@@ -204,12 +215,18 @@ def preprocess_patient(
         registrations=registration_numbers(aligned),
         problems=problems,
     )
-    write_patient(subjects / sid, aligned, label, sources, result)
+    grids = {name: grid_record(image) for name, image in images.items()}
+    write_patient(subjects / sid, aligned, label, sources, result, grids)
     if qc_folder is not None:
         qc_folder.mkdir(parents=True, exist_ok=True)
         save_overlay(aligned, sid, qc_folder / f"{sid}.png")
     result.seconds = _since(started)
     return result
+
+
+def grid_record(image: sitk.Image) -> dict[str, Any]:
+    """A sequence's grid as acquired (shape and RAS affine, as a NIfTI of it would have)."""
+    return {"shape": [int(n) for n in image.GetSize()], "affine_ras": ras_affine(image).tolist()}
 
 
 def _since(started: float) -> float:
@@ -222,9 +239,11 @@ def write_patient(
     label: int | None,
     sources: Mapping[str, str],
     result: PatientResult,
+    grids: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
     """The EGD layout: each sequence skull-stripped by the brain mask, ``metadata.json`` with the
-    label (-1 when unknown, as EGD), and the record of how the volumes were made; the record is
+    label (-1 when unknown, as EGD), and the record of how the volumes were made (with each
+    sequence's grid as acquired, so a mask drawn there can be brought over later); the record is
     written last, so a folder without it is an interrupted patient."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / RECORD).unlink(missing_ok=True)
@@ -244,6 +263,7 @@ def write_patient(
         "template_to_acquired_ras": {
             k: v.tolist() for k, v in template_to_acquired(aligned).items()
         },
+        "acquired_grids": dict(grids or {}),
         "problems": [{"file": p.file and str(p.file), "reason": p.reason} for p in result.problems],
     }
     (folder / RECORD).write_text(json.dumps(record, indent=2, default=str))
@@ -319,6 +339,7 @@ def preprocess_cohort(
     n_workers: int | None = 1,
     progress: bool = True,
     segmentation_model: str | Path | None = None,
+    mask_folder: str | Path | None = None,
 ) -> pd.DataFrame:
     """Every patient folder of ``raw`` into ``out/SUBJECTS`` (+ ``out/qc/<id>.png`` and
     ``out/preprocessing_report.csv``); returns the report. ``raw`` is only read. With a
@@ -346,7 +367,18 @@ def preprocess_cohort(
             qc_folder=qc,
         )
 
-    results = kept + _map(run, todo, n_workers, progress)
+    results = kept + list(
+        in_order(
+            run,
+            [(f,) for f in todo],
+            n_workers,
+            desc="preprocess",
+            unit="patient",
+            progress=progress,
+        )
+    )
+    if mask_folder is not None:
+        masks_from_folder(results, subjects, Path(mask_folder))
     add_masks(results, subjects, segmentation_model, progress)
     report = pd.DataFrame([r.row() for r in results])
     report = report.reindex(
@@ -354,11 +386,116 @@ def preprocess_cohort(
     )
     report = report.sort_values("subject_id", kind="stable").reset_index(drop=True)
     out.mkdir(parents=True, exist_ok=True)
-    report.to_csv(out / "preprocessing_report.csv", index=False)
+    report.to_csv(out / PREPROCESSING_REPORT, index=False)
+    if subjects.is_dir():
+        mark_synthetic(raw, out, voxel_size)
     for r in results:
         if r.status == "excluded":
             logger.warning("Excluded %s: %s", r.subject_id, r.row()["reason"])
     return report
+
+
+def mark_synthetic(raw: Path, out: Path, voxel_size: float) -> None:
+    """Raw studies of the phantom (``.truth/cohort.json`` says ``synthetic``) make a phantom
+    cohort: its marker goes beside the patients (``out/SUBJECTS``), so every later step knows,
+    the paper path's refusal of synthetic data among them (and the planted-truth check has the
+    cues to test)."""
+    truth = raw / ".truth" / "cohort.json"
+    if not truth.is_file():
+        return
+    raw_record = json.loads(truth.read_text())
+    if not raw_record.get("synthetic"):
+        return
+    from idh_pseudocolor.phantom import CUES, PLANTED_SEQUENCES
+
+    marker = {
+        "synthetic": True,
+        "note": "Preprocessed raw phantom studies (idh-pseudocolor preprocess): not patients.",
+        **{k: raw_record.get(k) for k in ("generator_version", "n_subjects", "seed", "site")},
+        "mutant_fraction": raw_record.get("mutant_fraction"),
+        "voxel_size_mm": voxel_size,
+        "layout": "egd",
+        "cues": CUES,
+        "planted_sequences": list(PLANTED_SEQUENCES),
+        "raw": {k: v for k, v in raw_record.items() if k != "labels"},
+    }
+    (out / "SUBJECTS" / PHANTOM_MARKER).write_text(json.dumps(marker, indent=2))
+
+
+def masks_from_folder(results: Sequence[PatientResult], subjects: Path, folder: Path) -> None:
+    """Written (and kept) patients without a tumor mask get another tool's from ``folder``
+    (``<id>.nii.gz``, ``<id>/MASK.nii.gz``, ...): a mask on the written template grid as it is, a
+    mask on one of the patient's sequences as acquired (any axis order or flips) brought onto the
+    template grid through the transform the preprocessing recorded for that sequence (nearest
+    neighbour). One on neither grid, or empty there, is a problem in the patient's row, never
+    guessed; the segmentation model may then draw one."""
+    for r in results:
+        if r.status == "excluded" or (subjects / r.subject_id / MASK).is_file():
+            continue
+        source = mask_in_folder(folder, r.subject_id)
+        if source is None:
+            continue
+        try:
+            grid = bring_mask(subjects / r.subject_id, source)
+        except PreprocessingError as exc:
+            r.problems.append(StudyProblem(source, exc.reason, "mask"))
+            continue
+        record_path = subjects / r.subject_id / RECORD
+        record = json.loads(record_path.read_text())
+        record["mask"] = {"source": "given", "file": str(source), "grid": grid}
+        record_path.write_text(json.dumps(record, indent=2, default=str))
+
+
+def bring_mask(patient: Path, source: Path) -> str:
+    """``source`` (a mask on the template grid or on one of the patient's acquired sequences) as
+    ``patient/MASK.nii.gz``, uint8 0/1; returns the grid it was on (``template`` or a sequence).
+    Raises :class:`PreprocessingError` naming why it cannot be used."""
+    import nibabel as nib
+
+    record = json.loads((patient / RECORD).read_text())
+    try:
+        img = nib.load(str(source))
+        data = np.asarray(img.dataobj)
+    except Exception as exc:  # nibabel raises many kinds for a bad file
+        raise PreprocessingError(f"unreadable mask ({exc})", source) from None
+    if data.ndim != 3:
+        raise PreprocessingError(f"a mask must be 3-D, this one has shape {data.shape}", source)
+    written = nib.load(str(patient / LAYOUTS["egd"][record["reference"]].format(id=".")))
+    mask_image = from_nifti(nib.Nifti1Image((data > 0).astype(np.float32), img.affine))
+    if same_grid(data.shape, img.affine, written.shape, written.affine):
+        grid, transform = "template", None
+    else:
+        grids = record.get("acquired_grids") or {}
+        if not grids:
+            raise PreprocessingError(
+                "not on the template grid, and this patient was preprocessed before acquired "
+                "grids were recorded: preprocess it again (--redo) to use masks drawn on a series",
+                source,
+            )
+        grid = next(
+            (
+                name
+                for name, g in grids.items()
+                if same_grid(data.shape, img.affine, g["shape"], np.asarray(g["affine_ras"]))
+            ),
+            None,
+        )
+        if grid is None:
+            raise PreprocessingError(
+                f"on none of the patient's grids (the template's {written.shape}, or "
+                + ", ".join(f"{n} {tuple(g['shape'])}" for n, g in grids.items())
+                + " as acquired): resample it onto one of them",
+                source,
+            )
+        transform = transform_from_ras(np.asarray(record["template_to_acquired_ras"][grid]))
+    moved = resample(mask_image, from_nifti(written), transform, kind="mask")
+    out = (sitk.GetArrayFromImage(moved).transpose(2, 1, 0) > 0.5).astype(np.uint8)
+    if not out.any():
+        raise PreprocessingError(
+            f"the mask holds no tumor voxel on the template grid ({grid})", source
+        )
+    nib.Nifti1Image(out, written.affine).to_filename(str(patient / MASK))
+    return grid
 
 
 def add_masks(
@@ -410,24 +547,6 @@ def _written_files(subjects: Path, result: PatientResult) -> dict[str, str]:
         k: str(subjects / LAYOUTS["egd"][k].format(id=result.subject_id))
         for k in (*result.sequences, "mask")
     }
-
-
-def _map(run, folders: list[Path], n_workers: int | None, progress: bool) -> list[PatientResult]:
-    """Patients in parallel processes (registration is CPU-bound), with a progress bar."""
-    from tqdm.auto import tqdm
-
-    if not folders:
-        return []
-    if n_workers == 1:
-        return [
-            run(f) for f in tqdm(folders, desc="preprocess", unit="patient", disable=not progress)
-        ]
-    from joblib import Parallel, delayed
-
-    jobs = Parallel(n_jobs=n_workers or -1, return_as="generator")(delayed(run)(f) for f in folders)
-    return list(
-        tqdm(jobs, total=len(folders), desc="preprocess", unit="patient", disable=not progress)
-    )
 
 
 # -- against a known truth (the raw phantom) ------------------------------------------------------

@@ -25,7 +25,6 @@ else is drawn from a separate stream seeded by (seed, index): deterministic, wha
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -791,29 +790,21 @@ def _export_subjects(
 ) -> list[dict[str, Any]]:
     """One row per subject in index order; each subject seeds its own streams, so a serial run
     and any number of workers write the same files (SimpleITK gets one thread per worker)."""
-    from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
+    from idh_pseudocolor.parallel import in_order, worker_count
 
-    n_subjects = len(labels)
-    indices = range(1, n_subjects + 1)
-    n_workers = max(1, min(n_workers or os.cpu_count() or 1, n_subjects))
-    if n_workers == 1:
-        jobs = (
-            export_raw_subject(out, i, bool(m), seed, fmt, voxel_size)
-            for i, m in zip(indices, labels, strict=True)
-        )
-    else:
-        jobs = Parallel(n_jobs=n_workers, return_as="generator", batch_size=1)(
-            delayed(export_raw_subject)(out, i, bool(m), seed, fmt, voxel_size, 1)
-            for i, m in zip(indices, labels, strict=True)
-        )
+    # SimpleITK's own threads: all cores in one process, one per worker beside others
+    threads = 0 if worker_count(n_workers, len(labels)) == 1 else 1
+    tasks = [
+        (out, i, bool(m), seed, fmt, voxel_size, threads) for i, m in enumerate(labels, start=1)
+    ]
     return list(
-        tqdm(
-            jobs,
-            total=n_subjects,
+        in_order(
+            export_raw_subject,
+            tasks,
+            n_workers,
             desc=f"raw phantom ({fmt})",
             unit="subject",
-            disable=not progress,
+            progress=progress,
         )
     )
 

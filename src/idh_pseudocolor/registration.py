@@ -73,7 +73,7 @@ def image_from_array(data: np.ndarray, affine: np.ndarray) -> sitk.Image:
 def image_to_array(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
     """The inverse of :func:`image_from_array`: ``(data[i, j, k], RAS affine)``."""
     data = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
-    return data, _ras_affine(image)
+    return data, ras_affine(image)
 
 
 def from_nifti(img: nib.spatialimages.SpatialImage) -> sitk.Image:
@@ -87,12 +87,38 @@ def to_nifti(image: sitk.Image) -> nib.Nifti1Image:
     return nib.Nifti1Image(data, affine)
 
 
-def _ras_affine(image: sitk.Image) -> np.ndarray:
+def ras_affine(image: sitk.Image) -> np.ndarray:
+    """The image's voxel -> RAS world matrix, as nibabel writes it."""
     direction = np.array(image.GetDirection(), dtype=float).reshape(3, 3)
     lps = np.eye(4)
     lps[:3, :3] = direction * np.array(image.GetSpacing(), dtype=float)
     lps[:3, 3] = image.GetOrigin()
     return _RAS_TO_LPS @ lps
+
+
+def same_grid(
+    shape_a: tuple[int, ...],
+    affine_a: np.ndarray,
+    shape_b: tuple[int, ...],
+    affine_b: np.ndarray,
+    atol_mm: float = 0.01,
+) -> bool:
+    """Whether two grids hold the same voxel centres in the world, whatever their axis order and
+    flips (a converter may store a series' volume flipped or permuted): compared in nibabel's
+    closest-canonical (RAS) form."""
+    import nibabel as nib
+
+    def canonical(shape: tuple[int, ...], affine: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
+        ornt = nib.orientations.io_orientation(affine)
+        to_canonical = nib.orientations.inv_ornt_aff(ornt, shape)
+        order = np.argsort(ornt[:, 0].astype(int))
+        return tuple(int(shape[i]) for i in order), np.asarray(affine, float) @ to_canonical
+
+    (sa, aa), (sb, ab) = (
+        canonical(tuple(shape_a)[:3], affine_a),
+        canonical(tuple(shape_b)[:3], affine_b),
+    )
+    return sa == sb and np.allclose(aa, ab, atol=atol_mm)
 
 
 def transform_from_ras(matrix: np.ndarray) -> sitk.AffineTransform:

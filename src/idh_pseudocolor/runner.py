@@ -37,6 +37,8 @@ from kedro.io import MemoryDataset
 from kedro.runner import AbstractRunner, Task
 from pluggy import PluginManager
 
+from idh_pseudocolor.parallel import stop_pool
+
 if TYPE_CHECKING:
     from kedro.io import CatalogProtocol
     from kedro.pipeline import Node, Pipeline
@@ -109,21 +111,9 @@ class _RemoteTask:
                 f"{traceback.format_exc()}"
             ) from exc
         finally:
-            _stop_joblib_workers()
+            # a node's pool would outlive a closing Dask worker and hold its streams open
+            stop_pool()
         return self.node
-
-
-def _stop_joblib_workers() -> None:
-    """joblib's reusable process pool (slice extraction) would outlive a closing Dask worker and
-    hold its output streams open; a node's pool is not reused by the next node anyway.
-
-    joblib has no public way to shut that pool down (``Parallel`` leaves it running for reuse):
-    its vendored loky is the one place that can, as joblib's maintainers advise (joblib#945).
-    The only import of vendored code in the package (tests/test_public_apis.py ALLOWED_IMPORTS).
-    """
-    from joblib.externals.loky import get_reusable_executor
-
-    get_reusable_executor().shutdown(wait=True)
 
 
 class _DaskExecutor(cf.Executor):

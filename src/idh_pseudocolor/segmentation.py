@@ -396,6 +396,15 @@ def manifest_subjects(
     ]
 
 
+def _load_or_error(
+    subject_id: str, files: Mapping[str, str], architecture: Architecture, with_mask: bool
+) -> Volume | SegmentationError:
+    try:
+        return load_volume(subject_id, files, architecture, with_mask)
+    except SegmentationError as exc:
+        return exc
+
+
 def load_volumes(
     subjects: Sequence[tuple[str, Mapping[str, str]]],
     architecture: Architecture,
@@ -404,22 +413,12 @@ def load_volumes(
     progress: bool = False,
 ) -> tuple[list[Volume], list[SegmentationError]]:
     """Every patient's volume (in parallel processes), and the errors of those that failed."""
-    from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
+    from idh_pseudocolor.parallel import in_order
 
-    n_workers = max(1, min(n_workers or os.cpu_count() or 1, len(subjects) or 1))
-
-    def one(subject_id: str, files: Mapping[str, str]) -> Volume | SegmentationError:
-        try:
-            return load_volume(subject_id, files, architecture, with_mask)
-        except SegmentationError as exc:
-            return exc
-
-    tasks = (delayed(one)(sid, dict(files)) for sid, files in subjects)
-    results = Parallel(n_jobs=n_workers, return_as="generator", batch_size=1)(tasks)
+    tasks = [(sid, dict(files), architecture, with_mask) for sid, files in subjects]
     volumes, errors = [], []
-    for result in tqdm(
-        results, total=len(subjects), desc="reading volumes", unit="patient", disable=not progress
+    for result in in_order(
+        _load_or_error, tasks, n_workers, desc="reading volumes", unit="patient", progress=progress
     ):
         (errors if isinstance(result, SegmentationError) else volumes).append(result)
     return volumes, errors

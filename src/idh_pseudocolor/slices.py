@@ -404,30 +404,18 @@ def extract_many(
     ``required`` as in :func:`extract_subject` (``predict`` passes none: any sequence may be
     absent).
     """
-    from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
+    from idh_pseudocolor.parallel import in_order
 
-    subjects = list(subjects)
     required = tuple(required)
-    # how many processes and the bar: not what is extracted (make mutation leaves them alone)
-    # pragma: no mutate start
-    n_workers = max(1, min(n_workers or os.cpu_count() or 1, len(subjects) or 1))
-    # pragma: no mutate end
-    if n_workers == 1:
-        results: Iterable = (
-            _extract_or_error(sid, dict(files), normalization, required) for sid, files in subjects
-        )
-    else:
-        tasks = (
-            delayed(_extract_or_error)(sid, dict(files), normalization, required)
-            for sid, files in subjects
-        )
-        results = Parallel(n_jobs=n_workers, return_as="generator", batch_size=1)(tasks)
-    # pragma: no mutate start
-    yield from tqdm(
-        results, total=len(subjects), desc="extracting slices", unit="subject", disable=not progress
+    tasks = [(sid, dict(files), normalization, required) for sid, files in subjects]
+    yield from in_order(
+        _extract_or_error,
+        tasks,
+        n_workers,
+        desc="extracting slices",
+        unit="subject",
+        progress=progress,
     )
-    # pragma: no mutate end
 
 
 def stack_slices(slices: list[SubjectSlice], labels: Mapping[str, int]) -> dict[str, np.ndarray]:

@@ -126,6 +126,9 @@ def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort,
     assert 'id="demo-pretraining"' in html and "15 photographs, not ImageNet" in html
     # the filled branch
     assert "not available" not in html.split("Finetuned vs. from scratch")[1].split("</table>")[0]
+    # TINY trains no fallbacks (min_sequences 4): the section says so; a curated cohort, no
+    # preprocessing section
+    assert 'id="missing-sequences-not-run"' in html and 'id="preprocessing"' not in html
     # the phantom's planted-truth check is stated (tiny training: pass or not)
     assert 'id="planted-criteria"' in html
 

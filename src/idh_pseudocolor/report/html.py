@@ -14,6 +14,7 @@ import io
 import json
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -311,6 +312,82 @@ def segmentation_context(summary: Mapping[str, Any] | None) -> dict[str, Any]:
     }
 
 
+#: QC overlays of preprocessed patients shown in the report (the rest are in the cohort's qc/)
+QC_OVERLAYS_SHOWN = 4
+
+
+def preprocessing_context(cohort_record: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The "Preprocessing" section, for a cohort written from raw studies (its record's
+    ``preprocessing``): who was written, kept or excluded and why, the registrations' QC numbers,
+    where the tumor masks came from, and the first patients' QC overlays (from the cohort's
+    ``qc/`` folder, beside its report)."""
+    record = (cohort_record or {}).get("preprocessing")
+    if not record:
+        return {"ran": False}
+    qc = Path(record["report"]).parent / "qc"
+    excluded = {e["subject_id"] for e in record["excluded"]}
+    overlays = []
+    if qc.is_dir():
+        for path in sorted(qc.glob("*.png")):
+            if path.stem in excluded or len(overlays) == QC_OVERLAYS_SHOWN:
+                continue
+            encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+            overlays.append({"subject_id": path.stem, "uri": f"data:image/png;base64,{encoded}"})
+    return {
+        "ran": True,
+        "report": record["report"],
+        "qc_folder": str(qc),
+        "patients": record["patients"],
+        "status": dict(record["status"]),
+        "excluded": list(record["excluded"]),
+        "mask_sources": dict(record["mask_sources"]),
+        "missing_sequences": dict(record.get("missing_sequences", {})),
+        "registration": [{k: plain(v) for k, v in r.items()} for r in record["registration"]],
+        "problems": list(record["problems"]),
+        "overlays": overlays,
+    }
+
+
+def missing_sequences_context(
+    choices: pd.DataFrame | None,
+    fallback_metrics: pd.DataFrame | None,
+    test_metrics: pd.DataFrame,
+) -> dict[str, Any]:
+    """The "Patients missing sequences" section: one row per set of missing sequences, the
+    configuration ``predict`` uses for it and its test AUROC per model x arm beside the winner's
+    (:func:`stats.missing_sequence_costs`)."""
+    if choices is None or fallback_metrics is None or choices["winner"].astype(bool).all():
+        return {"ran": False}  # not run, or min_sequences 4: only the winner
+    costs = stats.missing_sequence_costs(choices, fallback_metrics, test_metrics)
+    arms = list(dict.fromkeys(zip(costs["model_name"], costs["pretrained"], strict=True)))
+    rows = []
+    for missing, part in costs.groupby("missing_sequences", sort=False):
+        by_arm = {(r.model_name, r.pretrained): r for r in part.itertuples(index=False)}
+        first = part.iloc[0]
+        rows.append(
+            {
+                "missing": "nothing" if missing == "none" else str(missing),
+                "present": str(first["present_sequences"]),
+                "configuration": str(first["configuration"]),
+                "study_rank": int(first["study_rank"]),
+                "winner": bool(first["winner"]),
+                "cells": [
+                    {
+                        k: plain(getattr(by_arm[a], k)) if a in by_arm else None
+                        for k in ("auroc_mean", "auroc_std", "auroc_difference")
+                    }
+                    for a in arms
+                ],
+            }
+        )
+    return {
+        "ran": True,
+        "arms": [{"model_name": str(m), "arm": arm_label(bool(p))} for m, p in arms],
+        "rows": rows,
+        "fallbacks": int((~choices["winner"].astype(bool)).sum()),
+    }
+
+
 def cross_validation_context(summary: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The cross-validation section (None when the opt-in pipeline has not run): the per-fold
     AUROC figure, the pooled table and the sentences placing the single split among the folds."""
@@ -371,6 +448,9 @@ def report_context(
     external_validation: Mapping[str, Any] | None = None,
     cross_validation: Mapping[str, Any] | None = None,
     segmentation: Mapping[str, Any] | None = None,
+    fallback_configurations: pd.DataFrame | None = None,
+    fallback_test_metrics: pd.DataFrame | None = None,
+    cohort_record: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything ``report.html.j2`` shows, as plain data: the numbers from ``stats``, the figures
     as data URIs, the tables as rows."""
@@ -408,6 +488,10 @@ def report_context(
         "external": external_context(external_validation),
         "cross_validation": cross_validation_context(cross_validation),
         "segmentation": segmentation_context(segmentation),
+        "preprocessing": preprocessing_context(cohort_record),
+        "missing_sequences": missing_sequences_context(
+            fallback_configurations, fallback_test_metrics, test_metrics
+        ),
     }
 
 

@@ -458,3 +458,59 @@ def retrain_summary(agreement: pd.DataFrame) -> tuple[float, int]:
     """The retrain check's tolerance (NaN without runs) and how many runs differ beyond it."""
     tolerance = float(agreement["tolerance"].iloc[0]) if len(agreement) else math.nan
     return tolerance, int((agreement["status"] == "differs").sum())
+
+
+# -- patients missing sequences --------------------------------------------------------------------
+#: missing_sequence_costs' columns
+MISSING_SEQUENCE_COLUMNS = [
+    "missing_sequences",
+    "present_sequences",
+    "config_id",
+    "configuration",
+    "study_rank",
+    "winner",
+    "model_name",
+    "pretrained",
+    "auroc_mean",
+    "auroc_std",
+    "auroc_winner",
+    "auroc_difference",
+]
+
+
+def missing_sequence_costs(
+    choices: pd.DataFrame, fallback_metrics: pd.DataFrame, test_metrics: pd.DataFrame
+) -> pd.DataFrame:
+    """What each missing sequence costs: per set of present sequences (fallback_configurations)
+    and model x arm of the final evaluation, the test AUROC (mean ± std over seeds) of the
+    configuration such a patient gets beside the winner's, on the same test patients (every
+    fallback is trained on the winner's splits and seeds). A set the winner serves costs 0. A
+    fallback without a row for that model x arm (not trained) is left out, never filled in."""
+    winner = test_metrics.set_index(["model_name", "pretrained"])
+    fallbacks = fallback_metrics.set_index(["config_id", "model_name", "pretrained"])
+    rows = []
+    for choice in choices.itertuples(index=False):
+        for (model, pretrained), own in winner.iterrows():
+            if bool(choice.winner):
+                served = own
+            elif (int(choice.config_id), model, pretrained) in fallbacks.index:
+                served = fallbacks.loc[(int(choice.config_id), model, pretrained)]
+            else:
+                continue
+            rows.append(
+                {
+                    "missing_sequences": choice.missing_sequences,
+                    "present_sequences": choice.present_sequences,
+                    "config_id": int(choice.config_id),
+                    "configuration": choice.configuration,
+                    "study_rank": int(choice.study_rank),
+                    "winner": bool(choice.winner),
+                    "model_name": model,
+                    "pretrained": bool(pretrained),
+                    "auroc_mean": float(served["auroc_mean"]),
+                    "auroc_std": float(served["auroc_std"]),
+                    "auroc_winner": float(own["auroc_mean"]),
+                    "auroc_difference": float(served["auroc_mean"]) - float(own["auroc_mean"]),
+                }
+            )
+    return pd.DataFrame(rows, columns=MISSING_SEQUENCE_COLUMNS)

@@ -102,6 +102,9 @@ def build_report(
     external_validation_summary: dict[str, Any] | None = None,
     cross_validation_summary: dict[str, Any] | None = None,
     segmentation_summary: dict[str, Any] | None = None,
+    fallback_configurations: pd.DataFrame | None = None,
+    fallback_test_metrics: pd.DataFrame | None = None,
+    cohort_record: dict[str, Any] | None = None,
 ) -> tuple[str, str]:
     """One self-contained HTML page, saved twice: versioned (history) and as report.html (latest).
 
@@ -131,6 +134,9 @@ def build_report(
         external_validation=external_validation_summary,
         cross_validation=cross_validation_summary,
         segmentation=segmentation_summary,
+        fallback_configurations=fallback_configurations,
+        fallback_test_metrics=fallback_test_metrics,
+        cohort_record=cohort_record,
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )
     return page, page
