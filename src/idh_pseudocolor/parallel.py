@@ -5,7 +5,9 @@ joblib's loky pool is kept alive for reuse after ``Parallel`` returns, for 300 s
 Kedro ParallelRunner (or Dask) worker that idle pool holds the worker open at exit, so a
 ``make run`` whose last nodes read volumes in parallel would wait minutes after its last task.
 Every map here therefore stops the pool when it is done: a node's pool is never reused by the
-next node anyway, and starting one costs well under a second.
+next node anyway, and starting one costs about a second. (Keeping it for reuse and stopping it
+at the process's exit instead was tried: a process forked from one holding a live pool, as
+ParallelRunner forks its workers, then hangs at its first map.)
 """
 
 from __future__ import annotations
