@@ -224,7 +224,7 @@ class FixedSettings:
     torch_threads: int | None = machine()
     channels_last: bool = machine()
     deterministic: bool = machine()
-    compile: bool = machine()
+    compile: bool | str = machine()  # false | true (inductor) | a torch.compile backend
     cudnn_benchmark: bool = machine()
     device_resident: bool = machine()
     fused_optimizer: bool = machine()

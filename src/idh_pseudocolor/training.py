@@ -75,7 +75,7 @@ class RunConfig:
     device_resident: bool  # batches sliced from tensors that already live on the device
     fused_optimizer: bool  # one AdamW kernel for all parameters on CUDA
     channels_last: bool
-    compile: bool  # torch.compile
+    compile: bool | str  # torch.compile: false, true (inductor) or a backend's name
     # cuDNN autotuning (Lightning's ``benchmark``): picks the fastest kernel per shape, which
     # matters most for grouped convolutions (ResNeXt); not deterministic
     cudnn_benchmark: bool
@@ -84,6 +84,12 @@ class RunConfig:
         configuration(self.config_id)  # validates the id
         if self.lr_interval not in ("step", "epoch"):
             raise ValueError(f"lr_interval must be 'step' or 'epoch', got {self.lr_interval!r}")
+        if isinstance(self.compile, str):
+            if self.compile not in torch.compiler.list_backends(exclude_tags=()):
+                raise ValueError(
+                    f"compile = {self.compile!r} is not a torch.compile backend here: use false, "
+                    f"true (inductor) or one of {', '.join(torch.compiler.list_backends())}"
+                )
 
 
 @dataclass
@@ -263,7 +269,7 @@ class PseudocolorClassifier(pl.LightningModule):
         self._val_logits: list[torch.Tensor] = []
         self._val_labels: list[torch.Tensor] = []
         # the compiled graph is kept outside the module tree, so state_dict keys stay timm's
-        object.__setattr__(self, "_forward", torch.compile(model) if cfg.compile else model)
+        object.__setattr__(self, "_forward", compiled(model, cfg.compile))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._forward(x)
@@ -327,6 +333,14 @@ class PseudocolorClassifier(pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.cfg.lr_interval},
         }
+
+
+def compiled(model: torch.nn.Module, compile: bool | str) -> Any:
+    """``model`` through ``torch.compile`` (``True``: its default backend, inductor; a string:
+    that backend, e.g. ``"cudagraphs"`` on a GPU), or ``model`` itself for ``False``."""
+    if compile is False:
+        return model
+    return torch.compile(model, backend="inductor" if compile is True else compile)
 
 
 def prepare_inputs(
