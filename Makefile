@@ -28,9 +28,11 @@ install: $(BIN)/.installed
 
 ## make run: install, generate the phantom cohort if absent, run every pipeline (CPU, defaults).
 ## ParallelRunner: one process per core; every run fixes its thread count, so the numbers are a
-## plain `kedro run`'s, only sooner.
+## plain `kedro run`'s, only sooner. OMP_WAIT_POLICY=PASSIVE: a node on two torch threads (the
+## segmentation model) beside the other worker's runs no longer spin-waits on a busy core
+## (pipeline time 559.5 s -> 444.3 s, the same results; docs/benchmarks.md).
 run: install phantom
-	$(BIN)/kedro run --runner ParallelRunner
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/kedro run --runner ParallelRunner
 
 # The report and kedro-viz tests open pages in a real headless Chromium (Debian's package).
 browser:
