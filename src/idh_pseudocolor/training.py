@@ -335,7 +335,7 @@ class PseudocolorClassifier(pl.LightningModule):
         }
 
 
-def compiled(model: torch.nn.Module, compile: bool | str) -> Any:
+def compiled(model: torch.nn.Module, compile: bool | str) -> torch.nn.Module:
     """``model`` through ``torch.compile`` (``True``: its default backend, inductor; a string:
     that backend, e.g. ``"cudagraphs"`` on a GPU), or ``model`` itself for ``False``."""
     if compile is False:
