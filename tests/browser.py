@@ -31,6 +31,7 @@ def visit(
     evaluate: dict[str, str] | None = None,
     wait_for: str | None = None,
     timeout_ms: int = 60000,
+    network_idle: bool = True,
 ) -> PageVisit:
     """Load ``url``, optionally wait for a selector, evaluate JS expressions, save a full-page
     screenshot."""
@@ -51,8 +52,10 @@ def visit(
         page.goto(url, wait_until="load", timeout=timeout_ms)
         if wait_for:
             page.wait_for_selector(wait_for, timeout=timeout_ms)
-        # every fetch answered; no fixed sleep
-        page.wait_for_load_state("networkidle", timeout=timeout_ms)
+        # every fetch answered; no fixed sleep (a page that keeps polling, as MLflow's UI does,
+        # is waited for by its wait_for selector alone)
+        if network_idle:
+            page.wait_for_load_state("networkidle", timeout=timeout_ms)
         result.title = page.title()
         result.checks = {name: page.evaluate(expr) for name, expr in (evaluate or {}).items()}
         page.screenshot(path=str(screenshot), full_page=True)

@@ -36,6 +36,8 @@ The study
     ``metrics``          metrics, bootstrap intervals, calibration, DeLong's test
     ``external``, ``cross_validation``   the winner on a second cohort, over K folds
     ``predict``          trained runs applied to new patients
+    ``tracking``         every trial and run as a nested MLflow run, from any process
+    ``mlflow_model``     the final evaluation's runs as a registered MLflow model (pyfunc)
     ``report``           the report: ``stats`` (numbers), ``figures``, ``html``
 
 Settings
@@ -47,6 +49,7 @@ Settings
     ``provenance``       fingerprints of searches and best_params (standard library only)
     ``config_loader``    the conf layers (base -> paper -> env -> rehearsal -> local)
     ``settings``         Kedro's own project settings; ``hooks`` check a run before any node
+                         and track it in MLflow (kedro-mlflow)
 
 Kedro
     ``pipelines``        one package per pipeline (``nodes.py``, ``pipeline.py``), registered by

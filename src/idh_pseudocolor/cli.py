@@ -276,10 +276,16 @@ def predict(
     A patient without MASK gets one from --masks, else the segmentation model's
     (OUT/masks/<id>/MASK.nii.gz, listed in OUT/masks/masks.csv; column mask_source). Bad
     subjects are listed in OUT/errors.csv with the reason."""
-    from idh_pseudocolor.predict import find_subjects, masks_for, predict_subjects, save_pictures
+    from idh_pseudocolor.predict import (
+        bundle_runs,
+        find_subjects,
+        masks_for,
+        predict_subjects,
+        save_pictures,
+    )
 
     pretrained = {"pretrained": True, "scratch": False, "all": None}[weights]
-    runs = _predict_runs(bundle, fallback_bundle, model_name, pretrained)
+    runs = bundle_runs(bundle, fallback_bundle, model_name, pretrained)
     subjects = find_subjects(folder)
     out_dir = Path(out)
     subjects_with_masks, sources, mask_errors = masks_for(
@@ -363,24 +369,6 @@ def _segmentation_model(option: str) -> str | None:
     if not Path(option).exists():
         raise click.BadParameter(f"{option} does not exist", param_hint="--segmentation-model")
     return option
-
-
-def _predict_runs(
-    bundle: str, fallback_bundle: str | None, model_name: str | None, pretrained: bool | None
-) -> list:
-    """The winner's runs and, where there is a fallback bundle, the fallbacks' (default: the
-    ``fallback_models`` folder beside ``bundle``; a bundle without them simply has none)."""
-    from idh_pseudocolor.datasets import ModelBundleDataset
-    from idh_pseudocolor.datasets.model_bundle_dataset import MANIFEST
-    from idh_pseudocolor.predict import load_runs
-
-    runs = load_runs(ModelBundleDataset(path=bundle).load(), model_name, pretrained)
-    default = Path(bundle).parent / "fallback_models"
-    path = fallback_bundle or (str(default) if (default / MANIFEST).is_file() else None)
-    if path and Path(path).resolve() != Path(bundle).resolve():
-        fallbacks = ModelBundleDataset(path=path).load()
-        runs += load_runs(fallbacks, model_name, pretrained, allow_none=True)
-    return runs
 
 
 @cli.command()

@@ -29,6 +29,7 @@ from idh_pseudocolor.training import predict_proba, prepare_inputs
 __all__ = [
     "TrainedRun",
     "attach_labels",
+    "bundle_runs",
     "choose_configuration",
     "find_subjects",
     "gradcam",
@@ -45,6 +46,26 @@ def _inputs(run: TrainedRun, subject: SubjectSlice) -> torch.Tensor:
     """The model input for one subject, composed exactly as in training."""
     arrays = {"images": subject.image[None], "masks": subject.mask[None], "labels": np.zeros(1)}
     return prepare_inputs(arrays, np.array([0]), run.config, run.weights)[0]
+
+
+def bundle_runs(
+    bundle: str | Path,
+    fallback_bundle: str | Path | None = None,
+    model_name: str | None = None,
+    pretrained: bool | None = None,
+) -> list[TrainedRun]:
+    """The winner's runs and, where there is a fallback bundle, the fallbacks' (default: the
+    ``fallback_models`` folder beside ``bundle``; a bundle without them simply has none)."""
+    from idh_pseudocolor.datasets import ModelBundleDataset
+    from idh_pseudocolor.datasets.model_bundle_dataset import MANIFEST
+
+    runs = load_runs(ModelBundleDataset(path=str(bundle)).load(), model_name, pretrained)
+    default = Path(bundle).parent / "fallback_models"
+    path = fallback_bundle or (str(default) if (default / MANIFEST).is_file() else None)
+    if path and Path(path).resolve() != Path(bundle).resolve():
+        fallbacks = ModelBundleDataset(path=str(path)).load()
+        runs += load_runs(fallbacks, model_name, pretrained, allow_none=True)
+    return runs
 
 
 def find_subjects(folder: str | Path) -> list[tuple[str, dict[str, str]]]:

@@ -37,6 +37,7 @@ from kedro.io import MemoryDataset
 from kedro.runner import AbstractRunner, Task
 from pluggy import PluginManager
 
+from idh_pseudocolor import tracking
 from idh_pseudocolor.parallel import stop_pool
 
 if TYPE_CHECKING:
@@ -87,6 +88,8 @@ class _RemoteTask:
             run_id,
             package_name,
         )
+        # the driver's MLflow parent run: the worker's runs nest under it (tracking.py)
+        self.tracking = tracking.current_target()
 
     def __call__(self) -> Node:
         from kedro.framework import project
@@ -104,7 +107,8 @@ class _RemoteTask:
             hook_manager=worker_hook_manager(),
         )
         try:
-            task.execute()
+            with tracking.targeting(self.tracking):
+                task.execute()
         except Exception as exc:  # the original may not pickle (tracebacks, figures): send the text
             raise NodeFailedOnWorker(
                 f"node {self.node.name} failed on {socket.gethostname()}:{os.getpid()}:\n"

@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import roc_auc_score
 
+from idh_pseudocolor import tracking
 from idh_pseudocolor.arms import arm_slug
 from idh_pseudocolor.configurations import (
     PAPER_CONFIGURATION_IDS,
@@ -264,7 +266,9 @@ def configuration_runs(
             progress.finished(cfg, result, started)
             if keep:
                 checkpoints[run_name(cfg)] = bundle_entry(result, data)
-            runs.append(_run_row(cfg, result, source, started))
+            row = _run_row(cfg, result, source, started)
+            runs.append(row)
+            track_run("sweep", cfg, result, row, started)
             predictions.append(
                 pd.DataFrame(
                     {
@@ -300,6 +304,57 @@ def _run_row(
     }
 
 
+def track_run(
+    kind: str,
+    cfg: RunConfig,
+    result: RunResult,
+    row: Mapping[str, Any],
+    started: float,
+    tags: Mapping[str, str] | None = None,
+) -> None:
+    """A finished run as a nested MLflow run of ``kind`` (``sweep``, ``final_evaluation``,
+    ``fold``, ``fallback``): ``row``'s values, the metrics among them as metrics, the per-epoch
+    history as metric steps (nothing where this process tracks nothing: :mod:`tracking`)."""
+    metric_keys = {*result.metrics, *(f"val_{k}" for k in result.metrics)}
+    metric_keys |= {"best_epoch", "epochs_run", "test_auroc"}
+    params, metrics = tracking.split_record(row, metric_keys)
+    tracking.log_run(
+        kind,
+        run_name(cfg),
+        {"configuration": configuration_label(cfg.config_id), **params},
+        metrics,
+        history=result.history,
+        tags={"configuration_id": str(cfg.config_id), **(tags or {})},
+        started=started,
+    )
+
+
+def _winner_row(
+    cfg: RunConfig, result: RunResult, test: pd.DataFrame, best_params: str, started: float
+) -> dict[str, Any]:
+    """A winner run's record for tracking: its key, validation metrics, its test AUROC."""
+    labels = test["label"].to_numpy()
+    auroc = (
+        float(roc_auc_score(labels, result.eval_prob_mutant))
+        if len(set(labels.tolist())) == 2
+        else float("nan")
+    )
+    return {
+        "config_id": cfg.config_id,
+        "model_name": cfg.model_name,
+        "pretrained": cfg.pretrained,
+        "seed": cfg.seed,
+        **{f"val_{k}": v for k, v in result.metrics.items()},
+        "test_auroc": auroc,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "pretrained_loaded": result.weights.pretrained_loaded,
+        "weights_source": result.weights.source,
+        "best_params_id": best_params,
+        **where_and_when(cfg, started),
+    }
+
+
 def winner_runs(
     slice_arrays: Mapping[str, np.ndarray],
     train_ids: Sequence[str],
@@ -309,6 +364,8 @@ def winner_runs(
     inputs: WinnerInputs,
     hyperparameters: Mapping[str, Any],
     study_rank: int | None = None,
+    kind: str = "final_evaluation",
+    tags: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The winner's runs (each model, arm and seed) trained on ``train_ids``, best epoch chosen on
     ``val_ids``, scored on the ``test`` patients: one row per run x test patient, and each run's
@@ -340,6 +397,8 @@ def winner_runs(
                 progress.finished(cfg, result, started)
                 models[run_name(cfg)] = bundle_entry(result, inputs.data, study_rank)
                 predictions.append(_test_rows(cfg, result, test, inputs.best_params_id))
+                row = _winner_row(cfg, result, test, inputs.best_params_id, started)
+                track_run(kind, cfg, result, row, started, tags)
     return pd.concat(predictions, ignore_index=True), models
 
 
@@ -460,6 +519,7 @@ def fallback_runs(
             inputs,
             hyperparameters,
             study_rank=int(row.study_rank),
+            kind="fallback",
         )
         predictions.append(table)
         models.update(bundle)

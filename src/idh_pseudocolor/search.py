@@ -31,7 +31,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytorch_lightning as pl
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from idh_pseudocolor.datasets.optuna_dataset import StudyLocation
 from idh_pseudocolor.optuna_compat import heartbeat_enabled
@@ -172,9 +172,11 @@ def run_search(
     settings: SearchSettings,
     train: Callable[..., RunResult] = train_run,
     poll_seconds: float = 2.0,
+    callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
 ) -> optuna.Study:
     """Run trials until the study holds ``n_trials`` COMPLETE trials (stale ones count as failed),
-    together with any other workers on the same study (see the module docstring)."""
+    together with any other workers on the same study (see the module docstring). ``callbacks``
+    are Optuna's, called after each of this worker's trials (tracking)."""
     # without a heartbeat a dead worker's RUNNING trial would block forever
     shared = heartbeat_enabled(study)
     objective = _Objective(study, arrays, train_ids, val_ids, settings, train, shared)
@@ -204,7 +206,7 @@ def run_search(
         study.optimize(
             objective,
             n_trials=settings.n_trials - claimed,
-            callbacks=[stop_at_target],
+            callbacks=[stop_at_target, *callbacks],
             catch=(SurplusTrial,),
             show_progress_bar=settings.progress,
             gc_after_trial=True,

@@ -4,12 +4,15 @@ https://docs.kedro.org/en/stable/configure/configuration_basics/#configuration""
 
 # Hooks, before any node: a paper run whose settings are not the paper's, or an environment that
 # asks for a GPU on a machine without one, stops with an error that says what to do.
-from idh_pseudocolor.hooks import HardwareCheck, PaperSettingsCheck  # noqa: E402
+# Experiment tracking: kedro-mlflow's hook as this project needs it (StudyTracking;
+# conf/*/mlflow.yml, docs/tracking.md), registered here instead of the plugin's own.
+from idh_pseudocolor.hooks import HardwareCheck, PaperSettingsCheck, StudyTracking  # noqa: E402
 
-HOOKS = (HardwareCheck(), PaperSettingsCheck())  # LIFO: the settings are checked first
+# LIFO: the settings are checked first, the hardware next, and only then a tracked run starts
+HOOKS = (StudyTracking(), HardwareCheck(), PaperSettingsCheck())
 
 # Installed plugins for which to disable hook auto-registration.
-# DISABLE_HOOKS_FOR_PLUGINS = ("kedro-viz",)
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro-mlflow", "kedro_mlflow")  # its metadata spells it so
 
 # Class that manages the KedroSession.
 # from kedro.framework.session import KedroSession

@@ -24,6 +24,7 @@ from idh_pseudocolor.runner import DaskRunner
 from idh_pseudocolor.runs import PROVENANCE_COLUMNS
 from tests.conftest import write_best_params
 from tests.pipelines.test_permutation_study import BEST, prepare
+from tests.tracking_store import children, parent_runs, project_client
 
 CONFIGURATIONS = ["configuration_15", "configuration_21"]
 
@@ -122,6 +123,22 @@ def test_runs_go_to_separate_workers_log_to_the_driver_and_equal_a_sequential_ru
     assert os.getpid() not in set(par_runs["worker"].str.rsplit(":", n=1).str[1].astype(int))
     pd.testing.assert_frame_equal(par_runs[results], seq_runs[results])
     pd.testing.assert_frame_equal(par_predictions, seq_predictions)
+
+    # MLflow: each kedro run one parent, each run nested under it, logged by the process that
+    # trained it (Dask workers, this process, ParallelRunner's), with the values of its row
+    client = project_client(kedro_project)
+    parents = sorted(
+        (r for r in parent_runs(client) if r.info.run_name == "permutation_study"),
+        key=lambda r: r.info.start_time,
+    )
+    assert [p.info.status for p in parents] == ["FINISHED"] * 3
+    for parent, table in zip(parents, (dask_runs, seq_runs, par_runs), strict=True):
+        tracked = children(client, parent.info.run_id, "sweep")
+        assert sorted(r.data.params["worker"] for r in tracked) == sorted(table["worker"])
+        for row in table.itertuples():
+            (run,) = [r for r in tracked if r.data.params["config_id"] == str(row.config_id)]
+            assert run.data.params["worker"] == row.worker
+            assert run.data.metrics["auroc"] == pytest.approx(row.auroc)
 
 
 def _meet(folder: str, me: str, other: str) -> int:

@@ -22,6 +22,7 @@ from idh_pseudocolor.report.html import render_report
 from idh_pseudocolor.runs import load_runs
 from tests.report_inputs import report_inputs
 from tests.test_predict import run_predict, trained  # noqa: F401  (a module fixture)
+from tests.tracking_store import children, parent_runs, project_client
 
 QUIET = {"data_engineering": {"progress": False, "n_workers": 1}}
 
@@ -128,6 +129,14 @@ def test_external_cohort_is_extracted_scored_and_compared(
     assert row["auroc_difference"] == pytest.approx(roc_auc_score(y, p) - internal_auroc)
     assert row["auroc_difference_ci_low"] < row["auroc_difference_ci_high"]
     assert (project / "data/08_reporting/figures/external_validation.png").exists()
+    # MLflow: the arm's external run, nested under the kedro run, with the table's numbers
+    client = project_client(project)
+    (parent,) = [r for r in parent_runs(client) if r.info.run_name == "external_validation"]
+    (external,) = children(client, parent.info.run_id, "external")
+    assert external.info.run_name == "external-test_resnet-scratch"
+    assert external.data.params["model_name"] == "test_resnet"
+    for key in ("auroc", "auroc_ci_low", "auroc_difference", "patients"):
+        assert external.data.metrics[key] == pytest.approx(row[key]), key
 
     # the report's section is drawn from the summary the pipeline wrote
     summary = json.loads(

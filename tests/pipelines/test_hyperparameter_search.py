@@ -21,6 +21,7 @@ from kedro.framework.startup import bootstrap_project
 from idh_pseudocolor.datasets import OptunaStorageDataset
 from idh_pseudocolor.search import SearchSettings, open_study
 from tests.conftest import REPO, project_parameters, table_1, write_weights
+from tests.tracking_store import children, parent_runs, project_client
 
 FAST_SEARCH = {
     "hyperparameter_search": {
@@ -109,6 +110,32 @@ def test_search_through_a_kedro_session(kedro_project, tiny_cohort):
         assert (kedro_project / "data/08_reporting" / name).stat().st_size > 1000
     trials = (kedro_project / "data/07_model_output/search_trials.csv").read_text()
     assert "val_auroc" in trials and "pretrained_loaded" in trials
+    check_tracked_search(kedro_project, study)
+
+
+def check_tracked_search(project: Path, study: optuna.Study) -> None:
+    """MLflow (the project's embedded store): one kedro run with the search's parameters, a
+    study run under it and each trial under that, with its Table 1 values, F1 and state."""
+    client = project_client(project)
+    # one per kedro run: data_engineering's, then the search's
+    names = sorted(r.info.run_name for r in parent_runs(client))
+    assert names == ["data_engineering", "hyperparameter_search"]
+    (parent,) = [r for r in parent_runs(client) if r.info.run_name == "hyperparameter_search"]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["hyperparameter_search.n_trials"] == "3"
+    (study_run,) = children(client, parent.info.run_id, "search")
+    assert study_run.data.metrics["best_val_f1"] == pytest.approx(study.best_value)
+    assert study_run.data.metrics["trials_complete"] == 3
+    runs = {int(r.data.params["trial"]): r for r in children(client, study_run.info.run_id)}
+    assert sorted(runs) == [t.number for t in study.trials]
+    for trial in study.trials:
+        run = runs[trial.number]
+        assert run.data.tags["kind"] == "trial" and run.data.params["state"] == trial.state.name
+        assert {k: run.data.params[k] for k in trial.params} == {
+            k: str(v) for k, v in trial.params.items()
+        }
+        assert run.data.metrics["val_f1_returned"] == pytest.approx(trial.value)
+        assert run.data.metrics["val_auroc"] == pytest.approx(trial.user_attrs["val_auroc"])
 
 
 def test_best_params_of_a_constant_learning_rate_winner(kedro_project, tiny_cohort):

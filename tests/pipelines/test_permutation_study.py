@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pandas as pd
 import pytest
 import yaml
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from kedro.runner import ParallelRunner
+from sklearn.metrics import roc_auc_score
 
 from tests.conftest import project_parameters, run_config, write_best_params
 
@@ -62,14 +65,15 @@ def test_one_namespace_runs_alone(kedro_project, tiny_cohort):
     assert set(predictions["subject_id"]) == set(splits.loc[splits["split"] == "val", "subject_id"])
 
 
-def test_all_28_configurations_then_the_winner(kedro_project, tiny_cohort):
+def test_all_28_configurations_then_the_winner(kedro_project, tiny_cohort, tmp_path):
     prepare(kedro_project, tiny_cohort)
     local = kedro_project / "conf/local/parameters.yml"
     params = yaml.safe_load(local.read_text())
     params["permutation_study"]["fallback"] = {"min_sequences": 3}  # conf/base's: 3 of 4
     local.write_text(yaml.safe_dump(params))
+    # ParallelRunner, as `make run`: the runs are tracked from its worker processes
     with KedroSession.create(project_path=kedro_project) as session:
-        session.run(pipeline_names=["permutation_study"])
+        session.run(pipeline_names=["permutation_study"], runner=ParallelRunner(max_workers=2))
     results = pd.read_csv(kedro_project / "data/08_reporting/study_results.csv")
     assert sorted(results["config_id"]) == list(range(28))
     winner = json.loads((kedro_project / "data/08_reporting/study_winner.json").read_text())
@@ -104,6 +108,7 @@ def test_all_28_configurations_then_the_winner(kedro_project, tiny_cohort):
     assert predict_proba(model, x) == pytest.approx(predictions["prob_mutant"].to_numpy(), abs=1e-6)
     assert entry["meta"]["study_rank"] == 1
     check_fallbacks(kedro_project, winner, len(test))
+    check_tracked_study(kedro_project, tiny_cohort, tmp_path)
     # checkpoints of the sweep are off by default: the bundle only marks the configuration as done
     assert (
         ModelBundleDataset(
@@ -111,6 +116,83 @@ def test_all_28_configurations_then_the_winner(kedro_project, tiny_cohort):
         ).load()
         == {}
     )
+
+
+def check_tracked_study(project, cohort, tmp_path) -> None:
+    """MLflow (the project's embedded store): the sweep's runs nested under the kedro run with the
+    values of study_runs.csv; the final evaluation's and the fallbacks' runs; the reporting
+    outputs as artifacts; the registered model predicts what `idh-pseudocolor predict` does."""
+    import mlflow.pyfunc
+    from click.testing import CliRunner
+
+    from idh_pseudocolor.cli import cli
+    from idh_pseudocolor.tracking import REGISTERED_MODEL
+    from tests.tracking_store import children, parent_runs, project_client
+
+    client = project_client(project)
+    (parent,) = [r for r in parent_runs(client) if r.info.run_name == "permutation_study"]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["permutation_study.models"] == "['resnet10t']"
+    sweep = children(client, parent.info.run_id, "sweep")
+    runs = pd.read_csv(project / "data/07_model_output/study_runs.csv")
+    assert len(sweep) == len(runs) == 28
+    by_config = {int(r.data.params["config_id"]): r for r in sweep}
+    for row in runs.to_dict("records"):
+        run = by_config[row["config_id"]]
+        for key in ("auroc", "f1", "best_epoch", "epochs_run"):
+            assert run.data.metrics[key] == pytest.approx(row[key]), key
+        for key in ("model_name", "seed", "pretrained", "weights_source", "best_params_id"):
+            assert run.data.params[key] == str(row[key]), key
+        assert run.data.tags["configuration_id"] == str(row["config_id"])
+        assert client.get_metric_history(run.info.run_id, "epoch/val_loss"), "no per-epoch history"
+    predictions = pd.read_csv(project / "data/07_model_output/test_predictions.csv")
+    (final,) = children(client, parent.info.run_id, "final_evaluation")
+    assert final.data.metrics["test_auroc"] == pytest.approx(
+        roc_auc_score(predictions["label"], predictions["prob_mutant"])
+    )
+    fallbacks = pd.read_csv(project / "data/08_reporting/fallback_configurations.csv")
+    tracked = children(client, parent.info.run_id, "fallback")
+    assert {int(r.data.params["config_id"]) for r in tracked} == set(
+        fallbacks.loc[~fallbacks["winner"], "config_id"]
+    )
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "reporting")}
+    for name in ("study_results.csv", "test_metrics.csv", "fallback_configurations.csv"):
+        assert f"reporting/{name}" in artifacts, artifacts
+    # the registered model: four sequences in, P(mutant) out, as `predict` gives them
+    assert parent.data.tags["registered_model"] == f"models:/{REGISTERED_MODEL}/1"
+    model = mlflow.pyfunc.load_model(parent.data.tags["registered_model"])
+    patients = tmp_path / "patients"
+    for sid in sorted(p.name for p in cohort.iterdir() if p.is_dir())[:4]:
+        shutil.copytree(cohort / sid, patients / sid)
+    missing = sorted(p.name for p in patients.iterdir())[0]
+    (patients / missing / "FLAIR.nii.gz").unlink()  # a fallback patient
+    rows = [
+        {
+            "subject_id": p.name,
+            **{k: str(p / f) for k, f in FILES.items() if (p / f).exists()},
+        }
+        for p in sorted(patients.iterdir())
+    ]
+    mlflow_out = model.predict(pd.DataFrame(rows))
+    done = CliRunner().invoke(
+        cli,
+        ["predict", str(patients), "--models", str(project / "data/06_models/winner_models")]
+        + ["--out", str(tmp_path / "predicted"), "--no-pictures"],
+    )
+    assert done.exit_code == 0, done.output
+    cli_out = pd.read_csv(tmp_path / "predicted/predictions.csv")
+    key = ["subject_id", "model_name", "pretrained"]
+    merged = cli_out.merge(mlflow_out, on=key, suffixes=("_cli", "_mlflow"))
+    assert len(merged) == len(cli_out) == 4
+    assert merged["prob_mutant_mlflow"].to_numpy() == pytest.approx(
+        merged["prob_mutant_cli"].to_numpy(), abs=1e-7
+    )
+    assert (merged["configuration_cli"] == merged["configuration_mlflow"]).all()
+    assert merged.loc[merged["subject_id"] == missing, "missing_sequences_mlflow"].item() == "FLAIR"
+
+
+FILES = {"T1": "T1.nii.gz", "T1ce": "T1GD.nii.gz", "T2": "T2.nii.gz", "FLAIR": "FLAIR.nii.gz"}
+FILES["mask"] = "MASK.nii.gz"
 
 
 def check_fallbacks(project, winner: dict, n_test: int) -> None:

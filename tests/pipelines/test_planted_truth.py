@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import yaml
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
@@ -20,6 +21,7 @@ from idh_pseudocolor.configurations import configuration
 from idh_pseudocolor.phantom import PLANTED_SEQUENCES, generate_cohort
 from tests.conftest import write_best_params
 from tests.pipelines.test_permutation_study import BEST
+from tests.tracking_store import children, parent_runs, project_client
 
 # two seeds (the demo has three) keep CI short; everything else is the demo's own training
 # (conf/base). One model and one seed are too few: the study's rule averages over both models and
@@ -63,3 +65,22 @@ def test_demo_scale_sweep_recovers_the_planted_truth(kedro_project, tmp_path):
     top_half = winner["ranking"][:14]
     # nearly all twelve holding T2 and FLAIR on top
     assert len(set(top_half) & set(planted["holding"])) >= 10
+    # MLflow: the demo-scale sweep under ParallelRunner, every run nested under one parent with
+    # the values of study_runs.csv, and the planted-truth check as the parent's artifact
+    client = project_client(kedro_project)
+    (parent,) = [r for r in parent_runs(client) if r.info.run_name != "data_engineering"]
+    runs = pd.read_csv(kedro_project / "data/07_model_output/study_runs.csv")
+    tracked = {
+        (
+            int(r.data.params["config_id"]),
+            r.data.params["model_name"],
+            int(r.data.params["seed"]),
+        ): r
+        for r in children(client, parent.info.run_id, "sweep")
+    }
+    assert len(tracked) == len(runs) == 28 * 2 * 2
+    for row in runs.itertuples():
+        run = tracked[(row.config_id, row.model_name, row.seed)]
+        assert run.data.metrics["auroc"] == row.auroc and run.data.params["worker"] == row.worker
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "reporting")}
+    assert "reporting/planted_truth.json" in artifacts, artifacts

@@ -131,6 +131,7 @@ def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort,
     assert 'id="missing-sequences-not-run"' in html and 'id="preprocessing"' not in html
     # the phantom's planted-truth check is stated (tiny training: pass or not)
     assert 'id="planted-criteria"' in html
+    check_tracked_default_run(kedro_project, html)
 
     shot = tmp_path / "report.png"
     page = visit(
@@ -215,3 +216,26 @@ def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort,
         previews.get("study_results.csv") == "TablePreview"
         and previews.get("search_history.json") == "PlotlyPreview"
     )
+
+
+def check_tracked_default_run(project, html: str) -> None:
+    """MLflow: the default pipeline is one parent run (the report names it), with the search's
+    trials, the sweep's runs, the final evaluation's runs nested under it; the report, Table 2
+    and the figures are its artifacts; the final evaluation's runs a registered model."""
+    from tests.tracking_store import children, parent_runs, project_client
+
+    client = project_client(project)
+    (parent,) = parent_runs(client)
+    assert parent.info.run_name == "__default__" and parent.info.status == "FINISHED"
+    assert f"run <code>{parent.info.run_id}</code>" in html.split('id="mlflow-run"')[1]
+    (study_run,) = children(client, parent.info.run_id, "search")
+    assert len(children(client, study_run.info.run_id, "trial")) == 2
+    runs = pd.read_csv(project / "data/07_model_output/study_runs.csv")
+    assert len(children(client, parent.info.run_id, "sweep")) == len(runs)
+    predictions = pd.read_csv(project / "data/07_model_output/test_predictions.csv")
+    arms = predictions[["model_name", "pretrained", "seed"]].drop_duplicates()
+    assert len(children(client, parent.info.run_id, "final_evaluation")) == len(arms)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "reporting")}
+    for name in ("report.html", "table_2.csv", "figure_1.png", "calibration_plot.png"):
+        assert f"reporting/{name}" in artifacts, artifacts
+    assert parent.data.tags["registered_model"].startswith("models:/idh-pseudocolor-winner/")

@@ -451,6 +451,7 @@ def report_context(
     fallback_configurations: pd.DataFrame | None = None,
     fallback_test_metrics: pd.DataFrame | None = None,
     cohort_record: Mapping[str, Any] | None = None,
+    tracking: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything ``report.html.j2`` shows, as plain data: the numbers from ``stats``, the figures
     as data URIs, the tables as rows."""
@@ -460,6 +461,7 @@ def report_context(
     tolerance, differs = stats.retrain_summary(agreement)
     scalars = {k: v for k, v in qc_summary.items() if not isinstance(v, dict | list)}
     return {
+        "tracking": tracking,
         "generated": generated,
         "version": __version__,
         "study_kind": stats.study_kind(parameters["environment"]),

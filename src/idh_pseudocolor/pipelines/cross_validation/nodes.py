@@ -91,6 +91,8 @@ def train_fold(
         int(study_winner["config_id"]),
         inputs,
         inputs.settings.hyperparameters(best_params),
+        kind="fold",
+        tags={"fold": str(fold)},
     )
     return predictions.assign(fold=fold)[[*FOLD_COLUMNS, "prob_mutant", "val_auroc"]]
 

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from idh_pseudocolor import tracking
+from idh_pseudocolor.arms import arm_slug
 from idh_pseudocolor.external import (
     PREDICTION_COLUMNS,
     arm_ensembles,
@@ -98,6 +100,12 @@ def evaluate_external(
         settings.bootstrap_resamples,
         settings.seed,
         settings.calibration_bins,
+    )
+    # MLflow: one nested run per arm (model x pretrained) with its external metrics
+    tracking.log_table(
+        "external",
+        table,
+        lambda row: f"external-{row['model_name']}-{arm_slug(bool(row['pretrained']))}",
     )
     figure = figure_external(
         arm_ensembles(external_predictions),

@@ -8,6 +8,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from idh_pseudocolor import tracking
 from idh_pseudocolor.paper_path import check_cohort, check_weights_files
 from idh_pseudocolor.parameters import EnvironmentSettings
 from idh_pseudocolor.search import (
@@ -38,13 +39,42 @@ def search_hyperparameters(
     check_weights_files(settings.fixed.weights_file, env)
     study = open_study(search_study, settings)
     train_ids, val_ids = (split_ids(development_split, s) for s in ("train", "val"))
-    run_search(study, slice_arrays, train_ids, val_ids, settings)
+    # MLflow: a study run with each trial nested under it (nothing where tracking is off)
+    study_run = tracking.start_study_run(
+        f"search-{study.study_name}",
+        {
+            "study": study.study_name,
+            "model_name": settings.model_name,
+            "config_id": settings.config_id,
+            "n_trials": settings.n_trials,
+            "pruning": settings.pruning,
+            "worker": settings.worker,
+        },
+    )
+    try:
+        run_search(
+            study,
+            slice_arrays,
+            train_ids,
+            val_ids,
+            settings,
+            callbacks=[tracking.TrialTracker(study_run)],
+        )
+    except BaseException:
+        tracking.end_study_run(study_run, {}, status="FAILED")
+        raise
+    trials = trials_table(study)
+    states = trials["state"].value_counts() if "state" in trials else {}
+    tracking.end_study_run(
+        study_run,
+        {"best_val_f1": study.best_value, **{f"trials_{k.lower()}": n for k, n in states.items()}},
+    )
     history = optuna.visualization.plot_optimization_history(study, target_name="validation F1")
     try:
         importance = optuna.visualization.plot_param_importances(study, target_name="validation F1")
     except (RuntimeError, ValueError, ZeroDivisionError) as exc:  # too few or identical trials
         importance = _placeholder_figure(f"Parameter importance unavailable: {exc}")
-    return trials_table(study), best_params(study, settings), history, importance
+    return trials, best_params(study, settings), history, importance
 
 
 def _placeholder_figure(message: str):

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from idh_pseudocolor import tracking
 from idh_pseudocolor.paper_path import check_winner_source
 from idh_pseudocolor.parameters import ReportingSettings
 from idh_pseudocolor.planted import planted_truth_check
@@ -137,6 +138,7 @@ def build_report(
         fallback_configurations=fallback_configurations,
         fallback_test_metrics=fallback_test_metrics,
         cohort_record=cohort_record,
+        tracking=tracking.report_link(),
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     )
     return page, page
