@@ -72,6 +72,8 @@ wheelhouse: install
 	  $(if $(WHEEL_PYTHON),--python-version $(WHEEL_PYTHON)) $(if $(WHEEL_PLATFORM),--platform $(WHEEL_PLATFORM)) \
 	  $(if $(strip $(WHEEL_SKIP)),--skip $(WHEEL_SKIP)) $(if $(strip $(WHEEL_EXTRAS)),--extras $(WHEEL_EXTRAS))
 
+## make clean-data: every output and cohort under data/, not the MLflow store (data/10_tracking:
+## the history of past runs, which no run reads as input)
 clean-data:
-	find data -mindepth 2 -type f ! -name .gitkeep -delete
-	find data -mindepth 2 -type d -empty -delete
+	find data -mindepth 2 -type f ! -name .gitkeep ! -path 'data/10_tracking/*' -delete
+	find data -mindepth 2 -type d -empty ! -path 'data/10_tracking/*' -delete

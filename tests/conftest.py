@@ -18,6 +18,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 import nibabel as nib
 import numpy as np
 import pytest
+import yaml
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -104,7 +105,25 @@ def kedro_project(tmp_path) -> Path:
     (root / "conf" / "local").mkdir()
     for layer in ("01_raw", "02_intermediate", "03_primary", "08_reporting"):
         (root / "data" / layer).mkdir(parents=True)
+    untracked(root)
     return root
+
+
+def untracked(project: Path) -> None:
+    """MLflow tracking off for every pipeline of ``project`` (conf/local/mlflow.yml, the documented
+    switch): a test about something else pays no tracking store. Tests of tracking call
+    :func:`tracked`."""
+    from idh_pseudocolor.pipeline_registry import DEFAULT
+
+    names = ["__default__", *DEFAULT, "four_channel", "cross_validation", "preprocessing"]
+    (project / "conf/local/mlflow.yml").write_text(
+        yaml.safe_dump({"tracking": {"disable_tracking": {"pipelines": names}}})
+    )
+
+
+def tracked(project: Path) -> None:
+    """Tracking as a user has it: conf/base/mlflow.yml's SQLite store under data/."""
+    (project / "conf/local/mlflow.yml").unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")

@@ -115,9 +115,24 @@ def test_a_failing_store_warns_once_and_is_not_tried_again(monkeypatch, caplog):
 
 
 def test_a_relative_sqlite_store_is_the_projects(tmp_path):
-    made = project_store("sqlite:///data/09_tracking/mlflow.db", tmp_path)
-    assert made == f"sqlite:///{(tmp_path / 'data/09_tracking/mlflow.db').resolve()}"
-    assert (tmp_path / "data/09_tracking").is_dir()
+    made = project_store("sqlite:///data/10_tracking/mlflow.db", tmp_path)
+    assert made == f"sqlite:///{(tmp_path / 'data/10_tracking/mlflow.db').resolve()}"
     absolute = f"sqlite:///{tmp_path}/x.db"  # sqlite:////abs/x.db
     assert project_store(absolute, Path("/elsewhere")) == absolute
     assert project_store("http://host:5000", tmp_path) == "http://host:5000"
+
+
+def test_a_session_reads_mlflow_yml_without_opening_the_store(kedro_project, monkeypatch):
+    """kedro-mlflow's commands (``kedro mlflow ui``) read ``context.mlflow``: the project's own
+    store, resolved; only a run opens (and creates) it."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    monkeypatch.chdir(kedro_project.parent)  # not the project: the store is still the project's
+    bootstrap_project(kedro_project)
+    with KedroSession.create(project_path=kedro_project) as session:
+        context = session.load_context()
+    db = (kedro_project / "data/10_tracking/mlflow.db").resolve()
+    assert context.mlflow.server.mlflow_tracking_uri == f"sqlite:///{db}"
+    assert context.mlflow.tracking.experiment.name == "idh_pseudocolor"
+    assert not (kedro_project / "data/10_tracking").exists()

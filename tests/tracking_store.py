@@ -12,7 +12,7 @@ from idh_pseudocolor.tracking import KIND_TAG, PARENT_TAG
 
 def project_client(project: Path) -> MlflowClient:
     """The client of the project's embedded store (conf/base/mlflow.yml)."""
-    db = project / "data/09_tracking/mlflow.db"
+    db = project / "data/10_tracking/mlflow.db"
     assert db.is_file(), f"no tracking store at {db}"
     return MlflowClient(tracking_uri=f"sqlite:///{db}")
 
@@ -23,9 +23,9 @@ def experiment_id(client: MlflowClient) -> str:
     return experiment.experiment_id
 
 
-def parent_runs(client: MlflowClient) -> list[Run]:
-    """The kedro runs: runs without a parent."""
-    runs = client.search_runs([experiment_id(client)], max_results=1000)
+def parent_runs(client: MlflowClient, experiment: str | None = None) -> list[Run]:
+    """The kedro runs (runs without a parent) of the demo's experiment or ``experiment``."""
+    runs = client.search_runs([experiment or experiment_id(client)], max_results=1000)
     return [r for r in runs if PARENT_TAG not in r.data.tags]
 
 

@@ -129,15 +129,13 @@ class StudyTracking(MlflowHook):
 
     @hook_impl
     def after_context_created(self, context: Any) -> None:
-        """Only remembered: the store is opened when a run starts (after the checks), so a run
-        refused before its first node, or a session that never runs, touches no store."""
+        """mlflow.yml read (``context.mlflow``, as kedro-mlflow's commands expect), nothing more:
+        the store is opened when a run starts, after the checks, so a run refused before its
+        first node, or a session that never runs (``kedro mlflow ui``), touches no store."""
+        from kedro_mlflow.config.kedro_mlflow_config import KedroMlflowConfig
+
         self.off, self.context, self.run_id = False, context, None
         self._is_mlflow_enabled = False
-
-    def _set_up(self) -> None:
-        """kedro-mlflow's set-up (mlflow.yml, tracking URI, experiment), with a relative SQLite
-        store made the project's and an HTTP server asked first whether it is up."""
-        context = self.context
         loader = context.config_loader
         loader.config_patterns.setdefault("mlflow", ["mlflow*", "mlflow*/**", "**/mlflow*"])
         try:
@@ -147,10 +145,21 @@ class StudyTracking(MlflowHook):
         uri = (conf.get("server") or {}).get("mlflow_tracking_uri")
         if uri:
             conf["server"]["mlflow_tracking_uri"] = project_store(uri, context.project_path)
-            loader["mlflow"] = conf
             self.uri = conf["server"]["mlflow_tracking_uri"]
+        loader["mlflow"] = conf
+        try:
+            context.__setattr__("mlflow", KedroMlflowConfig.model_validate(conf))
+        except Exception as exc:  # noqa: BLE001 - said when a run starts (_give_up)
+            logger.debug("mlflow.yml: %s", exc)
+
+    def _set_up(self) -> None:
+        """kedro-mlflow's set-up (tracking URI, experiment) for a run: a SQLite store's folder
+        made, an HTTP server first asked whether it is up."""
+        if self.uri and self.uri.startswith("sqlite:///"):
+            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        if self.uri:
             check_reachable(self.uri)
-        super().after_context_created(context)
+        super().after_context_created(self.context)
 
     @hook_impl
     def after_catalog_created(  # noqa: PLR0913 - Kedro's hook spec
@@ -168,6 +177,11 @@ class StudyTracking(MlflowHook):
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Any, catalog: Any) -> None:
         if self.off:
             return
+        names = run_params.get("pipeline_names") or ["__default__"]
+        config = getattr(self.context, "mlflow", None)
+        if config is not None and set(names) <= set(config.tracking.disable_tracking.pipelines):
+            logger.info("MLflow: %s untracked (mlflow.yml disable_tracking)", "+".join(names))
+            return  # not even the store is opened
         try:
             started = time.perf_counter()
             self._set_up()
@@ -266,9 +280,7 @@ def project_store(uri: str, project_path: str | os.PathLike) -> str:
     against the working directory, so ``kedro run`` elsewhere would write another store."""
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        path = Path(project_path) / uri.removeprefix(prefix)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return prefix + str(path.resolve())
+        return prefix + str((Path(project_path) / uri.removeprefix(prefix)).resolve())
     return uri
 
 

@@ -321,7 +321,11 @@ def track_run(
     tracking.log_run(
         kind,
         run_name(cfg),
-        {"configuration": configuration_label(cfg.config_id), **params},
+        {
+            "configuration": configuration_label(cfg.config_id),
+            "arm": arm_slug(cfg.pretrained),
+            **params,
+        },
         metrics,
         history=result.history,
         tags={"configuration_id": str(cfg.config_id), **(tags or {})},

@@ -22,7 +22,7 @@ from kedro.pipeline import node, pipeline
 from idh_pseudocolor.configurations import configuration_label
 from idh_pseudocolor.runner import DaskRunner
 from idh_pseudocolor.runs import PROVENANCE_COLUMNS
-from tests.conftest import write_best_params
+from tests.conftest import tracked, write_best_params
 from tests.pipelines.test_permutation_study import BEST, prepare
 from tests.tracking_store import children, parent_runs, project_client
 
@@ -67,6 +67,7 @@ def run_log(tmp_path):
 def test_runs_go_to_separate_workers_log_to_the_driver_and_equal_a_sequential_run(
     kedro_project, tiny_cohort, run_log
 ):
+    tracked(kedro_project)
     prepare(kedro_project, tiny_cohort)
     params = yaml.safe_load((kedro_project / "conf/local/parameters.yml").read_text())
     params["permutation_study"]["overrides"] = {"max_epochs": 3}
@@ -133,10 +134,10 @@ def test_runs_go_to_separate_workers_log_to_the_driver_and_equal_a_sequential_ru
     )
     assert [p.info.status for p in parents] == ["FINISHED"] * 3
     for parent, table in zip(parents, (dask_runs, seq_runs, par_runs), strict=True):
-        tracked = children(client, parent.info.run_id, "sweep")
-        assert sorted(r.data.params["worker"] for r in tracked) == sorted(table["worker"])
+        nested = children(client, parent.info.run_id, "sweep")
+        assert sorted(r.data.params["worker"] for r in nested) == sorted(table["worker"])
         for row in table.itertuples():
-            (run,) = [r for r in tracked if r.data.params["config_id"] == str(row.config_id)]
+            (run,) = [r for r in nested if r.data.params["config_id"] == str(row.config_id)]
             assert run.data.params["worker"] == row.worker
             assert run.data.metrics["auroc"] == pytest.approx(row.auroc)
 

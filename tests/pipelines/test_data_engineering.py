@@ -55,6 +55,8 @@ def test_session_run_on_phantom_cohort(kedro_project, tiny_cohort):
     assert splits["split"].value_counts().to_dict() == {"train": 16, "val": 4, "test": 4}
     assert qc["synthetic_phantom_cohort"] is True and qc["included"] == 24 and qc["excluded"] == 0
     assert (kedro_project / "data/08_reporting/qc_montage.png").stat().st_size > 10_000
+    # the fixture's conf/local/mlflow.yml turns tracking off for every pipeline: no store opened
+    assert not (kedro_project / "data/10_tracking").exists()
 
 
 def test_brats_layout_with_csv_labels_via_runtime_params(kedro_project, tmp_path):

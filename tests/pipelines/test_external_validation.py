@@ -20,6 +20,7 @@ from idh_pseudocolor.external import score_runs
 from idh_pseudocolor.phantom import generate_cohort
 from idh_pseudocolor.report.html import render_report
 from idh_pseudocolor.runs import load_runs
+from tests.conftest import tracked
 from tests.report_inputs import report_inputs
 from tests.test_predict import run_predict, trained  # noqa: F401  (a module fixture)
 from tests.tracking_store import children, parent_runs, project_client
@@ -88,6 +89,7 @@ def test_external_cohort_is_extracted_scored_and_compared(
     project_with_bundle, broken_site_b, tmp_path
 ):
     project, internal = project_with_bundle
+    tracked(project)
     run(project, "external_validation", external_cohort_path=str(broken_site_b))
 
     manifest = pd.read_csv(project / "data/02_intermediate/external/subject_manifest.csv")

@@ -20,7 +20,7 @@ from kedro.framework.startup import bootstrap_project
 
 from idh_pseudocolor.datasets import OptunaStorageDataset
 from idh_pseudocolor.search import SearchSettings, open_study
-from tests.conftest import REPO, project_parameters, table_1, write_weights
+from tests.conftest import REPO, project_parameters, table_1, tracked, write_weights
 from tests.tracking_store import children, parent_runs, project_client
 
 FAST_SEARCH = {
@@ -61,6 +61,7 @@ def study_at(project: Path) -> optuna.Study:
 
 
 def test_search_through_a_kedro_session(kedro_project, tiny_cohort):
+    tracked(kedro_project)
     prepare(kedro_project, tiny_cohort)
     with KedroSession.create(project_path=kedro_project) as session:
         session.run(pipeline_names=["hyperparameter_search"])

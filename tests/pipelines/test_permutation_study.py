@@ -13,7 +13,7 @@ from kedro.framework.startup import bootstrap_project
 from kedro.runner import ParallelRunner
 from sklearn.metrics import roc_auc_score
 
-from tests.conftest import project_parameters, run_config, write_best_params
+from tests.conftest import project_parameters, run_config, tracked, write_best_params
 
 TINY = {
     "data_engineering": {"progress": False},
@@ -66,6 +66,7 @@ def test_one_namespace_runs_alone(kedro_project, tiny_cohort):
 
 
 def test_all_28_configurations_then_the_winner(kedro_project, tiny_cohort, tmp_path):
+    tracked(kedro_project)
     prepare(kedro_project, tiny_cohort)
     local = kedro_project / "conf/local/parameters.yml"
     params = yaml.safe_load(local.read_text())
@@ -144,6 +145,7 @@ def check_tracked_study(project, cohort, tmp_path) -> None:
         for key in ("model_name", "seed", "pretrained", "weights_source", "best_params_id"):
             assert run.data.params[key] == str(row[key]), key
         assert run.data.tags["configuration_id"] == str(row["config_id"])
+        assert run.data.params["arm"] == "scratch" and run.data.params["configuration"]
         assert client.get_metric_history(run.info.run_id, "epoch/val_loss"), "no per-epoch history"
     predictions = pd.read_csv(project / "data/07_model_output/test_predictions.csv")
     (final,) = children(client, parent.info.run_id, "final_evaluation")

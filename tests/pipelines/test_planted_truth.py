@@ -19,7 +19,7 @@ from kedro.runner import ParallelRunner
 
 from idh_pseudocolor.configurations import configuration
 from idh_pseudocolor.phantom import PLANTED_SEQUENCES, generate_cohort
-from tests.conftest import write_best_params
+from tests.conftest import tracked, write_best_params
 from tests.pipelines.test_permutation_study import BEST
 from tests.tracking_store import children, parent_runs, project_client
 
@@ -37,6 +37,7 @@ def test_demo_scale_sweep_recovers_the_planted_truth(kedro_project, tmp_path):
     cohort = tmp_path / "phantom"
     generate_cohort(cohort, n_subjects=200, seed=0, voxel_size=2.0, n_workers=2, progress=False)
     (kedro_project / "conf/local/parameters.yml").write_text(yaml.safe_dump(LOCAL))
+    tracked(kedro_project)
     write_best_params(kedro_project, BEST["hyperparameters"])
     bootstrap_project(kedro_project)
     with KedroSession.create(
@@ -70,7 +71,7 @@ def test_demo_scale_sweep_recovers_the_planted_truth(kedro_project, tmp_path):
     client = project_client(kedro_project)
     (parent,) = [r for r in parent_runs(client) if r.info.run_name != "data_engineering"]
     runs = pd.read_csv(kedro_project / "data/07_model_output/study_runs.csv")
-    tracked = {
+    nested = {
         (
             int(r.data.params["config_id"]),
             r.data.params["model_name"],
@@ -78,9 +79,9 @@ def test_demo_scale_sweep_recovers_the_planted_truth(kedro_project, tmp_path):
         ): r
         for r in children(client, parent.info.run_id, "sweep")
     }
-    assert len(tracked) == len(runs) == 28 * 2 * 2
+    assert len(nested) == len(runs) == 28 * 2 * 2
     for row in runs.itertuples():
-        run = tracked[(row.config_id, row.model_name, row.seed)]
+        run = nested[(row.config_id, row.model_name, row.seed)]
         assert run.data.metrics["auroc"] == row.auroc and run.data.params["worker"] == row.worker
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "reporting")}
     assert "reporting/planted_truth.json" in artifacts, artifacts

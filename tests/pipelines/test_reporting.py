@@ -9,6 +9,7 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
 from tests.browser import visit
+from tests.conftest import tracked
 from tests.pipelines.test_hyperparameter_search import FAST_SEARCH
 from tests.pipelines.test_permutation_study import TINY
 
@@ -41,6 +42,7 @@ def test_whole_study_then_report_opens_in_chromium(kedro_project, report_cohort,
         "heldout_crops": 16,
     }
     (kedro_project / "conf/local/parameters.yml").write_text(yaml.safe_dump(params))
+    tracked(kedro_project)
     bootstrap_project(kedro_project)
     with KedroSession.create(
         project_path=kedro_project, runtime_params={"cohort_path": str(report_cohort)}

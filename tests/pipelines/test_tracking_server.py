@@ -101,7 +101,7 @@ def test_a_run_through_a_tracking_server_its_ui_and_the_server_down(
         prepare(kedro_project, tiny_cohort)  # data_engineering, tracked too
         with KedroSession.create(project_path=kedro_project) as session:
             session.run(pipeline_names=["hyperparameter_search"])
-        assert not (kedro_project / "data/09_tracking/mlflow.db").exists()  # all on the server
+        assert not (kedro_project / "data/10_tracking/mlflow.db").exists()  # all on the server
 
         # through HTTP: the kedro run, its study run, the trials
         client = MlflowClient(tracking_uri=url)
