@@ -114,6 +114,15 @@ class StudyTracking(MlflowHook):
         self.off = False  # tracking disabled for this session (store unreachable)
         self.uri: str | None = None
 
+    def _took(self, what: str, started: float) -> None:
+        logger.info(
+            "MLflow run %s: %s in %.1f s (%s)",
+            self.run_id,
+            what,
+            time.perf_counter() - started,
+            self.uri,
+        )
+
     def _give_up(self, what: str, exc: BaseException) -> None:
         uri = getattr(self, "uri", None) or "the MLflow tracking store"
         logger.warning(
@@ -202,12 +211,7 @@ class StudyTracking(MlflowHook):
                 parent_run_id=self.run_id,
             )
             os.environ[tracking.TARGET_ENV] = target.to_env()
-            logger.info(
-                "MLflow run %s started in %.1f s (%s)",
-                self.run_id,
-                time.perf_counter() - started,
-                self.uri,
-            )
+            self._took("started", started)
         except Exception as exc:  # noqa: BLE001
             self._give_up("starting the run", exc)
 
@@ -224,12 +228,7 @@ class StudyTracking(MlflowHook):
             started = time.perf_counter()
             self._log_outputs(pipeline, catalog)
             super().after_pipeline_run(run_params, pipeline, catalog)
-            logger.info(
-                "MLflow run %s: outputs logged in %.1f s (%s)",
-                self.run_id,
-                time.perf_counter() - started,
-                self.uri,
-            )
+            self._took("outputs logged", started)
         except Exception as exc:  # noqa: BLE001
             self._give_up("logging the run's outputs", exc)
             _end_run("FAILED")
@@ -285,14 +284,16 @@ def project_store(uri: str, project_path: str | os.PathLike) -> str:
 
 
 def check_reachable(uri: str, timeout: float = 3.0) -> None:
-    """An HTTP tracking server answers its health check within ``timeout`` seconds, or this raises
-    (MLflow's own client would retry for minutes before the first node)."""
+    """An HTTP tracking server accepts a connection within ``timeout`` seconds, or this raises
+    (MLflow's own client would retry for minutes before the first node). Nothing is fetched."""
     if not uri.startswith(("http://", "https://")):
         return
-    import requests
+    import socket
+    from urllib.parse import urlsplit
 
-    response = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
-    response.raise_for_status()
+    parts = urlsplit(uri)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    socket.create_connection((parts.hostname, port), timeout=timeout).close()
 
 
 def reporting_files(pipeline: Any, catalog: Any) -> dict[str, Path]:
