@@ -49,6 +49,28 @@ def raw_nifti_study(folder: Path) -> Path:
     return raw
 
 
+#: the slowest tests (CI's --durations on a fresh clone here), longest first. They start first, and
+#: pytest-xdist hands out the rest one at a time to whichever worker is free (--maxschedchunk=1 in
+#: pyproject.toml): longest-first list scheduling, so no long test ends the run alone on one worker
+#: while the other idles. Only the order changes, never what a test runs or asserts.
+SLOWEST_FIRST = (
+    "tests/pipelines/test_planted_truth.py::test_demo_scale_sweep_recovers_the_planted_truth",
+    "tests/test_offline_install.py::test_offline_install_beside_preinstalled_torch",
+    "tests/test_preprocess.py::test_a_dicom_study_lands_on_the_template_grid_within_a_millimetre",
+    "tests/pipelines/test_paper_path.py::"
+    "test_rehearsal_of_the_whole_journey_through_the_documented_commands",
+    "tests/test_segmentation.py::test_held_out_dice_reaches_the_goal",
+    "tests/test_preprocess.py::test_a_missing_sequence_is_reported_and_the_other_three_are_written",
+    "tests/pipelines/test_reporting.py::test_whole_study_then_report_opens_in_chromium",
+    "tests/test_benchmarks.py::test_gpu_check_tiny_runs_the_paper_path_stages_into_one_folder",
+)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {nodeid: i for i, nodeid in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid, len(rank)))  # stable: the rest keep order
+
+
 def made_once(tmp_path_factory, name: str, make) -> Path:
     """A folder that ``make(folder)`` fills once per test run. Under xdist the first worker to
     ask makes it in the run's shared folder and the other waits (two workers making the same
