@@ -135,9 +135,12 @@ def untracked(project: Path) -> None:
     """MLflow tracking off for every pipeline of ``project`` (conf/local/mlflow.yml, the documented
     switch): a test about something else pays no tracking store. Tests of tracking call
     :func:`tracked`."""
-    from idh_pseudocolor.pipeline_registry import DEFAULT
+    import pkgutil
 
-    names = ["__default__", *DEFAULT, "four_channel", "cross_validation", "preprocessing"]
+    from idh_pseudocolor import pipelines
+
+    # every pipeline the project has (as Kedro's find_pipelines finds them), and the default run
+    names = ["__default__", *(m.name for m in pkgutil.iter_modules(pipelines.__path__))]
     (project / "conf/local/mlflow.yml").write_text(
         yaml.safe_dump({"tracking": {"disable_tracking": {"pipelines": names}}})
     )
