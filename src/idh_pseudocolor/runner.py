@@ -6,11 +6,16 @@ holding which GPU). Use it from the command line::
     kedro run --pipelines permutation_study --runner idh_pseudocolor.runner.DaskRunner
     kedro run ... --runner idh_pseudocolor.runner.DaskRunner \
         --runner-params scheduler=tcp://head:8786
+    kedro run ... --runner idh_pseudocolor.runner.DaskRunner --runner-params runs_per_gpu=4
 
 Without ``scheduler`` (or ``$IDH_DASK_SCHEDULER``) the runner starts a local cluster: with
-CUDA GPUs, dask-cuda's ``LocalCUDACluster`` (one worker per GPU); without, a ``LocalCluster``
-of ``n_workers`` single-threaded processes. Nodes tagged ``gpu`` ask for the worker resource
-``GPU=1`` whenever the workers advertise one, so one training run holds one GPU.
+CUDA GPUs, ``runs_per_gpu`` single-threaded worker processes per GPU (default 1; or
+``$IDH_RUNS_PER_GPU``), each seeing only its own card through ``CUDA_VISIBLE_DEVICES``
+(``devices`` picks the cards, default every visible one); without, a ``LocalCluster`` of
+``n_workers`` single-threaded processes. Every GPU worker advertises ``GPU=1`` and nodes tagged
+``gpu`` ask for it, so a card trains at most ``runs_per_gpu`` configurations at once, each in
+its own process (own CUDA context, torch seed and thread count: threads in one process would
+share them).
 
 Everything a node reads or writes must be a persisted catalog dataset at a path every worker
 can open (a shared folder or an fsspec URL: set ``data_root`` in ``conf/<env>/globals.yml``);
@@ -150,11 +155,18 @@ class DaskRunner(AbstractRunner):
         self,
         scheduler: str | None = None,
         n_workers: int | None = None,
+        runs_per_gpu: int | None = None,
+        devices: str | int | None = None,
         is_async: bool = False,
     ) -> None:
         super().__init__(is_async=is_async)
         self._scheduler = scheduler or os.environ.get("IDH_DASK_SCHEDULER") or None
         self._n_workers = int(n_workers) if n_workers else None
+        if runs_per_gpu is None:
+            runs_per_gpu = os.environ.get("IDH_RUNS_PER_GPU") or 1
+        self._runs_per_gpu = _positive("runs_per_gpu", runs_per_gpu)
+        # "0,1" from --runner-params; a single card arrives as an int
+        self._devices = None if devices is None else _device_list(str(devices))
         self._client: Any = None
         self._cluster: Any = None
         self._forwarding = False  # workers' records come to this process (see _forward_logging)
@@ -177,33 +189,37 @@ class DaskRunner(AbstractRunner):
         if self._scheduler:
             logger.info("DaskRunner: connecting to the scheduler at %s", self._scheduler)
             return Client(self._scheduler)
-        gpus = _cuda_device_count()
-        if gpus > 1:
-            try:
-                from dask_cuda import LocalCUDACluster
-            except ImportError as exc:
-                raise RuntimeError(
-                    f"DaskRunner found {gpus} GPUs; "
-                    "one worker per GPU needs dask-cuda: pip install dask-cuda"
-                ) from exc
-            # silence_logs: Dask's own start-up lines on its "distributed" loggers only; nodes'
-            # records are forwarded to the driver (_forward_logging) and never silenced
-            self._cluster = LocalCUDACluster(
-                n_workers=self._n_workers or gpus,
-                threads_per_worker=1,
-                resources={"GPU": 1},
-                silence_logs=logging.WARNING,
+        devices = self._devices if self._devices is not None else _cuda_devices()
+        if devices:
+            if self._n_workers and self._n_workers != len(devices) * self._runs_per_gpu:
+                raise ValueError(
+                    f"DaskRunner: with GPUs the workers are devices x runs_per_gpu "
+                    f"({len(devices)} x {self._runs_per_gpu}), not n_workers={self._n_workers}; "
+                    "pick the cards with devices=0,1 (or CUDA_VISIBLE_DEVICES) and the runs per "
+                    "card with runs_per_gpu"
+                )
+            self._cluster = gpu_cluster(devices, self._runs_per_gpu)
+            logger.info(
+                "DaskRunner: %d run(s) at once on each of %d GPU(s) (CUDA_VISIBLE_DEVICES %s)",
+                self._runs_per_gpu,
+                len(devices),
+                ", ".join(devices),
             )
         else:
-            workers = self._n_workers or (1 if gpus else max(1, (os.cpu_count() or 1)))
-            extra = {"resources": {"GPU": 1}} if gpus else {}
+            if self._runs_per_gpu > 1:
+                logger.warning(
+                    "DaskRunner: runs_per_gpu=%d has no effect without a CUDA GPU; n_workers "
+                    "sets the number of CPU workers",
+                    self._runs_per_gpu,
+                )
+            # silence_logs: Dask's own start-up lines on its "distributed" loggers only; nodes'
+            # records are forwarded to the driver (_forward_logging) and never silenced
             self._cluster = LocalCluster(
-                n_workers=workers,
+                n_workers=self._n_workers or max(1, (os.cpu_count() or 1)),
                 threads_per_worker=1,
                 processes=True,
                 dashboard_address=None,
                 silence_logs=logging.WARNING,
-                **extra,
             )
         logger.info("DaskRunner: started %s", self._cluster)
         return Client(self._cluster)
@@ -272,6 +288,69 @@ class DaskRunner(AbstractRunner):
             super()._run(pipeline, catalog, hook_manager, run_id)
         finally:
             self._close()
+
+
+def gpu_cluster(devices: list[str], runs_per_gpu: int = 1) -> Any:
+    """A local Dask cluster of ``runs_per_gpu`` worker processes per card, each pinned to its
+    card through ``CUDA_VISIBLE_DEVICES`` and advertising ``GPU=1``.
+
+    dask-cuda's ``LocalCUDACluster`` is one worker per GPU by design; several runs per card
+    need several processes on one card, which Dask's ``SpecCluster`` of nannies with their own
+    environment gives directly. Host memory is shared out as ``LocalCluster`` does.
+    """
+    from dask.distributed import Nanny, Scheduler, SpecCluster
+    from distributed.system import MEMORY_LIMIT
+
+    if not devices:
+        raise ValueError("gpu_cluster needs at least one device")
+    n = len(devices) * runs_per_gpu
+    workers = {
+        f"gpu{device}-{slot}": {
+            "cls": Nanny,
+            "options": {
+                "nthreads": 1,
+                "resources": {"GPU": 1},
+                "env": {"CUDA_VISIBLE_DEVICES": device},
+                "memory_limit": MEMORY_LIMIT // n,
+                "silence_logs": logging.WARNING,
+            },
+        }
+        for device in devices
+        for slot in range(runs_per_gpu)
+    }
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
+    return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.WARNING)
+
+
+def _positive(name: str, value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1:
+        raise ValueError(f"DaskRunner: {name} must be a whole number >= 1, got {value!r}")
+    return number
+
+
+def _device_list(text: str) -> list[str]:
+    """``"0,1"`` -> ``["0", "1"]``: CUDA ordinals or UUIDs, as CUDA_VISIBLE_DEVICES takes them.
+    ``;`` separates too, since ``kedro run --runner-params`` splits its value at commas."""
+    devices = [d.strip() for d in text.replace(";", ",").split(",") if d.strip()]
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"DaskRunner: devices lists a card twice: {text!r}")
+    return devices
+
+
+def _cuda_devices() -> list[str]:
+    """The cards this process may use, named as a child process must see them: the entries of
+    an inherited CUDA_VISIBLE_DEVICES (``2,3`` stays ``2,3``), else ``0 .. n-1``."""
+    count = _cuda_device_count()
+    if not count:
+        return []
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return _device_list(visible)[:count]
+    return [str(i) for i in range(count)]
 
 
 def _cuda_device_count() -> int:

@@ -4,6 +4,7 @@ results as a sequential run (real Kedro sessions, a real local Dask cluster, rea
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import os
 import shutil
@@ -73,7 +74,9 @@ def test_runs_go_to_separate_workers_log_to_the_driver_and_equal_a_sequential_ru
     params["permutation_study"]["overrides"] = {"max_epochs": 3}
     (kedro_project / "conf/local/parameters.yml").write_text(yaml.safe_dump(params))
 
-    runner = DaskRunner(n_workers=2)
+    # two runs at once on one "card" (runs_per_gpu; CPU processes stand in for the card's): the
+    # runs equal those of the sequential runner
+    runner = DaskRunner(devices=0, runs_per_gpu=2)
     with KedroSession.create(project_path=kedro_project) as session:
         session.run(pipeline_names=["permutation_study"], namespaces=CONFIGURATIONS, runner=runner)
     dask_runs, dask_predictions = outputs(kedro_project)
@@ -182,6 +185,83 @@ def test_independent_nodes_run_at_the_same_time_on_separate_workers(tmp_path):
     assert pids == set(runner.worker_pids) and len(pids) == 2
 
 
+def _card_and_pid(folder: str, me: str, other: str) -> list:
+    """Meet the other node (both run at once), then say which card and process ran this one."""
+    pid = _meet(folder, me, other)
+    return [os.environ.get("CUDA_VISIBLE_DEVICES"), pid]
+
+
+def test_runs_per_gpu_trains_several_gpu_nodes_at_once_on_one_card(tmp_path, monkeypatch):
+    """`runs_per_gpu=2` on one card: two ``gpu`` nodes run at the same time (each waits for the
+    other's marker) in two processes that both see only card 0. CPU processes stand in for the
+    card's: the runner is told the device instead of finding it."""
+    from functools import partial, update_wrapper
+
+    from kedro_datasets.json import JSONDataset
+
+    def meeting(me: str, other: str):
+        return update_wrapper(partial(_card_and_pid, me=me, other=other), _card_and_pid)
+
+    catalog = DataCatalog(
+        {
+            "folder": MemoryDataset(str(tmp_path)),
+            "a": JSONDataset(filepath=str(tmp_path / "a.json")),
+            "b": JSONDataset(filepath=str(tmp_path / "b.json")),
+        }
+    )
+    both = pipeline(
+        [
+            node(meeting("a", "b"), "folder", "a", name="a", tags=["gpu"]),
+            node(meeting("b", "a"), "folder", "b", name="b", tags=["gpu"]),
+        ]
+    )
+    monkeypatch.setenv("IDH_RUNS_PER_GPU", "2")  # the setting's other spelling
+    runner = DaskRunner(devices=0)
+    runner.run(both, catalog)
+    ran = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("a", "b")]
+    assert [card for card, _ in ran] == ["0", "0"]
+    pids = {pid for _, pid in ran}
+    assert pids == set(runner.worker_pids) and len(pids) == 2 and os.getpid() not in pids
+
+
+def test_gpu_cluster_pins_runs_per_gpu_workers_to_each_card():
+    """Two cards x two runs: four single-threaded workers, two per card, each advertising one GPU
+    slot and seeing only its card; the cards keep the names an inherited CUDA_VISIBLE_DEVICES
+    gave them."""
+    from dask.distributed import Client
+
+    from idh_pseudocolor.runner import gpu_cluster
+
+    with gpu_cluster(["2", "5"], runs_per_gpu=2) as cluster, Client(cluster) as client:
+        client.wait_for_workers(4)
+        cards = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
+        info = client.scheduler_info()["workers"]
+    assert sorted(cards.values()) == ["2", "2", "5", "5"]
+    assert all(w["resources"] == {"GPU": 1} and w["nthreads"] == 1 for w in info.values())
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"runs_per_gpu": 0}, "runs_per_gpu must be a whole number >= 1"),
+        ({"devices": "0;0"}, "lists a card twice"),
+        (
+            {"devices": "0,1", "runs_per_gpu": 2, "n_workers": 3},
+            r"devices x runs_per_gpu \(2 x 2\)",
+        ),
+    ],
+)
+def test_runs_per_gpu_settings_that_cannot_work_are_refused(options, message, tmp_path):
+    from kedro_datasets.json import JSONDataset
+
+    catalog = DataCatalog(
+        {"a": MemoryDataset(1), "b": JSONDataset(filepath=str(tmp_path / "b.json"))}
+    )
+    with pytest.raises(ValueError, match=message):
+        DaskRunner(**options).run(pipeline([node(_double, "a", "b", name="first")]), catalog)
+    assert not (tmp_path / "b.json").exists()
+
+
 def _double(x):
     return 2 * x
 
@@ -240,7 +320,8 @@ def test_kedro_cli_with_dask_runner_writes_under_a_shared_data_root(
             "--runner",
             "idh_pseudocolor.runner.DaskRunner",
             "--runner-params",
-            "n_workers=2",
+            # one "card" (CPU processes stand in), two runs at once on it
+            "devices=0,runs_per_gpu=2",
         ],
         cwd=kedro_project,
         env={**os.environ, "KEDRO_DISABLE_TELEMETRY": "1"},
@@ -249,6 +330,8 @@ def test_kedro_cli_with_dask_runner_writes_under_a_shared_data_root(
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    said = done.stdout + done.stderr
+    assert "2 run(s) at once on each of 1 GPU(s) (CUDA_VISIBLE_DEVICES 0)" in said, said[-3000:]
     assert len(pd.read_csv(shared / "02_intermediate/subject_manifest.csv")) == 24
     assert (shared / "03_primary/slice_arrays.npz").is_file() and (
         shared / "08_reporting/qc_montage.png"
