@@ -304,8 +304,10 @@ class PseudocolorClassifier(pl.LightningModule):
         row = {"epoch": int(self.current_epoch), "val_loss": loss, **metrics}
         self.history.append(row)
         if loss < self.best["val_loss"]:  # the epoch early stopping will point back to
+            # a copy on the model's device: no host transfer per improving epoch (train_run
+            # moves the best one to the host once)
             state = (
-                {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+                {k: v.detach().clone() for k, v in self.model.state_dict().items()}
                 if self.keep_state
                 else None
             )
@@ -419,7 +421,12 @@ def train_run(
         if evaluate_ids:
             model.load_state_dict(best["state"])
             x_eval, _ = prepare_inputs(arrays, split_index(arrays, evaluate_ids), cfg, weights)
-            eval_prob = predict_proba(model, x_eval).tolist()
+            # scored where the run trained (fp32, eval mode), not after a copy to the host
+            eval_prob = predict_proba(model, x_eval, device=training_device(cfg.accelerator))
+            eval_prob = eval_prob.tolist()
+        state = (
+            {k: v.to("cpu") for k, v in best["state"].items()} if keep_state else None
+        )  # what the caller saves: host tensors
     return RunResult(
         config=cfg,
         weights=weights,
@@ -431,7 +438,7 @@ def train_run(
         val_prob_mutant=[float(p) for p in best["prob"]],
         eval_subject_ids=list(evaluate_ids),
         eval_prob_mutant=eval_prob,
-        state_dict=best["state"] if keep_state else None,
+        state_dict=state,
     )
 
 
@@ -512,11 +519,17 @@ def _trainer(cfg: RunConfig, callbacks: Sequence[Callback], progress: bool) -> p
 
 
 @torch.no_grad()
-def predict_proba(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-    """P(IDH mutant) for prepared inputs, in eval mode on the CPU."""
-    model = model.to("cpu").eval()
+def predict_proba(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    batch_size: int = 64,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """P(IDH mutant) for prepared inputs, in eval mode and fp32 on ``device`` (the model moves
+    there; the final evaluation passes the run's training device)."""
+    model = model.to(device).eval()
     out = [
-        torch.softmax(model(x[i : i + batch_size]).float(), dim=1)[:, 1]
+        torch.softmax(model(x[i : i + batch_size].to(device)).float(), dim=1)[:, 1]
         for i in range(0, len(x), batch_size)
     ]
-    return torch.cat(out).numpy()
+    return torch.cat(out).cpu().numpy()
