@@ -192,6 +192,23 @@ def test_device_resident_batches_equal_the_dataloader_path():
     np.testing.assert_allclose(channels_last.val_prob_mutant, loader.val_prob_mutant, atol=1e-4)
 
 
+def test_memory_format_can_be_chosen_per_model():
+    """``channels_last: {model: bool}`` (grouped convolutions can be slower in NHWC): each run keeps
+    its own model's choice, models not named keep torch's default; conf is type-checked."""
+    from typing import get_type_hints
+
+    from idh_pseudocolor.parameters import FixedSettings, typed
+
+    per_model = {"test_resnet": True, "vgg16": False}
+    assert tiny_run(channels_last=per_model).channels_last is True
+    assert tiny_run(model_name="test_byobnet", channels_last=per_model).channels_last is False
+    assert tiny_run(model_name="vgg16", channels_last=per_model).channels_last is False
+    hint = get_type_hints(FixedSettings)["channels_last"]
+    assert typed(per_model, hint, "permutation_study.fixed.channels_last") == per_model
+    with pytest.raises(ValueError, match=r"permutation_study\.fixed\.channels_last = "):
+        typed({"vgg16": "yes"}, hint, "permutation_study.fixed.channels_last")
+
+
 def test_torch_compile_is_optional_and_keeps_timm_weight_names():
     """torch.compile trains the same model; saved weights load into plain timm. The backend is
     aot_eager: the graphs Dynamo captures and AOTAutograd splits, without inductor's C++ build

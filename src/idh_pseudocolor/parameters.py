@@ -222,7 +222,7 @@ class FixedSettings:
     precision: str = machine()
     accelerator: str = machine()
     torch_threads: int | None = machine()
-    channels_last: bool = machine()
+    channels_last: bool | Mapping[str, bool] = machine()  # for every model, or {model_name: …}
     deterministic: bool = machine()
     compile: bool | str = machine()  # false | true (inductor) | a torch.compile backend
     cudnn_benchmark: bool = machine()

@@ -11,7 +11,7 @@ import math
 import multiprocessing
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,7 +74,9 @@ class RunConfig:
     deterministic: bool
     device_resident: bool  # batches sliced from tensors that already live on the device
     fused_optimizer: bool  # one AdamW kernel for all parameters on CUDA
-    channels_last: bool
+    # NHWC for every model, or {model_name: bool} (models not named: torch's default, NCHW);
+    # a RunConfig keeps only its own model's choice
+    channels_last: bool | dict[str, bool]
     compile: bool | str  # torch.compile: false, true (inductor) or a backend's name
     # cuDNN autotuning (Lightning's ``benchmark``): picks the fastest kernel per shape, which
     # matters most for grouped convolutions (ResNeXt); not deterministic
@@ -82,6 +84,10 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         configuration(self.config_id)  # validates the id
+        if isinstance(self.channels_last, Mapping):
+            # per model: grouped convolutions (ResNeXt) can be slower in channels_last than
+            # plain ones (VGG) with some cuDNN versions
+            self.channels_last = bool(self.channels_last.get(self.model_name, False))
         if self.lr_interval not in ("step", "epoch"):
             raise ValueError(f"lr_interval must be 'step' or 'epoch', got {self.lr_interval!r}")
         if isinstance(self.compile, str):
