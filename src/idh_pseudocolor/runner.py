@@ -296,14 +296,15 @@ def gpu_cluster(devices: list[str], runs_per_gpu: int = 1) -> Any:
 
     dask-cuda's ``LocalCUDACluster`` is one worker per GPU by design; several runs per card
     need several processes on one card, which Dask's ``SpecCluster`` of nannies with their own
-    environment gives directly. Host memory is shared out as ``LocalCluster`` does.
+    environment gives directly. No per-worker host memory limit: a run's host memory is CUDA's
+    libraries, its model and its split, nothing Dask could spill, and a share of the host's RAM
+    (``LocalCluster``'s rule) would shrink with every added run until Dask restarted workers
+    whose runs fit.
     """
     from dask.distributed import Nanny, Scheduler, SpecCluster
-    from distributed.system import MEMORY_LIMIT
 
     if not devices:
         raise ValueError("gpu_cluster needs at least one device")
-    n = len(devices) * runs_per_gpu
     workers = {
         f"gpu{device}-{slot}": {
             "cls": Nanny,
@@ -311,7 +312,7 @@ def gpu_cluster(devices: list[str], runs_per_gpu: int = 1) -> Any:
                 "nthreads": 1,
                 "resources": {"GPU": 1},
                 "env": {"CUDA_VISIBLE_DEVICES": device},
-                "memory_limit": MEMORY_LIMIT // n,
+                "memory_limit": 0,
                 "silence_logs": logging.WARNING,
             },
         }

@@ -238,6 +238,7 @@ def test_gpu_cluster_pins_runs_per_gpu_workers_to_each_card():
         info = client.scheduler_info()["workers"]
     assert sorted(cards.values()) == ["2", "2", "5", "5"]
     assert all(w["resources"] == {"GPU": 1} and w["nthreads"] == 1 for w in info.values())
+    assert all(not w["memory_limit"] for w in info.values())  # no share of host RAM to outgrow
 
 
 @pytest.mark.parametrize(
