@@ -1,7 +1,8 @@
 """Benchmark: our training path (composition + Lightning + metrics) vs. a bare PyTorch loop.
 
-Same model (resnet18, random init), batch 16, data, epochs and validation work in both; the
-bare loop gets its inputs pre-composed. Each side runs twice and the faster run counts.
+Same model (resnet18, random init), batch 16, data, epochs and validation work in both: the
+bare loop is ``benchmarks/bare_loop.py`` (the same math as ``train_run``, shared with
+``gpu_study.py``'s arm B). Each side runs twice and the faster run counts.
 Prints training images/s and the ratio ours/bare (target >= 0.9 on CPU).
 
     python benchmarks/training_overhead.py [--subjects 160 --epochs 3 --image-size 64]
@@ -16,14 +17,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
-import torch.nn.functional as F
+from bare_loop import bare_loop
 
 from idh_pseudocolor.config_loader import project_parameters
-from idh_pseudocolor.metrics import binary_metrics
 from idh_pseudocolor.parameters import PermutationStudySettings
-from idh_pseudocolor.pseudocolor import compose
 from idh_pseudocolor.search import PAPER_OPTIMUM
 from idh_pseudocolor.training import RunConfig, train_run
 
@@ -45,37 +43,8 @@ def synthetic(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     }
 
 
-def bare_loop(arrays, train_idx, val_idx, cfg: RunConfig) -> float:
-    torch.manual_seed(cfg.seed)
-    torch.use_deterministic_algorithms(cfg.deterministic)
-    start = time.perf_counter()
-    model = timm.create_model(cfg.model_name, pretrained=False, num_classes=2)
-    x = compose(
-        arrays["images"][train_idx], arrays["masks"][train_idx], cfg.config_id, cfg.image_size
-    )
-    y = torch.as_tensor(arrays["labels"][train_idx].astype(np.int64))
-    xv = compose(arrays["images"][val_idx], arrays["masks"][val_idx], cfg.config_id, cfg.image_size)
-    yv = arrays["labels"][val_idx]
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.learning_rate, total_steps=cfg.max_epochs, pct_start=cfg.peak_fraction
-    )
-    g = torch.Generator().manual_seed(cfg.seed)
-    for _ in range(cfg.max_epochs):
-        model.train()
-        order = torch.randperm(len(y), generator=g)
-        for i in range(0, len(y) - cfg.batch_size + 1, cfg.batch_size):
-            batch = order[i : i + cfg.batch_size]
-            loss = F.cross_entropy(model(x[batch]), y[batch])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        sched.step()
-        model.eval()
-        with torch.no_grad():
-            prob = torch.softmax(model(xv), dim=1)[:, 1].numpy()
-        binary_metrics(yv, prob)
-    return time.perf_counter() - start
+def bare(arrays, train_idx, val_idx, cfg: RunConfig) -> float:
+    return bare_loop(arrays, train_idx, val_idx, cfg).seconds
 
 
 def ours(arrays, train_ids, val_ids, cfg: RunConfig) -> float:
@@ -119,7 +88,7 @@ def main() -> None:
         }
     )
     images = (args.subjects // cfg.batch_size) * cfg.batch_size * args.epochs
-    bare_s = min(bare_loop(arrays, train_idx, val_idx, cfg) for _ in range(2))
+    bare_s = min(bare(arrays, train_idx, val_idx, cfg) for _ in range(2))
     ours_s = min(ours(arrays, train_ids, val_ids, cfg) for _ in range(2))
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, "

@@ -3,40 +3,179 @@ promises."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import math
+import os
+import re
 import subprocess
 import sys
+
+import pytest
 
 from tests.conftest import REPO
 
 
-def test_gpu_study_tiny_mode_reports_throughput_baseline_and_floor(tmp_path):
+def _printed_tables(stdout: str) -> dict[str, dict]:
+    """gpu_study's printed tables, per model: each arm's row and the ratio lines."""
+    tables: dict[str, dict] = {}
+    for line in stdout.splitlines():
+        if line.startswith("== "):
+            model = line[3:].split(":")[0]
+            tables[model] = {"arms": {}, "ratios": {}, "steady_ratios": {}}
+        elif m := re.match(r"^\s{3}([ABC])\s+\|(.*)$", line):
+            cols = [c.strip() for c in m.group(2).split("|")]
+            tables[model]["arms"][m.group(1)] = dict(
+                zip(
+                    [
+                        "what",
+                        "per_round",
+                        "seconds",
+                        "images_per_s",
+                        "steady_images_per_s",
+                        "setup_s",
+                        "paper_run_s",
+                    ],
+                    cols,
+                    strict=True,
+                )
+            )
+        elif m := re.match(r"^\s{3}(ratios \(img/s\)|steady ratios):\s+(.*)$", line):
+            key = "ratios" if m.group(1).startswith("ratios") else "steady_ratios"
+            for item in m.group(2).split(" | "):
+                name, value = item.rsplit(" ", 1)
+                tables[model][key][name] = value
+    return tables
+
+
+def _agrees(printed: str, value: float | None) -> bool:
+    if value is None:
+        return printed == "-"
+    return math.isclose(float(printed), value, rel_tol=1e-3, abs_tol=0.051)
+
+
+def test_gpu_study_tiny_interleaves_three_arms_against_the_floor(tmp_path):
     out = tmp_path / "gpu_study.json"
     done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks/gpu_study.py"),
-            "--tiny",
-            "--seeds",
-            "42",
-            "43",
-            "--out",
-            str(out),
-        ],
+        [sys.executable, str(REPO / "benchmarks/gpu_study.py"), "--tiny", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert [r["model"] for r in result["runs"]] == ["test_resnet", "test_byobnet"]
-    assert result["matmul_tflops"] > 0
+    assert result["matmul_tflops"] > 0 and result["copy_gb_per_s"] > 0
+    tables = _printed_tables(done.stdout)
+    assert list(tables) == ["test_resnet", "test_byobnet"]
     for run in result["runs"]:
-        assert len(run["seconds_per_seed"]) == 2 and all(s > 0 for s in run["seconds_per_seed"])
-        assert run["images_per_s"] > 0 and run["baseline_images_per_s"] > 0
-        assert run["forward_gflops_per_image"] > 0
-        assert 0 < run["floor_over_actual"] < 1  # nothing beats the arithmetic floor
-    assert "floor/actual" in done.stdout and "baseline" in done.stdout
+        # A B C A B C A B C, every arm every round, nothing stopped by the budget
+        assert run["order"] == [f"{arm}{r}" for r in (1, 2, 3) for arm in "ABC"]
+        assert run["rounds_completed"] == 3 and run["stop_reason"] is None
+        assert run["epochs"] == 2 and run["forward_gflops_per_image"] > 0
+        for name, arm in run["arms"].items():
+            assert [r["round"] for r in arm["rounds"]] == [1, 2, 3], name
+            assert all(r.get("error") is None and r["seconds"] > 0 for r in arm["rounds"]), name
+            assert all(r["epochs"] == 2 for r in arm["rounds"]), name
+            assert arm["images_per_s"] > 0 and arm["steady_images_per_s"] > 0, name
+            assert math.isfinite(arm["setup_s"]) and math.isfinite(arm["paper_run_s"]), name
+        # arm C: k = 2 runs at once, in 2 worker processes (neither the script nor this test)
+        assert run["concurrent_k"] == 2 and run["arms"]["C"]["k"] == 2
+        for c in run["arms"]["C"]["rounds"]:
+            pids = set(c["pids"])
+            assert len(pids) == 2 and pids <= set(result["worker_pids"])
+            assert not pids & {result["pid"], os.getpid()}
+            assert len(set(c["seeds"])) == 2
+            ends = [r["started"] + r["seconds"] for r in c["runs"]]
+            assert max(r["started"] for r in c["runs"]) < min(ends)  # they overlapped
+        for key in ("ratios", "steady_ratios"):
+            assert set(run[key]) == {"A/B", "B/floor", "A/floor", "C/floor"}
+            assert all(math.isfinite(v) and v > 0 for v in run[key].values()), run[key]
+            # nothing beats the arithmetic floor
+            assert all(v < 1 for name, v in run[key].items() if name.endswith("floor"))
+        profile = run["profile"]
+        assert profile["wall_s"] > 0 and profile["ops"] > 0 and len(profile["top"]) == 5
+        assert all(t["name"] and t["ms"] > 0 for t in profile["top"])
+        # the printed table says what the JSON says
+        table = tables[run["model"]]
+        assert set(table["arms"]) == {"A", "B", "C"}
+        for name, arm in run["arms"].items():
+            row = table["arms"][name]
+            for col in ("seconds", "images_per_s", "steady_images_per_s", "setup_s", "paper_run_s"):
+                assert _agrees(row[col], arm[col]), (run["model"], name, col, row[col], arm[col])
+            assert row["per_round"].split() == [f"{r['seconds']:.2f}" for r in arm["rounds"]]
+        for key in ("ratios", "steady_ratios"):
+            assert set(table[key]) == set(run[key])
+            assert all(_agrees(table[key][n], v) for n, v in run[key].items()), key
+    assert "floor" in done.stdout and "profile of arm A" in done.stdout
+
+
+@pytest.fixture
+def benchmarks(monkeypatch):
+    """The benchmarks' modules, imported as the scripts import each other."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    return importlib.import_module("bare_loop"), importlib.import_module("gpu_study")
+
+
+@pytest.mark.parametrize(
+    "model_name, lr_interval", [("test_resnet", "epoch"), ("test_byobnet", "step")]
+)
+def test_bare_loop_computes_train_runs_losses_in_float64(benchmarks, model_name, lr_interval):
+    """Arm B is the same math as arm A: in float64 on the CPU, the same validation losses."""
+    import numpy as np
+
+    from idh_pseudocolor.training import RunConfig, train_run
+
+    bare_loop, gpu_study = benchmarks
+    arrays = gpu_study.synthetic(40, 40, 34)
+    ids = arrays["subject_ids"].tolist()
+    cfg = RunConfig(
+        model_name=model_name,
+        config_id=15,
+        seed=42,
+        pretrained=False,
+        learning_rate=1e-3,
+        superconvergence=True,
+        peak_fraction=0.3,
+        lr_interval=lr_interval,
+        max_epochs=2,
+        mask_non_tumor=False,
+        batch_size=16,
+        image_size=32,
+        early_stopping=False,
+        early_stopping_patience=5,
+        weight_decay=0.01,
+        weights_file=None,
+        precision="64-true",
+        accelerator="cpu",
+        torch_threads=1,
+        deterministic=True,
+        device_resident=True,
+        fused_optimizer=True,
+        channels_last=False,
+        compile=False,
+        cudnn_benchmark=False,
+    )
+    ours = train_run(arrays, ids[:32], ids[32:], cfg, progress=False)
+    bare = bare_loop.bare_loop(arrays, np.arange(32), np.arange(32, 40), cfg)
+    assert len(bare.val_losses) == len(ours.history) == 2 == len(bare.epoch_ends)
+    assert bare.val_losses == pytest.approx([h["val_loss"] for h in ours.history], rel=1e-12)
+    assert bare.val_losses[0] != bare.val_losses[1]  # it trained
+
+
+def test_gpu_study_budget_lowers_epochs_then_stops_rounds(benchmarks):
+    _, gpu_study = benchmarks
+    # 3 rounds x (10 + 40 x 2) = 270 s fit in 300 s: the requested epochs stay
+    assert gpu_study.fitted_epochs(40, 5, 3, 300.0, 10.0, 2.0) == (40, None)
+    # in 150 s: (150 / 3 - 10) / 2 = 20 epochs, and the output says why
+    epochs, why = gpu_study.fitted_epochs(40, 5, 3, 150.0, 10.0, 2.0)
+    assert epochs == 20 and "budget" in why and "40 epochs" in why
+    # never below the minimum: the round guard stops the rounds instead
+    assert gpu_study.fitted_epochs(40, 5, 3, 30.0, 10.0, 2.0)[0] == 5
+    assert gpu_study.round_guard(50.0, now=100.0, deadline=160.0) is None
+    assert "for this model" in gpu_study.round_guard(50.0, now=120.0, deadline=160.0)
+    assert "in the budget" in gpu_study.round_guard(50.0, 120.0, 160.0, first=True)
+    assert gpu_study.process_age_s() > 0  # the budget's clock starts with the process
 
 
 def test_gpu_check_tiny_runs_the_paper_path_stages_into_one_folder(tmp_path):
