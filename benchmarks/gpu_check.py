@@ -8,8 +8,8 @@ offline install, writing everything into one folder.
    permutation study's configuration 15. The phantom needs the rehearsal layer; the scale knobs
    bring back everything but the epochs. Hyperparameters are the paper's published optimum with
    pretrained off (no ImageNet weights offline), accepted explicitly (``accept_best_params``);
-4. ``benchmarks/gpu_study.py``: one paper configuration at full length (40 epochs) against its
-   plain baseline and the arithmetic floor.
+4. ``benchmarks/gpu_study.py``: the paper models' project path, a bare loop and k concurrent
+   runs against the arithmetic floor (its own 480 s budget).
 
     python benchmarks/gpu_check.py --out gpu_check       # on the GPU box (about 6 min on an H100)
     python benchmarks/gpu_check.py --out /tmp/gc --tiny  # CPU smoke test: tiny nets, 4 mm grid
