@@ -194,19 +194,32 @@ def test_device_resident_batches_equal_the_dataloader_path():
 
 def test_memory_format_can_be_chosen_per_model():
     """``channels_last: {model: bool}`` (grouped convolutions can be slower in NHWC): each run keeps
-    its own model's choice, models not named keep torch's default; conf is type-checked."""
+    its own model's choice, named by full timm name or architecture; models not named keep torch's
+    default; conf is type-checked and a key naming no trained model is refused."""
     from typing import get_type_hints
 
-    from idh_pseudocolor.parameters import FixedSettings, typed
+    from idh_pseudocolor.config_loader import project_parameters
+    from idh_pseudocolor.parameters import FixedSettings, PermutationStudySettings, typed
+    from tests.conftest import REPO
 
-    per_model = {"test_resnet": True, "vgg16": False}
+    per_model = {"test_resnet": True, "vgg16": True, "resnext101_32x16d": False}
     assert tiny_run(channels_last=per_model).channels_last is True
     assert tiny_run(model_name="test_byobnet", channels_last=per_model).channels_last is False
-    assert tiny_run(model_name="vgg16", channels_last=per_model).channels_last is False
+    # the paper's models by their full timm names
+    assert tiny_run(model_name="vgg16.tv_in1k", channels_last=per_model).channels_last is True
+    full = "resnext101_32x16d.fb_swsl_ig1b_ft_in1k"
+    assert tiny_run(model_name=full, channels_last={full: True}).channels_last is True
+    assert tiny_run(model_name=full, channels_last=per_model).channels_last is False
     hint = get_type_hints(FixedSettings)["channels_last"]
     assert typed(per_model, hint, "permutation_study.fixed.channels_last") == per_model
     with pytest.raises(ValueError, match=r"permutation_study\.fixed\.channels_last = "):
         typed({"vgg16": "yes"}, hint, "permutation_study.fixed.channels_last")
+    sweep = project_parameters(REPO, "l4")["permutation_study"]
+    sweep["fixed"]["channels_last"] = {"vgg16": True, "resnext101_32x16d": False}
+    assert PermutationStudySettings.from_params(sweep).fixed.channels_last["vgg16"] is True
+    sweep["fixed"]["channels_last"] = {"vgg19": True}  # a model the sweep does not train
+    with pytest.raises(ValueError, match=r"channels_last names vgg19, which this pipeline"):
+        PermutationStudySettings.from_params(sweep)
 
 
 def test_torch_compile_is_optional_and_keeps_timm_weight_names():

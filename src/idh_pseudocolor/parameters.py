@@ -18,7 +18,7 @@ configuration is ``settings.py``, the conf layers are ``config_loader.py``.
 from __future__ import annotations
 
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import (
     TYPE_CHECKING,
@@ -208,6 +208,22 @@ class DataEngineeringSettings(Settings):
 # ---- training runs (the search's and the sweep's ``fixed``) ------------------------------------
 
 
+def check_per_model(channels_last: Any, models: Sequence[str], path: str) -> None:
+    """A per-model ``channels_last`` names only models the pipeline trains (by full timm name or
+    architecture, as :func:`idh_pseudocolor.training.per_model` looks them up): a misspelt key
+    would otherwise leave its model in torch's default layout without a word."""
+    if not isinstance(channels_last, Mapping):
+        return
+    names = {*models, *(m.split(".", 1)[0] for m in models)}
+    unknown = sorted(k for k in channels_last if k not in names)
+    if unknown:
+        raise ValueError(
+            f"{path}.channels_last names {', '.join(unknown)}, which this pipeline does not train "
+            f"(its models: {', '.join(models)}; a full timm name or its architecture, e.g. "
+            f"{models[0].split('.', 1)[0]})"
+        )
+
+
 @dataclass(frozen=True)
 class FixedSettings:
     """RunConfig fields a pipeline holds fixed for all its runs: the experiment's (batch, input
@@ -297,6 +313,9 @@ class SearchSettings(Settings):
     pruning: bool
     pruner: PrunerSettings
 
+    def __post_init__(self) -> None:
+        check_per_model(self.fixed.channels_last, (self.model_name,), "hyperparameter_search.fixed")
+
     def fingerprint(self) -> dict[str, Any]:
         """What must not change when a study is resumed: not the hardware or speed settings, so
         an A4000 box and an L4 cluster can add trials to one study."""
@@ -365,6 +384,9 @@ class PermutationStudySettings(Settings):
     accept_best_params: str | int | None
     final_evaluation: FinalEvaluationSettings
     fallback: FallbackSettings  # runs for patients missing sequences (predict)
+
+    def __post_init__(self) -> None:
+        check_per_model(self.fixed.channels_last, self.models, "permutation_study.fixed")
 
     def hyperparameters(self, best_params: Mapping[str, Any]) -> dict[str, Any]:
         """best_params' hyperparameters with the overrides applied (an override of null keeps

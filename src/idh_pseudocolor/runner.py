@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 GPU_TAG = "gpu"  # nodes that train or predict with a network
+LOOPBACK = "127.0.0.1"  # where a cluster this runner starts listens
 
 
 def worker_hook_manager() -> PluginManager:
@@ -165,8 +166,14 @@ class DaskRunner(AbstractRunner):
         if runs_per_gpu is None:
             runs_per_gpu = os.environ.get("IDH_RUNS_PER_GPU") or 1
         self._runs_per_gpu = _positive("runs_per_gpu", runs_per_gpu)
-        # "0,1" from --runner-params; a single card arrives as an int
-        self._devices = None if devices is None else _device_list(str(devices))
+        # "0;1" from --runner-params (a single card arrives as an int), "0,1" or [0, 1] from Python
+        self._devices = None if devices is None else _device_list(devices)
+        if self._scheduler and (self._devices is not None or self._runs_per_gpu > 1):
+            logger.warning(
+                "DaskRunner: devices / runs_per_gpu shape the local cluster only; the workers "
+                "of the scheduler at %s are started with their own (docs/scaling.md)",
+                self._scheduler,
+            )
         self._client: Any = None
         self._cluster: Any = None
         self._forwarding = False  # workers' records come to this process (see _forward_logging)
@@ -195,8 +202,9 @@ class DaskRunner(AbstractRunner):
                 raise ValueError(
                     f"DaskRunner: with GPUs the workers are devices x runs_per_gpu "
                     f"({len(devices)} x {self._runs_per_gpu}), not n_workers={self._n_workers}; "
-                    "pick the cards with devices=0,1 (or CUDA_VISIBLE_DEVICES) and the runs per "
-                    "card with runs_per_gpu"
+                    "pick the cards with CUDA_VISIBLE_DEVICES (or --runner-params "
+                    '"devices=0;1") and the runs per card with runs_per_gpu; for CPU workers '
+                    'on a GPU box, hide the cards: CUDA_VISIBLE_DEVICES=""'
                 )
             self._cluster = gpu_cluster(devices, self._runs_per_gpu)
             logger.info(
@@ -313,44 +321,57 @@ def gpu_cluster(devices: list[str], runs_per_gpu: int = 1) -> Any:
                 "resources": {"GPU": 1},
                 "env": {"CUDA_VISIBLE_DEVICES": device},
                 "memory_limit": 0,
+                "host": LOOPBACK,
                 "silence_logs": logging.WARNING,
             },
         }
         for device in devices
         for slot in range(runs_per_gpu)
     }
-    scheduler = {"cls": Scheduler, "options": {"dashboard_address": None}}
+    # this machine only, as LocalCluster: a Dask scheduler runs whatever pickled code reaches it
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": None, "host": LOOPBACK}}
     return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.WARNING)
 
 
 def _positive(name: str, value: Any) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        number = 0
-    if number < 1:
+    """A whole number >= 1 from Python or from ``--runner-params`` / an environment variable."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
         raise ValueError(f"DaskRunner: {name} must be a whole number >= 1, got {value!r}")
-    return number
+    return int(text)
 
 
-def _device_list(text: str) -> list[str]:
-    """``"0,1"`` -> ``["0", "1"]``: CUDA ordinals or UUIDs, as CUDA_VISIBLE_DEVICES takes them.
-    ``;`` separates too, since ``kedro run --runner-params`` splits its value at commas."""
-    devices = [d.strip() for d in text.replace(";", ",").split(",") if d.strip()]
-    if len(set(devices)) != len(devices):
-        raise ValueError(f"DaskRunner: devices lists a card twice: {text!r}")
-    return devices
+def _device_list(devices: Any) -> list[str]:
+    """``"0,1"``, ``"0;1"``, ``0`` or ``[0, 1]`` -> ``["0", "1"]``: CUDA_VISIBLE_DEVICES entries
+    (ordinals or GPU-/MIG- UUIDs). ``;`` separates too, since ``kedro run --runner-params`` splits
+    its value at commas."""
+    if isinstance(devices, list | tuple):
+        items = [str(d).strip() for d in devices]
+    else:
+        items = [d.strip() for d in str(devices).replace(";", ",").split(",")]
+    items = [d for d in items if d]
+    if len(set(items)) != len(items):
+        raise ValueError(f"DaskRunner: devices lists a card twice: {devices!r}")
+    return items
 
 
 def _cuda_devices() -> list[str]:
     """The cards this process may use, named as a child process must see them: the entries of
-    an inherited CUDA_VISIBLE_DEVICES (``2,3`` stays ``2,3``), else ``0 .. n-1``."""
+    an inherited CUDA_VISIBLE_DEVICES (``2,3`` stays ``2,3``; ``""`` hides every card), else
+    ``0 .. n-1``."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and not visible.strip():
+        return []
     count = _cuda_device_count()
     if not count:
         return []
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible:
-        return _device_list(visible)[:count]
+        entries = _device_list(visible)
+        # ordinals: CUDA shows as many as exist; UUIDs (MIG instances among them): keep them all,
+        # each worker sees one, although this process's CUDA counts one MIG instance only
+        if all(e.isdigit() for e in entries):
+            return entries[:count]
+        return entries
     return [str(i) for i in range(count)]
 
 

@@ -74,8 +74,9 @@ class RunConfig:
     deterministic: bool
     device_resident: bool  # batches sliced from tensors that already live on the device
     fused_optimizer: bool  # one AdamW kernel for all parameters on CUDA
-    # NHWC for every model, or {model_name: bool} (models not named: torch's default, NCHW);
-    # a RunConfig keeps only its own model's choice
+    # NHWC for every model, or {model: bool} (a model's full timm name or its architecture,
+    # e.g. vgg16 for vgg16.tv_in1k; models not named: torch's default, NCHW); a RunConfig keeps
+    # only its own model's choice
     channels_last: bool | dict[str, bool]
     compile: bool | str  # torch.compile: false, true (inductor) or a backend's name
     # cuDNN autotuning (Lightning's ``benchmark``): picks the fastest kernel per shape, which
@@ -87,7 +88,7 @@ class RunConfig:
         if isinstance(self.channels_last, Mapping):
             # per model: grouped convolutions (ResNeXt) can be slower in channels_last than
             # plain ones (VGG) with some cuDNN versions
-            self.channels_last = bool(self.channels_last.get(self.model_name, False))
+            self.channels_last = per_model(self.channels_last, self.model_name, False)
         if self.lr_interval not in ("step", "epoch"):
             raise ValueError(f"lr_interval must be 'step' or 'epoch', got {self.lr_interval!r}")
         if isinstance(self.compile, str):
@@ -230,11 +231,19 @@ def require_accelerator(accelerator: str) -> None:  # pragma: no mutate block
         )
 
 
+def per_model(mapping: Mapping[str, Any], model_name: str, default: Any = None) -> Any:
+    """``model_name``'s entry of a per-model setting: under its full timm name
+    (``vgg16.tv_in1k``), else under its architecture (``vgg16``), else ``default``."""
+    if model_name in mapping:
+        return mapping[model_name]
+    return mapping.get(model_name.split(".", 1)[0], default)
+
+
 def weights_file_for(weights_file: str | dict[str, str] | None, model_name: str) -> str | None:
     """The local weights file for ``model_name``: one file for every model, or a per-model
-    mapping."""
-    if isinstance(weights_file, dict):
-        return weights_file.get(model_name)
+    mapping (:func:`per_model`)."""
+    if isinstance(weights_file, Mapping):
+        return per_model(weights_file, model_name)
     return weights_file
 
 
@@ -310,13 +319,14 @@ class PseudocolorClassifier(pl.LightningModule):
         row = {"epoch": int(self.current_epoch), "val_loss": loss, **metrics}
         self.history.append(row)
         if loss < self.best["val_loss"]:  # the epoch early stopping will point back to
-            # a copy on the model's device: no host transfer per improving epoch (train_run
-            # moves the best one to the host once)
-            state = (
-                {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-                if self.keep_state
-                else None
-            )
+            # a copy on the model's device, in one buffer allocated once: no host transfer per
+            # improving epoch (train_run moves the best one to the host once)
+            state = self.best.get("state")
+            if self.keep_state and state is None:
+                state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            elif self.keep_state:
+                for k, v in self.model.state_dict().items():
+                    state[k].copy_(v.detach())
             self.best = {**row, "prob": prob, "state": state}
 
     def configure_optimizers(self):
@@ -427,12 +437,14 @@ def train_run(
         if evaluate_ids:
             model.load_state_dict(best["state"])
             x_eval, _ = prepare_inputs(arrays, split_index(arrays, evaluate_ids), cfg, weights)
-            # scored where the run trained (fp32, eval mode), not after a copy to the host
+            # scored where the run trained (eval mode, no autocast), not after a copy to the host
             eval_prob = predict_proba(model, x_eval, device=training_device(cfg.accelerator))
             eval_prob = eval_prob.tolist()
-        state = (
-            {k: v.to("cpu") for k, v in best["state"].items()} if keep_state else None
-        )  # what the caller saves: host tensors
+            model.to("cpu")  # nothing of a finished run stays on the device
+        # what the caller saves: host tensors; the device copy goes now, not when Python's cycle
+        # collector reaches the trainer and module
+        state = {k: v.to("cpu") for k, v in best["state"].items()} if keep_state else None
+        best["state"] = module.best["state"] = None
     return RunResult(
         config=cfg,
         weights=weights,
@@ -531,8 +543,9 @@ def predict_proba(
     batch_size: int = 64,
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
-    """P(IDH mutant) for prepared inputs, in eval mode and fp32 on ``device`` (the model moves
-    there; the final evaluation passes the run's training device)."""
+    """P(IDH mutant) for prepared inputs, in eval mode without autocast on ``device`` (the model
+    moves there; the final evaluation passes the run's training device, where convolutions may
+    use TF32 as cuDNN's default allows)."""
     model = model.to(device).eval()
     out = [
         torch.softmax(model(x[i : i + batch_size].to(device)).float(), dim=1)[:, 1]

@@ -156,7 +156,7 @@ def _meet(folder: str, me: str, other: str) -> int:
     return os.getpid()
 
 
-def test_independent_nodes_run_at_the_same_time_on_separate_workers(tmp_path):
+def test_independent_nodes_run_at_the_same_time_on_separate_workers(tmp_path, monkeypatch):
     """Deterministic concurrency: each node waits for the other's marker file (no wall-clock
     race)."""
     from functools import partial, update_wrapper
@@ -179,6 +179,7 @@ def test_independent_nodes_run_at_the_same_time_on_separate_workers(tmp_path):
             node(meeting("b", "a"), "folder", "b", name="b"),
         ]
     )
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # CPU workers, on a GPU box too
     runner = DaskRunner(n_workers=2)
     runner.run(both, catalog)
     pids = {int((tmp_path / f"{n}.json").read_text()) for n in ("a", "b")}
@@ -186,9 +187,13 @@ def test_independent_nodes_run_at_the_same_time_on_separate_workers(tmp_path):
 
 
 def _card_and_pid(folder: str, me: str, other: str) -> list:
-    """Meet the other node (both run at once), then say which card and process ran this one."""
+    """Meet the other node (both run at once), then say which card and process ran this one and
+    how many GPU slots its worker has free while it runs (0: the node holds the worker's one)."""
+    from distributed import get_worker
+
     pid = _meet(folder, me, other)
-    return [os.environ.get("CUDA_VISIBLE_DEVICES"), pid]
+    free = get_worker().state.available_resources.get("GPU")
+    return [os.environ.get("CUDA_VISIBLE_DEVICES"), pid, free]
 
 
 def test_runs_per_gpu_trains_several_gpu_nodes_at_once_on_one_card(tmp_path, monkeypatch):
@@ -219,24 +224,42 @@ def test_runs_per_gpu_trains_several_gpu_nodes_at_once_on_one_card(tmp_path, mon
     runner = DaskRunner(devices=0)
     runner.run(both, catalog)
     ran = [json.loads((tmp_path / f"{n}.json").read_text()) for n in ("a", "b")]
-    assert [card for card, _ in ran] == ["0", "0"]
-    pids = {pid for _, pid in ran}
+    assert [card for card, _, _ in ran] == ["0", "0"]
+    assert [free for _, _, free in ran] == [0, 0]  # each held its worker's GPU slot
+    pids = {pid for _, pid, _ in ran}
     assert pids == set(runner.worker_pids) and len(pids) == 2 and os.getpid() not in pids
 
 
-def test_gpu_cluster_pins_runs_per_gpu_workers_to_each_card():
+def test_gpu_cluster_pins_runs_per_gpu_workers_to_each_card(monkeypatch):
     """Two cards x two runs: four single-threaded workers, two per card, each advertising one GPU
     slot and seeing only its card; the cards keep the names an inherited CUDA_VISIBLE_DEVICES
     gave them."""
     from dask.distributed import Client
 
+    from idh_pseudocolor import runner
     from idh_pseudocolor.runner import gpu_cluster
+
+    # what the runner finds: an inherited CUDA_VISIBLE_DEVICES names the cards (two visible)
+    monkeypatch.setattr(runner, "_cuda_device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    assert runner._cuda_devices() == ["2", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-aaaa,MIG-bbbb,MIG-cccc")  # all kept
+    assert runner._cuda_devices() == ["MIG-aaaa", "MIG-bbbb", "MIG-cccc"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # hidden: a CPU cluster
+    assert runner._cuda_devices() == []
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert runner._cuda_devices() == ["0", "1"]
 
     with gpu_cluster(["2", "5"], runs_per_gpu=2) as cluster, Client(cluster) as client:
         client.wait_for_workers(4)
         cards = client.run(lambda: os.environ.get("CUDA_VISIBLE_DEVICES"))
         info = client.scheduler_info()["workers"]
+        scheduler = client.scheduler_info()["address"]
     assert sorted(cards.values()) == ["2", "2", "5", "5"]
+    # this machine only (a Dask scheduler runs whatever pickled code reaches it)
+    assert scheduler.startswith("tcp://127.0.0.1:") and all(
+        address.startswith("tcp://127.0.0.1:") for address in info
+    )
     assert all(w["resources"] == {"GPU": 1} and w["nthreads"] == 1 for w in info.values())
     assert all(not w["memory_limit"] for w in info.values())  # no share of host RAM to outgrow
 
@@ -245,6 +268,9 @@ def test_gpu_cluster_pins_runs_per_gpu_workers_to_each_card():
     ("options", "message"),
     [
         ({"runs_per_gpu": 0}, "runs_per_gpu must be a whole number >= 1"),
+        ({"runs_per_gpu": 2.7}, "runs_per_gpu must be a whole number >= 1"),
+        ({"runs_per_gpu": True}, "runs_per_gpu must be a whole number >= 1"),
+        ({"devices": [0, 0]}, "lists a card twice"),
         ({"devices": "0;0"}, "lists a card twice"),
         (
             {"devices": "0,1", "runs_per_gpu": 2, "n_workers": 3},
@@ -416,7 +442,7 @@ def test_gpu_tagged_nodes_go_to_the_worker_with_a_gpu_found_through_the_environm
 
 
 def test_the_whole_sweep_under_env_gives_the_same_numbers_on_both_runners(
-    kedro_project, tiny_cohort
+    kedro_project, tiny_cohort, monkeypatch
 ):
     """All 28 configurations (one epoch at 32 px each), under `--env l4+rehearsal`: the DaskRunner's
     worker processes and the sequential runner give identical runs (torch threads are a run
@@ -462,6 +488,7 @@ def test_the_whole_sweep_under_env_gives_the_same_numbers_on_both_runners(
         )
         return runs, predictions.reset_index(drop=True)
 
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # CPU workers, on a GPU box too
     dask_runner = DaskRunner(n_workers=2)
     dask_runs, dask_predictions = sweep(dask_runner)
     seq_runs, seq_predictions = sweep()
