@@ -70,6 +70,38 @@ def test_model_bundle_round_trip_and_half_written_counts_as_missing(tmp_path):
         ds.load()
 
 
+def test_a_folder_of_bundles_loads_as_their_union(tmp_path):
+    """The fallback nodes each write a bundle into one folder (slot_1, slot_2, ...): the folder
+    loads as the union, weights read from the parts (nothing copied); a manifest an older layout
+    left at the top is ignored, a half-written part is not a part, a run in two parts is an
+    error."""
+    import torch
+
+    from idh_pseudocolor.datasets import ModelBundleDataset
+
+    def entry(value: float) -> dict:
+        return {"state_dict": {"w": torch.full((2,), value)}, "meta": {"value": value}}
+
+    root = tmp_path / "fallback_models"
+    whole = ModelBundleDataset(path=str(root))
+    assert not whole.exists()
+    ModelBundleDataset(path=str(root / "slot_1")).save({"run_a": entry(1.0)})
+    ModelBundleDataset(path=str(root / "slot_2")).save({"run_b": entry(2.0), "run_c": entry(3.0)})
+    ModelBundleDataset(path=str(root / "slot_3")).save({})  # a node with nothing to train
+    assert whole.exists()
+    loaded = whole.load()
+    assert sorted(loaded) == ["run_a", "run_b", "run_c"]
+    assert torch.equal(loaded["run_c"]["state_dict"]["w"], torch.full((2,), 3.0))
+    assert loaded["run_b"]["meta"] == {"value": 2.0}
+    (root / "manifest.json").write_text('{"runs": {"stale": {"file": null, "meta": {}}}}')
+    assert "stale" not in whole.load()
+    (root / "slot_2/manifest.json").unlink()  # slot_2 crashed mid-save: not a part
+    assert sorted(whole.load()) == ["run_a"]
+    ModelBundleDataset(path=str(root / "slot_3")).save({"run_a": entry(4.0)})
+    with pytest.raises(DatasetError, match=r"run_a in more than one of its parts"):
+        whole.load()
+
+
 @pytest.mark.parametrize("password", ["secret", "p@ss:w/rd#1%", "a b?c&d=e"])
 def test_storage_url_shows_no_password(password):
     """The URL in messages and in the catalog's description: the password (any characters,

@@ -182,7 +182,7 @@ SEGMENTATION_MODEL_OPTION = click.option(
     "fallback_bundle",
     default=None,
     type=click.Path(),
-    help="Runs for patients missing sequences (the study's train_fallbacks). "
+    help="Runs for patients missing sequences (the study's fallback nodes). "
     "Default: fallback_models beside --models, where it exists.",
 )
 @click.option(

@@ -244,11 +244,8 @@ class StudyTracking(MlflowHook):
         tracking.log_artifacts(client, self.run_id, reporting_files(pipeline, catalog), "reporting")
         outputs = pipeline.all_outputs()
         if "winner_models" in outputs:
-            fallback = catalog.get("fallback_models") if "fallback_models" in outputs else None
             uri = register_model(
-                self.run_id,
-                catalog.get("winner_models")._path,
-                fallback._path if fallback is not None and fallback.exists() else None,
+                self.run_id, catalog.get("winner_models")._path, fallback_bundle(outputs, catalog)
             )
             client.set_tag(self.run_id, "registered_model", uri)
             logger.info("MLflow: the final evaluation's runs registered as %s", uri)
@@ -315,3 +312,16 @@ def reporting_files(pipeline: Any, catalog: Any) -> dict[str, Path]:
         if path is not None and path.is_file():
             files[name] = path
     return files
+
+
+def fallback_bundle(outputs: set[str], catalog: Any) -> str | None:
+    """The folder holding the fallback nodes' bundles (``fallback_models``, loaded as one bundle),
+    where this run wrote them all; else None."""
+    names = sorted(n for n in outputs if n.startswith("fallback_slot_") and n.endswith(".models"))
+    parts = [catalog.get(n) for n in names]
+    if not parts or not all(part.exists() for part in parts):
+        return None
+    folders = {part._path.rstrip("/").rsplit("/", 1)[0] for part in parts}
+    if len(folders) != 1:
+        raise ValueError(f"the fallback bundles {names} are not in one folder: {sorted(folders)}")
+    return folders.pop()

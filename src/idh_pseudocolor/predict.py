@@ -57,11 +57,12 @@ def bundle_runs(
     """The winner's runs and, where there is a fallback bundle, the fallbacks' (default: the
     ``fallback_models`` folder beside ``bundle``; a bundle without them simply has none)."""
     from idh_pseudocolor.datasets import ModelBundleDataset
-    from idh_pseudocolor.datasets.model_bundle_dataset import MANIFEST
 
     runs = load_runs(ModelBundleDataset(path=str(bundle)).load(), model_name, pretrained)
     default = Path(bundle).parent / "fallback_models"
-    path = fallback_bundle or (str(default) if (default / MANIFEST).is_file() else None)
+    path = fallback_bundle or (
+        str(default) if ModelBundleDataset(path=str(default)).exists() else None
+    )
     if path and Path(path).resolve() != Path(bundle).resolve():
         fallbacks = ModelBundleDataset(path=str(path)).load()
         runs += load_runs(fallbacks, model_name, pretrained, allow_none=True)

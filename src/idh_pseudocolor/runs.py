@@ -406,6 +406,25 @@ def winner_runs(
     return pd.concat(predictions, ignore_index=True), models
 
 
+#: a winner-recipe run's test predictions (:func:`_test_rows`), so that a node with no runs
+#: still writes a table with them
+TEST_PREDICTION_COLUMNS = [
+    "config_id",
+    "model_name",
+    "pretrained",
+    "pretrained_loaded",
+    "seed",
+    "weights_source",
+    "demo_pretraining",
+    "val_auroc",
+    "best_epoch",
+    "best_params_id",
+    "subject_id",
+    "label",
+    "prob_mutant",
+]
+
+
 def _test_rows(
     cfg: RunConfig, result: RunResult, test: pd.DataFrame, best_params: str
 ) -> pd.DataFrame:
@@ -502,12 +521,17 @@ def fallback_runs(
     choices: pd.DataFrame,
     inputs: WinnerInputs,
     hyperparameters: Mapping[str, Any],
+    slot: int = 0,
+    slots: int = 1,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Every fallback configuration of ``choices`` other than the winner, trained as the winner
-    is (:func:`winner_runs`), best rank first: test predictions and bundle entries."""
+    """The fallback configurations of ``choices`` other than the winner, trained as the winner is
+    (:func:`winner_runs`), best rank first: test predictions and bundle entries. With ``slots``
+    > 1, only every ``slots``-th from the ``slot``-th (0-based): one node's share, so several
+    nodes train the fallbacks at once."""
     todo = choices[~choices["winner"].astype(bool)].drop_duplicates("config_id")
+    todo = todo.sort_values("study_rank", kind="stable").iloc[slot::slots]
     predictions, models = [], {}
-    for row in todo.sort_values("study_rank").itertuples():
+    for row in todo.itertuples():
         logger.info(
             "fallback %s (study rank %d) for patients missing %s",
             row.configuration,
@@ -527,7 +551,23 @@ def fallback_runs(
         )
         predictions.append(table)
         models.update(bundle)
-    return (pd.concat(predictions, ignore_index=True) if predictions else pd.DataFrame()), models
+    if not predictions:
+        return pd.DataFrame(columns=TEST_PREDICTION_COLUMNS), models
+    return pd.concat(predictions, ignore_index=True), models
+
+
+def ranked_fallback_predictions(
+    parts: Iterable[pd.DataFrame], choices: pd.DataFrame
+) -> pd.DataFrame:
+    """The fallback nodes' test predictions as one table, best-ranked configuration first (the
+    order one node training them all would give)."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return pd.DataFrame(columns=TEST_PREDICTION_COLUMNS)
+    predictions = pd.concat(parts, ignore_index=True)
+    rank = choices.drop_duplicates("config_id").set_index("config_id")["study_rank"]
+    order = predictions["config_id"].map(rank).argsort(kind="stable")
+    return predictions.iloc[order].reset_index(drop=True)
 
 
 def fallback_metrics_table(predictions: pd.DataFrame, choices: pd.DataFrame) -> pd.DataFrame:

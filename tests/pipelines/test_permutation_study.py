@@ -220,6 +220,15 @@ def check_fallbacks(project, winner: dict, n_test: int) -> None:
     assert choices.set_index("config_id")["winner"].to_dict() == {
         c: c == winner["config_id"] for c in expected.values()
     }
+    # three nodes shared them, best rank first, one each; their bundles load as one
+    ranked = sorted(fallbacks, key=ranking.index)
+    for k in (1, 2, 3):
+        part = ModelBundleDataset(path=str(project / f"data/06_models/fallback_models/slot_{k}"))
+        assert set(part.load()) == (
+            {f"configuration_{ranked[k - 1]}-resnet10t-scratch-seed42"}
+            if k <= len(ranked)
+            else set()
+        )
     bundle = ModelBundleDataset(path=str(project / "data/06_models/fallback_models")).load()
     assert set(bundle) == {f"configuration_{c}-resnet10t-scratch-seed42" for c in fallbacks}
     for entry in bundle.values():
@@ -290,8 +299,12 @@ def test_only_the_final_evaluation_and_the_fallbacks_read_the_test_split():
 
     bootstrap_project(REPO)
     readers = [n.name for n in pipelines["permutation_study"].nodes if "test_split" in n.inputs]
-    # the fallbacks are trained and scored exactly as the winner is (predict's runs)
-    assert sorted(readers) == ["evaluate_winner_on_test", "train_fallbacks"]
+    # the fallbacks are trained and scored exactly as the winner is (predict's runs), in three
+    # nodes that share them
+    assert sorted(readers) == [
+        "evaluate_winner_on_test",
+        *[f"fallback_slot_{k}.train_fallbacks" for k in (1, 2, 3)],
+    ]
     choosing = pipelines["hyperparameter_search"].nodes + [  # nothing that chooses reads it
         n
         for n in pipelines["__default__"].nodes

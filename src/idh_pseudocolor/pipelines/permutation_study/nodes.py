@@ -19,6 +19,7 @@ from idh_pseudocolor.runs import (
     fallback_metrics_table,
     fallback_runs,
     node_settings,
+    ranked_fallback_predictions,
     study_ranking,
     winner_runs,
 )
@@ -133,16 +134,20 @@ def train_fallbacks(
     search_params: dict[str, Any],
     environment: dict[str, Any],
     demo_pretrained_weights: dict[str, Any] | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    *,
+    slot: int = 0,
+    slots: int = 1,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Runs for patients missing sequences (``predict``): for every set of at least
     ``fallback.min_sequences`` present sequences, the best-ranked configuration of the study
     (study_results by the winner's rule: the ranking study_winner records) using only them; each
     one other than the winner is trained exactly as the winner is (same checks, arms, seeds and
-    splits; scored on test). study_winner, not study_results, keeps kedro-viz's layers acyclic.
+    splits; scored on test). This node trains every ``slots``-th of them from the ``slot``-th
+    (best rank first), so the fallbacks train in several nodes at once, on several workers or
+    GPUs. study_winner, not study_results, keeps kedro-viz's layers acyclic.
 
-    Returns which configuration each set of present sequences gets, each fallback's test metrics
-    per model x pretrained (as test_metrics) and the runs' weights, each recording its
-    configuration's study rank.
+    Returns the runs' test predictions and their weights, each recording its configuration's
+    study rank.
     """
     inputs = checked_winner_inputs(
         slice_arrays,
@@ -153,7 +158,7 @@ def train_fallbacks(
         "the fallback runs",
     )
     choices = fallback_choices(study_ranking(study_winner), inputs.settings.fallback.min_sequences)
-    predictions, models = fallback_runs(
+    return fallback_runs(
         slice_arrays,
         split_ids(development_split, "train"),
         split_ids(development_split, "val"),
@@ -161,5 +166,17 @@ def train_fallbacks(
         choices,
         inputs,
         inputs.settings.hyperparameters(best_params),
+        slot=slot,
+        slots=slots,
     )
-    return choices, fallback_metrics_table(predictions, choices), models
+
+
+def collect_fallbacks(
+    study_winner: dict[str, Any], params: dict[str, Any], *slot_predictions: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Which configuration each set of present sequences gets, and each fallback's test metrics
+    per model x pretrained (as test_metrics), from the fallback nodes' predictions."""
+    settings = PermutationStudySettings.from_params(params)
+    choices = fallback_choices(study_ranking(study_winner), settings.fallback.min_sequences)
+    predictions = ranked_fallback_predictions(slot_predictions, choices)
+    return choices, fallback_metrics_table(predictions, choices)

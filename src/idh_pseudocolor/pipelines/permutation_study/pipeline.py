@@ -10,6 +10,7 @@ from idh_pseudocolor.configurations import FOUR_CHANNEL_ID, PAPER_CONFIGURATION_
 from idh_pseudocolor.pipelines import demo_pretraining
 from idh_pseudocolor.pipelines.permutation_study.nodes import (
     aggregate_study,
+    collect_fallbacks,
     evaluate_winner,
     train_configuration,
     train_fallbacks,
@@ -46,6 +47,51 @@ def configuration_pipeline(config_id: int) -> Pipeline:
     )
 
 
+#: nodes sharing the fallback configurations (best rank first, dealt round robin): with
+#: ``fallback.min_sequences: 3`` there are at most three besides the winner, one per node
+FALLBACK_SLOTS = 3
+FALLBACK_TAG = "fallbacks"  # kedro run --tags fallbacks: the fallbacks alone
+
+
+def fallback_namespace(slot: int) -> str:
+    return f"fallback_slot_{slot + 1}"
+
+
+def fallback_pipeline(slot: int) -> Pipeline:
+    func = update_wrapper(
+        partial(train_fallbacks, slot=slot, slots=FALLBACK_SLOTS), train_fallbacks
+    )
+    return pipeline(
+        [
+            node(
+                func,
+                inputs=[
+                    "slice_arrays",
+                    "development_split",
+                    "test_split",
+                    "best_params",
+                    "study_winner",
+                    *CHECKED_PARAMETERS,
+                    "demo_pretrained_weights",
+                ],
+                outputs=["test_predictions", "models"],
+                name="train_fallbacks",
+                tags=[GPU_TAG, FALLBACK_TAG],
+            )
+        ],
+        namespace=fallback_namespace(slot),
+        inputs={
+            "slice_arrays",
+            "development_split",
+            "test_split",
+            "best_params",
+            "study_winner",
+            "demo_pretrained_weights",
+        },
+        parameters=set(CHECKED_PARAMETERS),
+    )
+
+
 def create_pipeline(**kwargs) -> Pipeline:
     per_configuration = sum(
         (configuration_pipeline(c) for c in PAPER_CONFIGURATION_IDS), Pipeline([])
@@ -74,28 +120,27 @@ def create_pipeline(**kwargs) -> Pipeline:
         name="evaluate_winner_on_test",
         tags=[GPU_TAG],
     )
-    # beside the final evaluation (both wait for aggregate_study only): the winner's recipe for
-    # the best-ranked configurations that patients missing a sequence can use (predict)
-    fallbacks = node(
-        train_fallbacks,
+    # beside the final evaluation (all wait for aggregate_study only): the winner's recipe for
+    # the best-ranked configurations that patients missing a sequence can use (predict), dealt to
+    # FALLBACK_SLOTS nodes so that they train at once on free workers or GPUs
+    fallbacks = sum((fallback_pipeline(slot) for slot in range(FALLBACK_SLOTS)), Pipeline([]))
+    collect = node(
+        collect_fallbacks,
         inputs=[
-            "slice_arrays",
-            "development_split",
-            "test_split",
-            "best_params",
             "study_winner",
-            *CHECKED_PARAMETERS,
-            "demo_pretrained_weights",
+            "params:permutation_study",
+            *[f"{fallback_namespace(slot)}.test_predictions" for slot in range(FALLBACK_SLOTS)],
         ],
-        outputs=["fallback_configurations", "fallback_test_metrics", "fallback_models"],
-        name="train_fallbacks",
-        tags=[GPU_TAG],
+        outputs=["fallback_configurations", "fallback_test_metrics"],
+        name="collect_fallbacks",
+        tags=[FALLBACK_TAG],
     )
     # the final evaluation's pretrained arm needs the demo's weights (an empty record where the
     # demo pretraining is off, as in the paper's envs), so `--pipelines permutation_study` makes
     # them
     return (
         per_configuration
-        + pipeline([aggregate, final, fallbacks])
+        + pipeline([aggregate, final, collect])
+        + fallbacks
         + demo_pretraining.create_pipeline()
     )
