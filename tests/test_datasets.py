@@ -71,10 +71,10 @@ def test_model_bundle_round_trip_and_half_written_counts_as_missing(tmp_path):
 
 
 def test_a_folder_of_bundles_loads_as_their_union(tmp_path):
-    """The fallback nodes each write a bundle into one folder (slot_1, slot_2, ...): the folder
-    loads as the union, weights read from the parts (nothing copied); a manifest an older layout
-    left at the top is ignored, a half-written part is not a part, a run in two parts is an
-    error."""
+    """The fallback nodes each write a part of one bundle (slot_1 .. slot_3, ``part: k/3``): the
+    folder loads as their union, weights read from the parts (nothing copied), and only when all
+    parts are complete; a bundle an older layout left at the top goes when a part is saved, and
+    weights a smaller bundle no longer names go when it is saved."""
     import torch
 
     from idh_pseudocolor.datasets import ModelBundleDataset
@@ -84,22 +84,59 @@ def test_a_folder_of_bundles_loads_as_their_union(tmp_path):
 
     root = tmp_path / "fallback_models"
     whole = ModelBundleDataset(path=str(root))
+    ModelBundleDataset(path=str(root)).save({"old": entry(0.0)})  # the one-node layout
+    assert (root / "old.safetensors").is_file()
+
+    def part(k: int) -> ModelBundleDataset:
+        return ModelBundleDataset(path=str(root / f"slot_{k}"), part=f"{k}/3")
+
+    part(1).save({"run_a": entry(1.0)})
+    assert not (root / "manifest.json").exists() and not (root / "old.safetensors").exists()
+    part(2).save({"run_b": entry(2.0), "run_c": entry(3.0)})
+    # slot_3 has not run: the folder is not a bundle yet, and says what is missing
     assert not whole.exists()
-    ModelBundleDataset(path=str(root / "slot_1")).save({"run_a": entry(1.0)})
-    ModelBundleDataset(path=str(root / "slot_2")).save({"run_b": entry(2.0), "run_c": entry(3.0)})
-    ModelBundleDataset(path=str(root / "slot_3")).save({})  # a node with nothing to train
+    with pytest.raises(DatasetError, match=r"incomplete: its parts are slot_1 \(1/3\), slot_2"):
+        whole.load()
+    part(3).save({})  # a node with nothing to train
     assert whole.exists()
     loaded = whole.load()
     assert sorted(loaded) == ["run_a", "run_b", "run_c"]
     assert torch.equal(loaded["run_c"]["state_dict"]["w"], torch.full((2,), 3.0))
     assert loaded["run_b"]["meta"] == {"value": 2.0}
-    (root / "manifest.json").write_text('{"runs": {"stale": {"file": null, "meta": {}}}}')
-    assert "stale" not in whole.load()
-    (root / "slot_2/manifest.json").unlink()  # slot_2 crashed mid-save: not a part
-    assert sorted(whole.load()) == ["run_a"]
-    ModelBundleDataset(path=str(root / "slot_3")).save({"run_a": entry(4.0)})
+    part(2).save({"run_b": entry(2.0)})  # smaller now: run_c's weights go
+    assert sorted(p.name for p in (root / "slot_2").iterdir()) == [
+        "manifest.json",
+        "run_b.safetensors",
+    ]
+    (root / "slot_2/manifest.json").unlink()  # slot_2 crashed mid-save
+    with pytest.raises(DatasetError, match=r"slot_2 has no manifest.json \(half-written\)"):
+        whole.load()
+    part(2).save({"run_a": entry(4.0)})
     with pytest.raises(DatasetError, match=r"run_a in more than one of its parts"):
         whole.load()
+    with pytest.raises(DatasetError, match=r"part must be 'k/n'"):
+        ModelBundleDataset(path=str(root / "slot_4"), part="4/3")
+
+
+def test_the_fallback_parts_in_the_catalog_match_the_pipelines_slots():
+    """catalog.yml's ``part: "{slot}/3"`` and the pipeline's FALLBACK_SLOTS say the same count."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    from idh_pseudocolor.pipelines.permutation_study.pipeline import (
+        FALLBACK_SLOTS,
+        fallback_namespace,
+    )
+    from tests.conftest import REPO
+
+    bootstrap_project(REPO)
+    with KedroSession.create(project_path=REPO) as session:
+        catalog = session.load_context().catalog
+        parts = [
+            catalog.get(f"{fallback_namespace(slot)}.models")._describe()["part"]
+            for slot in range(FALLBACK_SLOTS)
+        ]
+    assert parts == [f"{k}/{FALLBACK_SLOTS}" for k in range(1, FALLBACK_SLOTS + 1)]
 
 
 @pytest.mark.parametrize("password", ["secret", "p@ss:w/rd#1%", "a b?c&d=e"])

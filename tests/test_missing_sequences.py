@@ -51,6 +51,30 @@ def test_each_set_of_three_gets_the_best_ranked_configuration_using_only_it():
         assert r.config_id == grays[0] and r.missing_sequences.count("+") == 1
 
 
+def test_collected_fallbacks_are_ranked_and_must_match_the_settings():
+    """collect_fallbacks' table: the fallback nodes' predictions best rank first whatever node
+    order they come in, and refused when they trained other configurations than the settings'
+    choices now name (min_sequences changed since they ran)."""
+    from idh_pseudocolor.runs import TEST_PREDICTION_COLUMNS, ranked_fallback_predictions
+
+    def rows(config_id: int, n: int = 2) -> pd.DataFrame:
+        table = pd.DataFrame({c: [0] * n for c in TEST_PREDICTION_COLUMNS})
+        table["config_id"] = config_id
+        table["subject_id"] = [f"S{config_id}-{i}" for i in range(n)]
+        return table
+
+    three = fallback_choices(RANKING, 3)  # fallbacks 26 (rank 2) and 1 (rank 5)
+    empty = pd.DataFrame(columns=TEST_PREDICTION_COLUMNS)
+    merged = ranked_fallback_predictions([rows(1), empty, rows(26)], three)
+    assert merged["config_id"].tolist() == [26, 26, 1, 1]
+    assert merged["subject_id"].tolist() == ["S26-0", "S26-1", "S1-0", "S1-1"]
+    assert ranked_fallback_predictions([empty], fallback_choices(RANKING, 4)).empty
+    with pytest.raises(
+        ValueError, match=r"trained configurations \[1, 26\], but .* --tags fallbacks"
+    ):
+        ranked_fallback_predictions([rows(1), rows(26)], fallback_choices(RANKING, 2))
+
+
 def test_ties_in_the_study_go_to_the_lower_id():
     rows = [
         {"config_id": c, "model_name": m, "auroc_mean": 0.5 + (c == 15) * 0.3 + (c in (3, 13)) / 5}

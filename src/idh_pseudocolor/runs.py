@@ -562,9 +562,21 @@ def ranked_fallback_predictions(
     """The fallback nodes' test predictions as one table, best-ranked configuration first (the
     order one node training them all would give)."""
     parts = [p for p in parts if len(p)]
-    if not parts:
-        return pd.DataFrame(columns=TEST_PREDICTION_COLUMNS)
-    predictions = pd.concat(parts, ignore_index=True)
+    predictions = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame(columns=TEST_PREDICTION_COLUMNS)
+    )
+    expected = set(choices.loc[~choices["winner"].astype(bool), "config_id"].astype(int))
+    trained = set(predictions["config_id"].astype(int))
+    if trained != expected:  # e.g. min_sequences changed since the fallback nodes ran
+        raise ValueError(
+            f"the fallback nodes trained configurations {sorted(trained)}, but the study's "
+            f"fallbacks for these settings are {sorted(expected)}: rerun them "
+            "(kedro run --pipelines permutation_study --tags fallbacks)"
+        )
+    if predictions.empty:
+        return predictions
     rank = choices.drop_duplicates("config_id").set_index("config_id")["study_rank"]
     order = predictions["config_id"].map(rank).argsort(kind="stable")
     return predictions.iloc[order].reset_index(drop=True)
