@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, run_config
 
 
 def _printed_tables(stdout: str) -> dict[str, dict]:
@@ -124,16 +124,16 @@ def test_bare_loop_computes_train_runs_losses_in_float64(benchmarks, model_name,
     """Arm B is the same math as arm A: in float64 on the CPU, the same validation losses."""
     import numpy as np
 
-    from idh_pseudocolor.training import RunConfig, train_run
+    from idh_pseudocolor.training import train_run
 
     bare_loop, gpu_study = benchmarks
     arrays = gpu_study.synthetic(40, 40, 34)
     ids = arrays["subject_ids"].tolist()
-    cfg = RunConfig(
+    # float64, one thread, the whole schedule: both paths' arithmetic in the same order
+    cfg = run_config(
         model_name=model_name,
-        config_id=15,
-        seed=42,
         pretrained=False,
+        weight_decay=0.01,
         learning_rate=1e-3,
         superconvergence=True,
         peak_fraction=0.3,
@@ -143,8 +143,6 @@ def test_bare_loop_computes_train_runs_losses_in_float64(benchmarks, model_name,
         batch_size=16,
         image_size=32,
         early_stopping=False,
-        early_stopping_patience=5,
-        weight_decay=0.01,
         weights_file=None,
         precision="64-true",
         accelerator="cpu",

@@ -156,29 +156,36 @@ def _meet(folder: str, me: str, other: str) -> int:
     return os.getpid()
 
 
-def test_independent_nodes_run_at_the_same_time_on_separate_workers(tmp_path, monkeypatch):
-    """Deterministic concurrency: each node waits for the other's marker file (no wall-clock
-    race)."""
+def _meeting_pair(folder: Path, task, tags=None):
+    """Two nodes ``a`` and ``b`` that each run ``task`` (``_meet`` or a wrapper of it) waiting for
+    the other, their results in a.json and b.json: a catalog and pipeline for the runner."""
     from functools import partial, update_wrapper
 
     from kedro_datasets.json import JSONDataset
 
     def meeting(me: str, other: str):
-        return update_wrapper(partial(_meet, me=me, other=other), _meet)
+        return update_wrapper(partial(task, me=me, other=other), task)
 
     catalog = DataCatalog(
         {
-            "folder": MemoryDataset(str(tmp_path)),
-            "a": JSONDataset(filepath=str(tmp_path / "a.json")),
-            "b": JSONDataset(filepath=str(tmp_path / "b.json")),
+            "folder": MemoryDataset(str(folder)),
+            "a": JSONDataset(filepath=str(folder / "a.json")),
+            "b": JSONDataset(filepath=str(folder / "b.json")),
         }
     )
     both = pipeline(
         [
-            node(meeting("a", "b"), "folder", "a", name="a"),
-            node(meeting("b", "a"), "folder", "b", name="b"),
+            node(meeting("a", "b"), "folder", "a", name="a", tags=tags),
+            node(meeting("b", "a"), "folder", "b", name="b", tags=tags),
         ]
     )
+    return catalog, both
+
+
+def test_independent_nodes_run_at_the_same_time_on_separate_workers(tmp_path, monkeypatch):
+    """Deterministic concurrency: each node waits for the other's marker file (no wall-clock
+    race)."""
+    catalog, both = _meeting_pair(tmp_path, _meet)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # CPU workers, on a GPU box too
     runner = DaskRunner(n_workers=2)
     runner.run(both, catalog)
@@ -200,26 +207,7 @@ def test_runs_per_gpu_trains_several_gpu_nodes_at_once_on_one_card(tmp_path, mon
     """`runs_per_gpu=2` on one card: two ``gpu`` nodes run at the same time (each waits for the
     other's marker) in two processes that both see only card 0. CPU processes stand in for the
     card's: the runner is told the device instead of finding it."""
-    from functools import partial, update_wrapper
-
-    from kedro_datasets.json import JSONDataset
-
-    def meeting(me: str, other: str):
-        return update_wrapper(partial(_card_and_pid, me=me, other=other), _card_and_pid)
-
-    catalog = DataCatalog(
-        {
-            "folder": MemoryDataset(str(tmp_path)),
-            "a": JSONDataset(filepath=str(tmp_path / "a.json")),
-            "b": JSONDataset(filepath=str(tmp_path / "b.json")),
-        }
-    )
-    both = pipeline(
-        [
-            node(meeting("a", "b"), "folder", "a", name="a", tags=["gpu"]),
-            node(meeting("b", "a"), "folder", "b", name="b", tags=["gpu"]),
-        ]
-    )
+    catalog, both = _meeting_pair(tmp_path, _card_and_pid, tags=["gpu"])
     monkeypatch.setenv("IDH_RUNS_PER_GPU", "2")  # the setting's other spelling
     runner = DaskRunner(devices=0)
     runner.run(both, catalog)

@@ -27,6 +27,17 @@ CHECKED_PARAMETERS = (
     "params:environment",
 )
 
+#: what the winner's recipe reads: the final evaluation's and each fallback node's inputs
+WINNER_INPUTS = [
+    "slice_arrays",
+    "development_split",
+    "test_split",
+    "best_params",
+    "study_winner",
+    *CHECKED_PARAMETERS,
+    "demo_pretrained_weights",
+]
+
 
 def configuration_pipeline(config_id: int) -> Pipeline:
     func = update_wrapper(partial(train_configuration, config_id=config_id), train_configuration)
@@ -65,29 +76,14 @@ def fallback_pipeline(slot: int) -> Pipeline:
         [
             node(
                 func,
-                inputs=[
-                    "slice_arrays",
-                    "development_split",
-                    "test_split",
-                    "best_params",
-                    "study_winner",
-                    *CHECKED_PARAMETERS,
-                    "demo_pretrained_weights",
-                ],
+                inputs=WINNER_INPUTS,
                 outputs=["test_predictions", "models"],
                 name="train_fallbacks",
                 tags=[GPU_TAG, FALLBACK_TAG],
             )
         ],
         namespace=fallback_namespace(slot),
-        inputs={
-            "slice_arrays",
-            "development_split",
-            "test_split",
-            "best_params",
-            "study_winner",
-            "demo_pretrained_weights",
-        },
+        inputs=set(WINNER_INPUTS) - set(CHECKED_PARAMETERS),
         parameters=set(CHECKED_PARAMETERS),
     )
 
@@ -107,15 +103,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     )
     final = node(
         evaluate_winner,
-        inputs=[
-            "slice_arrays",
-            "development_split",
-            "test_split",
-            "best_params",
-            "study_winner",
-            *CHECKED_PARAMETERS,
-            "demo_pretrained_weights",
-        ],
+        inputs=WINNER_INPUTS,
         outputs=["test_predictions", "test_metrics", "winner_models"],
         name="evaluate_winner_on_test",
         tags=[GPU_TAG],
