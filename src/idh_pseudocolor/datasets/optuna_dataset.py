@@ -7,7 +7,9 @@ heartbeat or journal support; a resumable, multi-worker search needs the storage
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,23 +113,60 @@ class OptunaStorageDataset(AbstractDataset[None, StudyLocation]):
         return {"study_name": self._study_name, "storage": masked_url(self._url())}
 
 
+# One PostgreSQL advisory-lock key for "Optuna's tables are being made here"; any 64-bit integer
+# no other tool of the database uses would do.
+SCHEMA_LOCK_KEY = 0x1D4_05E0_C010
+
+
+@contextlib.contextmanager
+def _schema_lock(url: str) -> Iterator[None]:
+    """Serialise opening a PostgreSQL storage across workers.
+
+    Optuna makes its tables, version row and alembic stamp with check-then-create steps; workers
+    starting together on a new database both pass the check and the loser fails ('relation
+    "studies" already exists'). A transaction-scoped advisory lock lets one worker make the
+    schema while the others wait, then find it made. Other databases pass through (SQLite
+    serialises writers itself; the retry below covers the rest).
+    """
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    if sqlalchemy.make_url(url).get_backend_name() != "postgresql":
+        yield
+        return
+    engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY}
+            )
+            yield
+    finally:
+        engine.dispose()
+
+
 def _rdb_storage(
     url: str, heartbeat: int, grace: int | None, attempts: int = 5
 ) -> optuna.storages.RDBStorage:
-    """An RDB storage; workers starting together race to create Optuna's tables, so the loser
-    of that race (a unique-key violation) simply tries again and finds them made."""
+    """An RDB storage, opened under :func:`_schema_lock`; where no lock exists (MySQL and others)
+    the loser of the race to make Optuna's tables (a duplicate-table or unique-key error) tries
+    again and finds them made."""
     import sqlalchemy.exc
 
     for attempt in range(attempts):
         try:
-            return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=heartbeat,
-                grace_period=grace,
-                engine_kwargs={"pool_pre_ping": True},
+            with _schema_lock(url):
+                return optuna.storages.RDBStorage(
+                    url,
+                    heartbeat_interval=heartbeat,
+                    grace_period=grace,
+                    engine_kwargs={"pool_pre_ping": True},
+                )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
+            duplicate = isinstance(error, sqlalchemy.exc.IntegrityError) or (
+                "already exists" in str(error.orig).lower()
             )
-        except sqlalchemy.exc.IntegrityError:
-            if attempt == attempts - 1:
+            if not duplicate or attempt == attempts - 1:
                 raise
             time.sleep(0.5 * (attempt + 1))
     raise AssertionError("unreachable")
