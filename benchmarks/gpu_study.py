@@ -124,34 +124,44 @@ def _free(device: torch.device) -> None:
 
 
 def matmul_flops_per_second(
-    device: torch.device, dtype: torch.dtype, size: int, repeats: int
+    device: torch.device, dtype: torch.dtype, size: int, repeats: int, trials: int = 5
 ) -> float:
-    """Measured dense matmul throughput: the floor's yardstick (not the datasheet's peak)."""
+    """Measured dense matmul throughput: the floor's yardstick (not the datasheet's peak); the
+    best of ``trials`` timings, so a moment of contention does not lower the floor."""
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
     _sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    _sync(device)
-    return 2 * size**3 * repeats / (time.perf_counter() - start)
+    best = math.inf
+    for _ in range(trials):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 * repeats / best
 
 
-def copy_bytes_per_second(device: torch.device, nbytes: int, repeats: int) -> float:
+def copy_bytes_per_second(
+    device: torch.device, nbytes: int, repeats: int, trials: int = 5
+) -> float:
     """Measured copy bandwidth: ``dst.copy_(src)`` on the device, read + write bytes per second
-    (device memory on CUDA, main memory on CPU): the yardstick for memory-bound kernels."""
+    (device memory on CUDA, main memory on CPU): the yardstick for memory-bound kernels; the
+    best of ``trials`` timings."""
     src = torch.ones(nbytes // 4, device=device, dtype=torch.float32)
     dst = torch.empty_like(src)
     for _ in range(3):
         dst.copy_(src)
     _sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        dst.copy_(src)
-    _sync(device)
-    return 2 * nbytes * repeats / (time.perf_counter() - start)
+    best = math.inf
+    for _ in range(trials):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            dst.copy_(src)
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * nbytes * repeats / best
 
 
 def forward_flops(model_name: str, image_size: int) -> float:

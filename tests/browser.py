@@ -49,6 +49,9 @@ def visit(
             ),
         )
         page.on("requestfailed", lambda req: result.failed_requests.append(req.url))
+        # offline whatever this machine's network does (no DNS, a proxy, a firewall that drops):
+        # every request off this machine fails at once, always with the same error
+        page.route(_off_machine, lambda route: route.abort("internetdisconnected"))
         page.goto(url, wait_until="load", timeout=timeout_ms)
         if wait_for:
             page.wait_for_selector(wait_for, timeout=timeout_ms)
@@ -61,3 +64,14 @@ def visit(
         page.screenshot(path=str(screenshot), full_page=True)
         browser.close()
     return result
+
+
+def _off_machine(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https", "ws", "wss") and parts.hostname not in (
+        "127.0.0.1",
+        "localhost",
+        "::1",
+    )

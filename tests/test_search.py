@@ -31,6 +31,40 @@ def test_optunas_private_heartbeat_check_still_answers(tmp_path):
     )
 
 
+def test_a_claimed_trial_that_never_beat_is_found_and_failed_once(tmp_path):
+    """What the search relies on to free a trial whose worker died before its first heartbeat
+    (Optuna's heartbeat table and ``FrozenTrial._trial_id``): ``ask`` claims a trial with no
+    beat, a recorded beat takes it off the list, and failing it twice is refused the second
+    time."""
+    from idh_pseudocolor.optuna_compat import fail_trial, grace_seconds, never_beaten
+
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    storage = optuna.storages.RDBStorage(url, heartbeat_interval=1, grace_period=3)
+    study = optuna.create_study(study_name="claims", storage=storage)
+    orphan, alive = study.ask(), study.ask()
+    assert [t.number for t in never_beaten(study)] == [orphan.number, alive.number]
+    storage.record_heartbeat(alive._trial_id)
+    (unbeaten,) = never_beaten(study)
+    assert unbeaten.number == orphan.number
+    assert grace_seconds(study) == 3.0
+    assert (
+        grace_seconds(
+            optuna.create_study(
+                study_name="default_grace",
+                storage=optuna.storages.RDBStorage(url, heartbeat_interval=5),
+            )
+        )
+        == 10.0
+    )
+    assert fail_trial(study, unbeaten) is True
+    assert fail_trial(study, unbeaten) is False  # already finished: nothing to do
+    assert study.trials[orphan.number].state.name == "FAIL"
+    assert never_beaten(study) == [] and study.trials[alive.number].state.name == "RUNNING"
+    in_memory = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    in_memory.ask()
+    assert never_beaten(in_memory) == []  # no heartbeat table: nothing to find
+
+
 def test_no_other_module_reaches_into_optunas_private_api():
     import re
 

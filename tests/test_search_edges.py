@@ -106,7 +106,7 @@ def test_pruned_trials_do_not_count_toward_n_trials(phantom, tmp_path, heartbeat
     study = optuna.create_study(
         study_name="s", storage=storage, direction="maximize", pruner=PruneTrialNumbers({0, 2})
     )
-    with deadline(60):
+    with deadline(300):
         run_search(study, *phantom, fast_settings(n_trials=2), poll_seconds=0.1)
     trials = stored_trials(db)
     assert [(number, state) for number, state, _ in trials] == [
@@ -136,7 +136,7 @@ def test_a_search_whose_trials_are_all_pruned_stops_with_no_progress_error(phant
         pruner=optuna.pruners.ThresholdPruner(lower=1.01, n_warmup_steps=0),
     )
     with (
-        deadline(60),
+        deadline(300),
         pytest.raises(
             RuntimeError,
             match=r"^Search hopeless: no trial completed in 3 rounds; check the pruner settings$",
@@ -146,3 +146,23 @@ def test_a_search_whose_trials_are_all_pruned_stops_with_no_progress_error(phant
     trials = stored_trials(db)
     assert [state for _, state, _ in trials] == ["PRUNED"] * 6
     assert [reported for _, _, reported in trials] == [1] * 6  # each pruned at its first epoch
+
+
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_redone(phantom, tmp_path):
+    """A worker killed between claiming a trial and its first heartbeat leaves it RUNNING with no
+    beat, which Optuna's stale check never fails; the search fails it once the grace period has
+    passed and trains the trial it stood for, instead of waiting for it for ever."""
+    db = tmp_path / "search.db"
+    storage = (
+        OptunaStorageDataset("s", filepath=str(db), heartbeat_interval=1, grace_period=1)
+        .load()
+        .storage
+    )
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    study.ask()  # the dead worker's claim: RUNNING, no heartbeat
+    with deadline(300):
+        run_search(study, *phantom, fast_settings(n_trials=1), poll_seconds=0.1)
+    assert [(number, state) for number, state, _ in stored_trials(db)] == [
+        (0, "FAIL"),
+        (1, "COMPLETE"),
+    ]

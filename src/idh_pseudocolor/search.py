@@ -2,7 +2,8 @@
 
 Resuming is Optuna's own mechanism: completed trials live in the storage, a rerun loads the
 study and runs only what is missing, and a trial left RUNNING by a killed process is marked
-FAILED by the storage heartbeat.
+FAILED by the storage heartbeat (or, killed before its first beat, by the search once the grace
+period has passed).
 
 Several workers (processes, machines) may share one study in an RDB storage such as
 PostgreSQL: each trial is claimed in the storage when it starts, a worker that would start
@@ -34,7 +35,12 @@ import pytorch_lightning as pl
 from optuna.trial import FrozenTrial, TrialState
 
 from idh_pseudocolor.datasets.optuna_dataset import StudyLocation
-from idh_pseudocolor.optuna_compat import heartbeat_enabled
+from idh_pseudocolor.optuna_compat import (
+    fail_trial,
+    grace_seconds,
+    heartbeat_enabled,
+    never_beaten,
+)
 from idh_pseudocolor.parameters import (
     SamplerSettings,
     SearchSettings,
@@ -183,13 +189,15 @@ def run_search(
     stop_at_target = optuna.study.MaxTrialsCallback(
         settings.n_trials, states=(TrialState.COMPLETE,)
     )
+    unbeaten = _UnbeatenClaims(study) if shared else None
     rounds_without_progress = 0
     while (done := _count(study, TrialState.COMPLETE)) < settings.n_trials:
-        if shared:
+        if unbeaten is not None:
             with warnings.catch_warnings():  # experimental in Optuna since 2.9, and what we need
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 # dead workers' trials become FAIL, free to redo
                 optuna.storages.fail_stale_trials(study)
+            unbeaten.fail_expired()
         claimed = _count(study, *_CLAIMED) if shared else done
         if claimed >= settings.n_trials:  # the rest is running on other workers: wait for them
             logger.info(
@@ -220,6 +228,32 @@ def run_search(
                 "check the pruner settings"
             )
     return study
+
+
+class _UnbeatenClaims:
+    """RUNNING trials that never recorded a heartbeat: a worker killed between claiming a trial
+    and its first beat (milliseconds) leaves one, Optuna's stale check never fails it, and every
+    worker would wait for it for ever. Such a trial is failed once this worker has seen it
+    unbeaten for longer than the grace period, timed by this worker's own clock (the machines'
+    clocks need not agree); a live worker beats within milliseconds of claiming."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self.study, self.grace = study, grace_seconds(study)
+        self.first_seen: dict[int, float] = {}
+
+    def fail_expired(self) -> None:
+        now = time.monotonic()
+        unbeaten = {trial.number: trial for trial in never_beaten(self.study)}
+        self.first_seen = {number: self.first_seen.get(number, now) for number in unbeaten}
+        for number, seen in self.first_seen.items():
+            if now - seen > self.grace and fail_trial(self.study, unbeaten[number]):
+                logger.warning(
+                    "Search %s: trial %d, claimed at least %.0f s ago, never sent a heartbeat "
+                    "(its worker died before the first beat): marked FAIL, to be redone",
+                    self.study.study_name,
+                    number,
+                    now - seen,
+                )
 
 
 class _Objective:

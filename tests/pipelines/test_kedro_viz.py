@@ -79,10 +79,11 @@ def test_viz_build_renders_layers_and_collapsed_configurations(kedro_project, tm
     finally:
         server.shutdown()
     # Every console error fails the test except three that a static build served offline always
-    # gives, each named: kedro-viz's web font (no internet in tests) and the /api/metadata
-    # endpoint that `kedro viz build` does not write (the 404 and the app's note that it got HTML).
+    # gives, each named: kedro-viz's web font (tests/browser.py refuses requests off the machine)
+    # and the /api/metadata endpoint that `kedro viz build` does not write (the 404 and the app's
+    # note that it got HTML).
     expected = {
-        "console: Failed to load resource: net::ERR_NAME_NOT_RESOLVED",
+        "console: Failed to load resource: net::ERR_INTERNET_DISCONNECTED",
         "console: Failed to load resource: the server "
         "responded with a status of 404 (File not found)",
         "console: metadata fetch error:  SyntaxError: "

@@ -39,12 +39,14 @@ def test_killed_sweep_resumes_without_recomputing(kedro_project, tiny_cohort):
         start_new_session=True,
     )
     deadline = time.time() + 240
-    while len(finished()) < 3:
-        assert proc.poll() is None, "the sweep ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        while len(finished()) < 3:
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            assert time.time() < deadline
+            time.sleep(0.2)
+    finally:  # killed mid-sweep, or, the test failing, not left running
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
     before = finished()
     assert 3 <= len(before) < 28
 

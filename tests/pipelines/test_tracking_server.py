@@ -32,6 +32,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_server_on_a_free_port(root: Path, attempts: int = 3) -> tuple[subprocess.Popen, int]:
+    """:func:`start_server` on a port free a moment ago; another process (the other test worker's
+    Dask or Jupyter) may take it before the server binds it, so a taken port means another
+    try."""
+    for attempt in range(attempts):
+        port = _free_port()
+        try:
+            return start_server(root, port), port
+        except RuntimeError as error:
+            if "address already in use" not in str(error).lower() or attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def start_server(root: Path, port: int) -> subprocess.Popen:
     """``mlflow server`` with its own SQLite store and artifact folder; waits for /health."""
     log = (root / "server.log").open("w")
@@ -54,7 +68,7 @@ def start_server(root: Path, port: int) -> subprocess.Popen:
         try:
             if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
                 return server
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or another process's port
             time.sleep(0.3)
     stop_server(server)
     raise TimeoutError((root / "server.log").read_text()[-3000:])
@@ -93,9 +107,8 @@ def search_outputs(project: Path) -> tuple[pd.DataFrame, dict]:
 def test_a_run_through_a_tracking_server_its_ui_and_the_server_down(
     kedro_project, tiny_cohort, tmp_path, caplog
 ):
-    port = _free_port()
+    server, port = start_server_on_a_free_port(tmp_path)
     url = f"http://127.0.0.1:{port}"
-    server = start_server(tmp_path, port)
     try:
         point_at(kedro_project, url)
         prepare(kedro_project, tiny_cohort)  # data_engineering, tracked too
