@@ -203,3 +203,28 @@ def test_gpu_check_tiny_runs_the_paper_path_stages_into_one_folder(tmp_path):
     assert not (REPO / "data/rehearsal").exists() or not any(
         (REPO / "data/rehearsal").rglob("configuration_15/*")
     )
+
+
+def test_input_cache_benchmark_checks_its_arms_agree_and_prints_the_ratio():
+    """The plumbing of benchmarks/input_cache.py at toy size: both arms train the demo's six
+    runs, the script checks they computed the same runs, and the ratio it prints is the one its
+    two best times give."""
+    import re
+
+    done = subprocess.run(
+        [sys.executable, "input_cache.py", "--rounds", "1", "--train", "20", "--val", "8"],
+        cwd=REPO / "benchmarks",
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "6 runs a configuration" in out and "results: identical" in out
+    best = {
+        arm: float(re.search(rf"{arm}: best\s+([\d.]+) s", out).group(1))
+        for arm in ("own", "shared")
+    }
+    ratio = float(re.search(r"ratio own/shared: ([\d.]+)", out).group(1))
+    assert best["own"] > 0 and best["shared"] > 0
+    assert abs(ratio - best["own"] / best["shared"]) < 0.01

@@ -743,3 +743,69 @@ def test_a_gpu_run_on_a_machine_without_one_stops_before_any_work():
     ids = arrays["subject_ids"].tolist()
     with pytest.raises(HardwareUnavailable, match="sees no CUDA GPU"):
         train_run(arrays, ids[:8], ids[8:], tiny_run(accelerator="gpu"))
+
+
+def test_composed_inputs_are_made_once_per_key_and_equal_fresh_ones():
+    """InputCache: a second request for the same inputs returns the tensors already made (no new
+    composition), equal bitwise to composing afresh; anything composition depends on
+    (subjects, configuration, size, masking, the weights' standardization) makes a new entry;
+    only the most recent ``max_entries`` are kept; a cache for other arrays is refused."""
+    from dataclasses import replace
+
+    from idh_pseudocolor.models import WeightsInfo
+    from idh_pseudocolor.training import InputCache, prepare_inputs, split_index
+
+    arrays = synthetic_arrays(12)
+    ids = arrays["subject_ids"].tolist()
+    index = split_index(arrays, ids[:8])
+    cfg = tiny_run()
+    imagenet = WeightsInfo(
+        "test_resnet", True, True, "file:w", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)
+    )
+    cache = InputCache(arrays, max_entries=3)
+    first = prepare_inputs(arrays, index, cfg, cache=cache)
+    again = prepare_inputs(arrays, index, cfg, cache=cache)
+    assert again[0] is first[0] and again[1] is first[1] and cache.hits == 1
+    fresh = prepare_inputs(arrays, index, cfg)
+    assert torch.equal(first[0], fresh[0]) and torch.equal(first[1], fresh[1])
+    variants = [
+        (split_index(arrays, ids[:7]), cfg, None),
+        (index, replace(cfg, config_id=3), None),
+        (index, replace(cfg, image_size=24), None),
+        (index, replace(cfg, mask_non_tumor=not cfg.mask_non_tumor), None),
+        (index, replace(cfg, pretrained=True), imagenet),
+    ]
+    for variant_index, variant_cfg, weights in variants:
+        made = prepare_inputs(arrays, variant_index, variant_cfg, weights, cache=cache)
+        alone = prepare_inputs(arrays, variant_index, variant_cfg, weights)
+        assert made[0] is not first[0] and torch.equal(made[0], alone[0])
+        assert not (made[0].shape == first[0].shape and torch.equal(made[0], first[0]))
+    assert cache.hits == 1 and len(cache.entries) == 3  # the oldest went
+    assert prepare_inputs(arrays, index, cfg, cache=cache)[0] is not first[0]  # evicted: remade
+    with pytest.raises(ValueError, match="other slice arrays"):
+        prepare_inputs(synthetic_arrays(12), index, cfg, cache=cache)
+
+
+def test_runs_sharing_composed_inputs_equal_runs_composing_their_own():
+    """A node's runs (two models x two seeds, and a run scoring held-out patients) with one
+    InputCache compute exactly what they compute composing their own inputs, and leave the shared
+    inputs as they were made."""
+    from idh_pseudocolor.training import InputCache, prepare_inputs
+
+    arrays = synthetic_arrays(28, seed=2)
+    ids = arrays["subject_ids"].tolist()
+    train, val, test = ids[:16], ids[16:22], ids[22:]
+    cache = InputCache(arrays)
+    for model_name in ("test_resnet", "test_byobnet"):
+        for seed in (1, 2):
+            cfg = tiny_run(model_name=model_name, seed=seed, max_epochs=2)
+            shared = train_run(arrays, train, val, cfg, evaluate_ids=test, inputs=cache)
+            own = train_run(arrays, train, val, cfg, evaluate_ids=test)
+            assert shared.history == own.history
+            assert shared.val_prob_mutant == own.val_prob_mutant
+            assert shared.eval_prob_mutant == own.eval_prob_mutant
+    assert cache.hits == 3 * 3  # train, val and test inputs composed once for the four runs
+    for (subjects, *_), (x, y) in cache.entries.items():
+        index = np.frombuffer(subjects, dtype=int)
+        fresh_x, fresh_y = prepare_inputs(arrays, index, tiny_run())
+        assert torch.equal(x, fresh_x) and torch.equal(y, fresh_y)  # untouched by the runs

@@ -54,6 +54,7 @@ from idh_pseudocolor.permutation_study import final_metrics_table
 from idh_pseudocolor.provenance import best_params_id
 from idh_pseudocolor.slices import Normalization
 from idh_pseudocolor.training import (
+    InputCache,
     RunConfig,
     RunResult,
     software_versions,
@@ -253,6 +254,7 @@ def configuration_runs(
     val_ids = validation["subject_id"].tolist()
     runs, predictions, checkpoints = [], [], {}
     progress = _Progress(len(settings.models) * len(settings.seeds))
+    composed = InputCache(slice_arrays)  # the configuration's inputs, made once for its runs
     for model_name in settings.models:
         for seed in settings.seeds:
             cfg = RunConfig(
@@ -262,7 +264,9 @@ def configuration_runs(
                 **{**settings.fixed.run_config(), **hyperparameters},
             )
             started = time.time()
-            result = train_run(slice_arrays, train_ids, val_ids, cfg, keep_state=keep)
+            result = train_run(
+                slice_arrays, train_ids, val_ids, cfg, keep_state=keep, inputs=composed
+            )
             progress.finished(cfg, result, started)
             if keep:
                 checkpoints[run_name(cfg)] = bundle_entry(result, data)
@@ -380,6 +384,7 @@ def winner_runs(
     arms = settings.final_evaluation.pretrained
     predictions, models = [], {}
     progress = _Progress(len(settings.models) * len(arms) * len(settings.seeds))
+    composed = InputCache(slice_arrays)  # each arm's inputs, made once for its seeds
     for model_name in settings.models:
         for pretrained in arms:
             for seed in settings.seeds:
@@ -396,7 +401,13 @@ def winner_runs(
                 )
                 started = time.time()
                 result = train_run(
-                    slice_arrays, train_ids, val_ids, cfg, evaluate_ids=test_ids, keep_state=True
+                    slice_arrays,
+                    train_ids,
+                    val_ids,
+                    cfg,
+                    evaluate_ids=test_ids,
+                    keep_state=True,
+                    inputs=composed,
                 )
                 progress.finished(cfg, result, started)
                 models[run_name(cfg)] = bundle_entry(result, inputs.data, study_rank)

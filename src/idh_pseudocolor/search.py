@@ -47,7 +47,7 @@ from idh_pseudocolor.parameters import (
     SearchSpace,
     jsonable,
 )
-from idh_pseudocolor.training import RunConfig, RunResult, train_run
+from idh_pseudocolor.training import InputCache, RunConfig, RunResult, train_run
 
 __all__ = [
     "PAPER_OPTIMUM",
@@ -272,6 +272,7 @@ class _Objective:
     ) -> None:
         self.study, self.arrays, self.settings, self.train = study, arrays, settings, train
         self.train_ids, self.val_ids, self.shared = train_ids, val_ids, shared
+        self.inputs = InputCache(arrays)  # the trials' inputs, composed once for all of them
 
     def __call__(self, trial: optuna.Trial) -> float:
         settings = self.settings
@@ -289,7 +290,9 @@ class _Objective:
             **{**settings.fixed.run_config(), **hp},
         )
         callbacks = [PruningCallback(trial)] if settings.pruning else []
-        result = self.train(self.arrays, self.train_ids, self.val_ids, cfg, callbacks=callbacks)
+        result = self.train(
+            self.arrays, self.train_ids, self.val_ids, cfg, callbacks=callbacks, inputs=self.inputs
+        )
         for key, value in result.metrics.items():
             trial.set_user_attr(f"val_{key}", None if math.isnan(value) else value)
         trial.set_user_attr("best_epoch", result.best_epoch)

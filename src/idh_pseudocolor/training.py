@@ -11,6 +11,7 @@ import math
 import multiprocessing
 import sys
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -362,28 +363,59 @@ def compiled(model: torch.nn.Module, compile: bool | str) -> torch.nn.Module:
 
 
 def prepare_inputs(
-    arrays: dict[str, np.ndarray],
+    arrays: Mapping[str, np.ndarray],
     index: np.ndarray,
     cfg: RunConfig,
     weights: WeightsInfo | None = None,
+    cache: InputCache | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Composite images and labels for the subjects at ``index``, standardized as the run's
     ``weights`` expect (their ``mean``/``std``: timm's data config for the model); a run from
-    scratch keeps the [0, 1] values."""
+    scratch keeps the [0, 1] values. With a ``cache`` (made for these ``arrays``) the same
+    inputs are composed once for all the runs that ask for them."""
     if cfg.pretrained and weights is None:
         raise ValueError(
             "a pretrained run's inputs are standardized as its weights expect: pass its WeightsInfo"
         )
     n_channels = len(configuration(cfg.config_id))
+    normalize = normalization_stats(n_channels, weights.normalization if weights else None)
+    if cache is not None:
+        if cache.arrays is not arrays:
+            raise ValueError("this InputCache was made for other slice arrays")
+        key = (index.tobytes(), cfg.config_id, cfg.image_size, cfg.mask_non_tumor, normalize)
+        if key in cache.entries:
+            cache.entries.move_to_end(key)
+            cache.hits += 1
+            return cache.entries[key]
     x = compose(
         arrays["images"][index],
         arrays["masks"][index],
         cfg.config_id,
         cfg.image_size,
         mask_tumor_only=cfg.mask_non_tumor,
-        normalize=normalization_stats(n_channels, weights.normalization if weights else None),
+        normalize=normalize,
     )
-    return x, torch.as_tensor(arrays["labels"][index].astype(np.int64))
+    inputs = x, torch.as_tensor(arrays["labels"][index].astype(np.int64))
+    if cache is not None:
+        cache.entries[key] = inputs
+        while len(cache.entries) > cache.max_entries:
+            cache.entries.popitem(last=False)
+    return inputs
+
+
+class InputCache:
+    """Composite inputs shared by the runs of one node: a configuration's models x seeds, the
+    winner recipe's arms, a search's trials compose the same slices the same way, and composing
+    (an antialiased resize of every slice) costs about a tenth of a demo run. An entry is keyed
+    by everything composition depends on (subjects, configuration, image size, masking, the
+    weights' standardization), so a run that differs in any of it composes anew; the
+    ``max_entries`` most recently used are kept (a run asks for training, validation and
+    perhaps test inputs). Runs only read their inputs; tests check they are left unchanged."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], max_entries: int = 3) -> None:
+        self.arrays, self.max_entries = arrays, max_entries
+        self.entries: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
+        self.hits = 0
 
 
 def split_index(arrays: dict[str, np.ndarray], split_ids: Sequence[str]) -> np.ndarray:
@@ -404,12 +436,14 @@ def train_run(
     keep_state: bool = False,
     evaluate_ids: Sequence[str] = (),
     progress: bool | None = None,
+    inputs: InputCache | None = None,
 ) -> RunResult:
     """Fit one run and return validation metrics at its best epoch.
 
     ``evaluate_ids`` (the final evaluation's test subjects) are scored once, after training,
     by the model of the best epoch; they play no part in training or model selection.
     ``progress``: an epoch bar (None: only where a person watches, see :func:`show_progress`).
+    ``inputs``: composite inputs shared with the node's other runs (same numbers, composed once).
     """
     require_accelerator(cfg.accelerator)
     with torch_threads(cfg.torch_threads), warnings.catch_warnings():
@@ -422,7 +456,7 @@ def train_run(
             weights_file_for(cfg.weights_file, cfg.model_name),
             in_chans=len(configuration(cfg.config_id)),
         )
-        train_loader, val_loader = _loaders(arrays, train_ids, val_ids, cfg, weights)
+        train_loader, val_loader = _loaders(arrays, train_ids, val_ids, cfg, weights, inputs)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         module = PseudocolorClassifier(
@@ -436,7 +470,9 @@ def train_run(
         eval_prob: list[float] = []
         if evaluate_ids:
             model.load_state_dict(best["state"])
-            x_eval, _ = prepare_inputs(arrays, split_index(arrays, evaluate_ids), cfg, weights)
+            x_eval, _ = prepare_inputs(
+                arrays, split_index(arrays, evaluate_ids), cfg, weights, inputs
+            )
             # scored where the run trained (eval mode, no autocast), not after a copy to the host
             eval_prob = predict_proba(model, x_eval, device=training_device(cfg.accelerator))
             eval_prob = eval_prob.tolist()
@@ -479,11 +515,12 @@ def _loaders(
     val_ids: Sequence[str],
     cfg: RunConfig,
     weights: WeightsInfo,
+    inputs: InputCache | None = None,
 ) -> tuple[Any, Any]:
     """The run's training batches (shuffled by the run's own seed) and validation batches: sliced
     from tensors already on the device, or a DataLoader's; the same batches either way."""
-    x_train, y_train = prepare_inputs(arrays, split_index(arrays, train_ids), cfg, weights)
-    x_val, y_val = prepare_inputs(arrays, split_index(arrays, val_ids), cfg, weights)
+    x_train, y_train = prepare_inputs(arrays, split_index(arrays, train_ids), cfg, weights, inputs)
+    x_val, y_val = prepare_inputs(arrays, split_index(arrays, val_ids), cfg, weights, inputs)
     generator = torch.Generator().manual_seed(cfg.seed)
     drop_last = len(y_train) > cfg.batch_size  # a last batch of one would break BatchNorm
     val_batch = max(64, cfg.batch_size)
