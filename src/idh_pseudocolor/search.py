@@ -272,7 +272,9 @@ class _Objective:
     ) -> None:
         self.study, self.arrays, self.settings, self.train = study, arrays, settings, train
         self.train_ids, self.val_ids, self.shared = train_ids, val_ids, shared
-        self.inputs = InputCache(arrays)  # the trials' inputs, composed once for all of them
+        # the trials' inputs, composed once for all of them: training and validation inputs for
+        # each of Table 1's choices that change them (masking, pretrained standardization)
+        self.inputs = InputCache(arrays, max_entries=8)
 
     def __call__(self, trial: optuna.Trial) -> float:
         settings = self.settings
