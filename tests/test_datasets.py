@@ -1,3 +1,7 @@
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -193,55 +197,73 @@ def test_a_plain_catalog_load_imports_neither_torch_nor_lightning():
     assert heavy == "[]"
 
 
+@contextmanager
+def new_database(postgres_url: str, prefix: str) -> Iterator[Any]:
+    """A database of its own on the test server (SQLAlchemy URL), dropped afterwards, so a kept
+    server ($IDH_TEST_POSTGRES_URL) collects nothing."""
+    import uuid
+
+    import psycopg
+    from sqlalchemy import make_url
+
+    base = make_url(postgres_url)
+    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    try:
+        yield base.set(database=name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 def test_workers_starting_together_on_a_new_postgresql_database_all_get_the_study(postgres_url):
     """Search workers launched at once (the A4000 box and the L4 cluster) against a database that
     has no Optuna tables yet all open the storage: the schema is made once, nobody fails with
     'relation "studies" already exists'. Real PostgreSQL; several fresh databases, since the race
     is a matter of timing."""
     import threading
-    import uuid
 
     import optuna
-    import psycopg
-    from sqlalchemy import make_url
 
     from idh_pseudocolor.datasets import OptunaStorageDataset
 
-    base = make_url(postgres_url)
-    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
     n_workers = 6
     for _ in range(3):
-        name = f"race_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f"CREATE DATABASE {name}")
-        url = base.set(database=name).render_as_string(hide_password=False)
-        barrier = threading.Barrier(n_workers)
-        errors: list[BaseException] = []
-        locations = []
+        with new_database(postgres_url, "race") as database:
+            url = database.render_as_string(hide_password=False)
+            barrier = threading.Barrier(n_workers)
+            errors: list[BaseException] = []
+            locations = []
 
-        def open_storage(url=url, barrier=barrier, errors=errors, locations=locations):
-            barrier.wait()
+            def open_storage(url=url, barrier=barrier, errors=errors, locations=locations):
+                barrier.wait()
+                try:
+                    locations.append(
+                        OptunaStorageDataset("shared", credentials={"con": url}).load()
+                    )
+                except BaseException as error:  # noqa: BLE001 - reported below
+                    errors.append(error)
+
+            threads = [threading.Thread(target=open_storage) for _ in range(n_workers)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
             try:
-                locations.append(OptunaStorageDataset("shared", credentials={"con": url}).load())
-            except BaseException as error:  # noqa: BLE001 - reported below
-                errors.append(error)
-
-        threads = [threading.Thread(target=open_storage) for _ in range(n_workers)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert not errors, errors
-        assert len(locations) == n_workers
-        study = optuna.create_study(
-            study_name="shared", storage=locations[0].storage, load_if_exists=True
-        )
-        study.enqueue_trial({"x": 1.0})
-        again = optuna.load_study(study_name="shared", storage=locations[-1].storage)
-        assert len(again.trials) == 1
-        for location in locations:
-            location.storage.remove_session()
-            location.storage.engine.dispose()
+                assert not errors, errors
+                assert len(locations) == n_workers
+                study = optuna.create_study(
+                    study_name="shared", storage=locations[0].storage, load_if_exists=True
+                )
+                study.enqueue_trial({"x": 1.0})
+                again = optuna.load_study(study_name="shared", storage=locations[-1].storage)
+                assert len(again.trials) == 1
+            finally:
+                for location in locations:
+                    location.storage.remove_session()
+                    location.storage.engine.dispose()
 
 
 def test_opening_a_postgresql_storage_waits_for_the_schema_lock(postgres_url):
@@ -249,40 +271,34 @@ def test_opening_a_postgresql_storage_waits_for_the_schema_lock(postgres_url):
     (as a worker making Optuna's tables does), opening the storage waits; once released it
     opens and finds the study's tables."""
     import threading
-    import uuid
 
     import psycopg
-    from sqlalchemy import make_url
 
     from idh_pseudocolor.datasets import OptunaStorageDataset
     from idh_pseudocolor.datasets.optuna_dataset import SCHEMA_LOCK_KEY
 
-    base = make_url(postgres_url)
-    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"lock_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f"CREATE DATABASE {name}")
-    url = base.set(database=name)
-    opened = []
-    with psycopg.connect(url.set(drivername="postgresql").render_as_string(False)) as holder:
-        holder.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
-        worker = threading.Thread(
-            target=lambda: opened.append(
-                OptunaStorageDataset(
-                    "s", credentials={"con": url.render_as_string(hide_password=False)}
-                ).load()
+    with new_database(postgres_url, "lock") as url:
+        plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        opened = []
+        with psycopg.connect(plain) as holder:
+            holder.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK_KEY,))
+            worker = threading.Thread(
+                target=lambda: opened.append(
+                    OptunaStorageDataset(
+                        "s", credentials={"con": url.render_as_string(hide_password=False)}
+                    ).load()
+                )
             )
-        )
-        worker.start()
-        worker.join(timeout=2.0)
-        assert worker.is_alive() and not opened  # waiting for the lock, tables not touched
-        tables = holder.execute(
-            "SELECT count(*) FROM pg_tables WHERE tablename = 'studies'"
-        ).fetchone()[0]
-        assert tables == 0
-        holder.commit()  # the transaction-scoped lock goes with the transaction
-    worker.join(timeout=60)
-    assert not worker.is_alive() and len(opened) == 1
-    opened[0].storage.engine.dispose()
-    with psycopg.connect(url.set(drivername="postgresql").render_as_string(False)) as check:
-        assert check.execute("SELECT count(*) FROM studies").fetchone()[0] == 0  # made, empty
+            worker.start()
+            worker.join(timeout=2.0)
+            assert worker.is_alive() and not opened  # waiting for the lock, tables not touched
+            tables = holder.execute(
+                "SELECT count(*) FROM pg_tables WHERE tablename = 'studies'"
+            ).fetchone()[0]
+            assert tables == 0
+            holder.commit()  # the transaction-scoped lock goes with the transaction
+        worker.join(timeout=60)
+        assert not worker.is_alive() and len(opened) == 1
+        opened[0].storage.engine.dispose()
+        with psycopg.connect(plain) as check:
+            assert check.execute("SELECT count(*) FROM studies").fetchone()[0] == 0  # made, empty

@@ -65,6 +65,37 @@ def test_a_claimed_trial_that_never_beat_is_found_and_failed_once(tmp_path):
     assert never_beaten(in_memory) == []  # no heartbeat table: nothing to find
 
 
+def test_an_unbeaten_claim_is_failed_only_after_the_grace_period(tmp_path):
+    """The search frees a claim that never beat once the grace period has passed, by the
+    watching worker's own clock, and never before: a live worker's trial in the milliseconds
+    before its first beat, and any trial that has beaten, are left alone."""
+    from idh_pseudocolor.search import _UnbeatenClaims
+
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{tmp_path / 'studies.db'}", heartbeat_interval=1, grace_period=5
+    )
+    study = optuna.create_study(study_name="claims", storage=storage)
+    orphan, alive = study.ask(), study.ask()
+    storage.record_heartbeat(alive._trial_id)
+    now = [1000.0]
+    watch = _UnbeatenClaims(study, clock=lambda: now[0])
+
+    def states() -> list[str]:
+        return [study.trials[t.number].state.name for t in (orphan, alive)]
+
+    watch.fail_expired()  # first seen now
+    now[0] += 4.9
+    watch.fail_expired()
+    assert states() == ["RUNNING", "RUNNING"]  # within the grace period
+    now[0] += 0.2
+    watch.fail_expired()
+    assert states() == ["FAIL", "RUNNING"]  # past it: the unbeaten claim only
+    later = study.ask()  # a new claim is timed from when it is first seen
+    now[0] += 100.0
+    watch.fail_expired()
+    assert study.trials[later.number].state.name == "RUNNING"
+
+
 def test_no_other_module_reaches_into_optunas_private_api():
     import re
 

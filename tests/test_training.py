@@ -776,12 +776,23 @@ def test_composed_inputs_are_made_once_per_key_and_equal_fresh_ones():
         (index, replace(cfg, pretrained=True), imagenet),
     ]
     for variant_index, variant_cfg, weights in variants:
-        made = prepare_inputs(arrays, variant_index, variant_cfg, weights, cache=cache)
+        # each variant beside the plain inputs in a cache with room for both: neither may be
+        # served for the other
+        both = InputCache(arrays, max_entries=8)
+        plain = prepare_inputs(arrays, index, cfg, cache=both)
+        made = prepare_inputs(arrays, variant_index, variant_cfg, weights, cache=both)
         alone = prepare_inputs(arrays, variant_index, variant_cfg, weights)
-        assert made[0] is not first[0] and torch.equal(made[0], alone[0])
-        assert not (made[0].shape == first[0].shape and torch.equal(made[0], first[0]))
-    assert cache.hits == 1 and len(cache.entries) == 3  # the oldest went
-    assert prepare_inputs(arrays, index, cfg, cache=cache)[0] is not first[0]  # evicted: remade
+        assert made[0] is not plain[0] and torch.equal(made[0], alone[0])
+        assert not (made[0].shape == plain[0].shape and torch.equal(made[0], plain[0]))
+        assert prepare_inputs(arrays, index, cfg, cache=both)[0] is plain[0]
+        again = prepare_inputs(arrays, variant_index, variant_cfg, weights, cache=both)
+        assert again[0] is made[0] and both.hits == 2 and len(both.entries) == 2
+    # only the most recent max_entries stay
+    for variant_index, variant_cfg, weights in variants[:3]:
+        prepare_inputs(arrays, variant_index, variant_cfg, weights, cache=cache)
+    assert cache.hits == 1 and len(cache.entries) == 3  # the oldest, the first, went
+    remade = prepare_inputs(arrays, index, cfg, cache=cache)
+    assert remade[0] is not first[0] and torch.equal(remade[0], fresh[0])
     with pytest.raises(ValueError, match="other slice arrays"):
         prepare_inputs(synthetic_arrays(12), index, cfg, cache=cache)
 

@@ -384,7 +384,9 @@ def winner_runs(
     arms = settings.final_evaluation.pretrained
     predictions, models = [], {}
     progress = _Progress(len(settings.models) * len(arms) * len(settings.seeds))
-    composed = InputCache(slice_arrays)  # each arm's inputs, made once for its seeds
+    # each arm's training, validation and test inputs, made once for its seeds (and, where the
+    # models standardize alike, for both models)
+    composed = InputCache(slice_arrays, max_entries=6)
     for model_name in settings.models:
         for pretrained in arms:
             for seed in settings.seeds:

@@ -237,12 +237,12 @@ class _UnbeatenClaims:
     unbeaten for longer than the grace period, timed by this worker's own clock (the machines'
     clocks need not agree); a live worker beats within milliseconds of claiming."""
 
-    def __init__(self, study: optuna.Study) -> None:
-        self.study, self.grace = study, grace_seconds(study)
+    def __init__(self, study: optuna.Study, clock: Callable[[], float] = time.monotonic) -> None:
+        self.study, self.grace, self.clock = study, grace_seconds(study), clock
         self.first_seen: dict[int, float] = {}
 
     def fail_expired(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         unbeaten = {trial.number: trial for trial in never_beaten(self.study)}
         self.first_seen = {number: self.first_seen.get(number, now) for number in unbeaten}
         for number, seen in self.first_seen.items():

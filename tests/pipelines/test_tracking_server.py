@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
 import pandas as pd
 import pytest
 import requests
@@ -66,7 +67,10 @@ def start_server(root: Path, port: int) -> subprocess.Popen:
         if server.poll() is not None:
             raise RuntimeError((root / "server.log").read_text()[-3000:])
         try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
+            # MLflow's own answer (Dask's servers answer /health too) from the server started
+            # here (not one that took the port first while this one is failing to bind it)
+            version = requests.get(f"http://127.0.0.1:{port}/version", timeout=1)
+            if version.ok and version.text.strip() == mlflow.__version__ and server.poll() is None:
                 return server
         except requests.RequestException:  # not listening yet, or another process's port
             time.sleep(0.3)

@@ -119,14 +119,17 @@ SCHEMA_LOCK_KEY = 0x1D4_05E0_C010
 
 
 @contextlib.contextmanager
-def _schema_lock(url: str) -> Iterator[None]:
+def _schema_lock(url: str, wait_s: float = 1.0) -> Iterator[None]:
     """Serialise opening a PostgreSQL storage across workers.
 
     Optuna makes its tables, version row and alembic stamp with check-then-create steps; workers
     starting together on a new database both pass the check and the loser fails ('relation
     "studies" already exists'). A transaction-scoped advisory lock lets one worker make the
-    schema while the others wait, then find it made. Other databases pass through (SQLite
-    serialises writers itself; the retry below covers the rest).
+    schema while the others wait, then find it made. Waiters poll with
+    ``pg_try_advisory_xact_lock`` and hold no connection between tries, so the holder always
+    gets the connections it needs (a connection pooler with few slots, ``max_connections``) and
+    no statement or lock timeout of the role cuts a long wait short. Other databases pass
+    through: the retry in :func:`_rdb_storage` covers them.
     """
     import sqlalchemy
     from sqlalchemy.pool import NullPool
@@ -135,12 +138,16 @@ def _schema_lock(url: str) -> Iterator[None]:
         yield
         return
     engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+    try_lock = sqlalchemy.text("SELECT pg_try_advisory_xact_lock(:key)")
+    delay = 0.05
     try:
-        with engine.begin() as connection:
-            connection.execute(
-                sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK_KEY}
-            )
-            yield
+        while True:
+            with engine.begin() as connection:
+                if connection.execute(try_lock, {"key": SCHEMA_LOCK_KEY}).scalar():
+                    yield  # the lock goes with this transaction
+                    return
+            time.sleep(delay)
+            delay = min(2 * delay, wait_s)
     finally:
         engine.dispose()
 
@@ -148,9 +155,9 @@ def _schema_lock(url: str) -> Iterator[None]:
 def _rdb_storage(
     url: str, heartbeat: int, grace: int | None, attempts: int = 5
 ) -> optuna.storages.RDBStorage:
-    """An RDB storage, opened under :func:`_schema_lock`; where no lock exists (MySQL and others)
-    the loser of the race to make Optuna's tables (a duplicate-table or unique-key error) tries
-    again and finds them made."""
+    """An RDB storage, opened under :func:`_schema_lock`; where no lock exists (SQLite, MySQL and
+    others) the loser of the race to make Optuna's tables (a duplicate-table or unique-key
+    error, 'table ... already exists') tries again and finds them made."""
     import sqlalchemy.exc
 
     for attempt in range(attempts):
@@ -162,7 +169,11 @@ def _rdb_storage(
                     grace_period=grace,
                     engine_kwargs={"pool_pre_ping": True},
                 )
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
+        except (
+            sqlalchemy.exc.IntegrityError,
+            sqlalchemy.exc.ProgrammingError,
+            sqlalchemy.exc.OperationalError,
+        ) as error:
             duplicate = isinstance(error, sqlalchemy.exc.IntegrityError) or (
                 "already exists" in str(error.orig).lower()
             )
