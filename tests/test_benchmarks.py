@@ -153,6 +153,7 @@ def test_bare_loop_computes_train_runs_losses_in_float64(benchmarks, model_name,
         channels_last=False,
         compile=False,
         cudnn_benchmark=False,
+        initial_weights_cache=0,
     )
     ours = train_run(arrays, ids[:32], ids[32:], cfg, progress=False)
     bare = bare_loop.bare_loop(arrays, np.arange(32), np.arange(32, 40), cfg)
@@ -228,3 +229,26 @@ def test_input_cache_benchmark_checks_its_arms_agree_and_prints_the_ratio():
     ratio = float(re.search(r"ratio own/shared: ([\d.]+)", out).group(1))
     assert best["own"] > 0 and best["shared"] > 0
     assert abs(ratio - best["own"] / best["shared"]) < 0.01
+
+
+def test_initial_weights_benchmark_checks_kept_networks_and_prints_the_ratio():
+    """The plumbing of benchmarks/initial_weights.py on timm's test networks: both arms make the
+    networks of two configurations' runs, the script checks the kept ones against created ones,
+    and the ratio it prints is the one its totals give."""
+    done = subprocess.run(
+        [sys.executable, "initial_weights.py", "--tiny", "--configurations", "2", "--seeds", "2"],
+        cwd=REPO / "benchmarks",
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "2 configurations x 8 runs" in out and "kept ones equal created ones bitwise" in out
+    total = {
+        arm: float(re.search(rf"{arm}: .* ([\d.]+) s in all", out).group(1))
+        for arm in ("create", "kept")
+    }
+    ratio = float(re.search(r"ratio create/kept over the 2 configurations: ([\d.]+)", out).group(1))
+    assert total["create"] > 0 and total["kept"] > 0
+    assert ratio == pytest.approx(total["create"] / total["kept"], rel=0.02)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import os
@@ -264,7 +265,12 @@ def test_one_training_step_of_the_paper_architectures(model_name):
     arrays = synthetic_arrays(6, size=28)
     ids = arrays["subject_ids"].tolist()
     cfg = tiny_run(
-        model_name=model_name, max_epochs=1, batch_size=2, image_size=64, early_stopping=False
+        model_name=model_name,
+        max_epochs=1,
+        batch_size=2,
+        image_size=64,
+        early_stopping=False,
+        initial_weights_cache=0,  # not kept in this test process: 0.5-0.8 GB each
     )
     result = train_run(arrays, ids[:2], ids[2:4], cfg)  # one step of batch 2, then validation
     assert result.epochs_run == 1 and not result.weights.pretrained_loaded
@@ -820,3 +826,120 @@ def test_runs_sharing_composed_inputs_equal_runs_composing_their_own():
         index = np.frombuffer(subjects, dtype=int)
         fresh_x, fresh_y = prepare_inputs(arrays, index, tiny_run())
         assert torch.equal(x, fresh_x) and torch.equal(y, fresh_y)  # untouched by the runs
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_kept_initial_weights_equal_freshly_created_ones_bitwise(tmp_path):
+    """InitialWeights: a second request after the same seed returns a copy of the network made the
+    first time (not the kept one), equal bitwise to a network created anew, and leaves the random
+    generators where creating it leaves them; anything creation depends on makes a new entry."""
+    from idh_pseudocolor.training import InitialWeights
+
+    weights_file = tmp_path / "test_resnet.pth"
+    source = timm.create_model("test_resnet", pretrained=False)
+    torch.save(source.state_dict(), weights_file)
+    kept = InitialWeights()
+    for cfg in (
+        tiny_run(initial_weights_cache=4),
+        tiny_run(initial_weights_cache=4, pretrained=True, weights_file=str(weights_file)),
+        tiny_run(initial_weights_cache=4, config_id=28),  # four input channels
+    ):
+        fresh = []
+        for cache in (InitialWeights(), None, kept, kept):  # made, created, made, copied
+            torch.manual_seed(cfg.seed)
+            if cache is None:
+                model, weights = create_model(
+                    cfg.model_name,
+                    cfg.pretrained,
+                    cfg.weights_file,
+                    in_chans=len(training.configuration(cfg.config_id)),
+                )
+            else:
+                model, weights = cache.network(cfg)
+            fresh.append((_state(model), weights, torch.get_rng_state(), torch.rand(1), model))
+        made, created, first, copied = fresh
+        for state, weights, rng, draw, _ in (made, first, copied):
+            assert state.keys() == created[0].keys()
+            assert all(torch.equal(state[k], created[0][k]) for k in state)
+            assert weights == created[1] and torch.equal(rng, created[2])
+            assert torch.equal(draw, created[3])  # the run's next draws are the same too
+        assert copied[4] is not first[4]
+        assert weights.pretrained_loaded is cfg.pretrained
+    assert kept.hits == 3 and len(kept.entries) == 3
+    # a network the run changed does not change the next run's
+    torch.manual_seed(7)
+    trained, _ = kept.network(tiny_run(initial_weights_cache=4))
+    before = next(trained.parameters()).detach().clone()
+    with torch.no_grad():
+        next(trained.parameters()).add_(1.0)
+    torch.manual_seed(7)
+    again, _ = kept.network(tiny_run(initial_weights_cache=4))
+    assert torch.equal(next(again.parameters()), before)
+    # another seed, another entry; a weights file written again is read again
+    torch.manual_seed(8)
+    kept.network(tiny_run(initial_weights_cache=4))
+    assert kept.hits == 5 and len(kept.entries) == 4
+    with torch.no_grad():
+        for param in source.parameters():
+            param.mul_(2.0)
+    rewritten = tmp_path / "rewritten.pth"
+    torch.save(source.state_dict(), rewritten)
+    rewritten.replace(weights_file)  # a new file in the old one's place
+    torch.manual_seed(7)
+    cfg = tiny_run(initial_weights_cache=4, pretrained=True, weights_file=str(weights_file))
+    reread, _ = kept.network(cfg)
+    assert kept.hits == 5
+    assert torch.equal(next(reread.parameters()), next(source.parameters()))
+    # the least recently used goes first; 0 keeps nothing
+    assert len(kept.entries) == 4
+    kept.network(tiny_run(initial_weights_cache=2))
+    assert len(kept.entries) == 2
+    kept.network(tiny_run(initial_weights_cache=0))
+    assert not kept.entries
+    with pytest.raises(ValueError, match="initial_weights_cache"):
+        tiny_run(initial_weights_cache=-1)
+
+
+def test_runs_from_kept_initial_weights_equal_runs_that_create_their_own(tmp_path):
+    """Runs of two models x two seeds x two arms (pretrained from a file and not) in two
+    configurations, starting from networks this process kept, compute exactly what runs creating
+    their networks compute."""
+    from idh_pseudocolor.training import INITIAL_WEIGHTS
+
+    arrays = synthetic_arrays(28, seed=3)
+    ids = arrays["subject_ids"].tolist()
+    train, val, test = ids[:16], ids[16:22], ids[22:]
+    files = {}
+    for model_name in ("test_resnet", "test_byobnet"):
+        files[model_name] = str(tmp_path / f"{model_name}.pth")
+        torch.save(timm.create_model(model_name, num_classes=5).state_dict(), files[model_name])
+    configs = [
+        tiny_run(
+            model_name=model_name,
+            seed=seed,
+            pretrained=pretrained,
+            weights_file=files,
+            max_epochs=2,
+            config_id=config_id,
+            initial_weights_cache=8,
+        )
+        for config_id in (15, 3)
+        for model_name in files
+        for pretrained in (True, False)
+        for seed in (1, 2)
+    ]
+    INITIAL_WEIGHTS.entries.clear()
+    hits = INITIAL_WEIGHTS.hits
+    kept = [train_run(arrays, train, val, cfg, evaluate_ids=test) for cfg in configs]
+    assert INITIAL_WEIGHTS.hits - hits == 8  # the second configuration's eight runs
+    for cfg, run in zip(configs, kept, strict=True):
+        own = train_run(
+            arrays, train, val, dataclasses.replace(cfg, initial_weights_cache=0), evaluate_ids=test
+        )
+        assert run.weights == own.weights and run.weights.pretrained_loaded is cfg.pretrained
+        assert run.history == own.history
+        assert run.val_prob_mutant == own.val_prob_mutant
+        assert run.eval_prob_mutant == own.eval_prob_mutant

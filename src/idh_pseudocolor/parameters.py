@@ -242,6 +242,7 @@ class FixedSettings:
     deterministic: bool = machine()
     compile: bool | str = machine()  # false | true (inductor) | a torch.compile backend
     cudnn_benchmark: bool = machine()
+    initial_weights_cache: int = machine()  # networks as created kept per process (0: none)
     device_resident: bool = machine()
     fused_optimizer: bool = machine()
 

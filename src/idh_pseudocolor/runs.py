@@ -624,6 +624,7 @@ def fallback_metrics_table(predictions: pd.DataFrame, choices: pd.DataFrame) -> 
 #: its weights)
 UNRECORDED_MACHINE_SETTINGS: dict[str, Any] = {
     "cudnn_benchmark": False,
+    "initial_weights_cache": 0,
     "compile": False,
     "channels_last": False,
     "device_resident": True,
