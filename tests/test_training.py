@@ -239,6 +239,23 @@ def test_torch_compile_is_optional_and_keeps_timm_weight_names():
     np.testing.assert_allclose(compiled.val_prob_mutant, eager.val_prob_mutant, atol=1e-3)
 
 
+
+def test_a_compiled_network_is_compiled_once_per_process_not_once_per_run():
+    """torch.compile's graphs are Dynamo's, cached by the network's code, not its instance: the
+    later runs of a model in a process (other seeds, networks copied from a kept one) reuse the
+    graphs of its first run (training and evaluation mode) and compile none of their own."""
+    from torch._dynamo.utils import counters
+
+    arrays = synthetic_arrays(24)
+    ids = arrays["subject_ids"].tolist()
+    graphs = []
+    for seed in (1, 2, 3):
+        cfg = tiny_run(seed=seed, max_epochs=2, compile="aot_eager")
+        train_run(arrays, ids[:16], ids[16:], cfg)
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert graphs[0] >= 2  # this process compiled the network (now or in an earlier test)
+    assert graphs[1] == graphs[0] == graphs[2]
+
 def test_compile_names_a_backend_or_is_refused():
     assert training.compiled(model := torch.nn.Linear(2, 2), False) is model
     assert training.compiled(model, True) is not model
