@@ -597,6 +597,9 @@ def main() -> None:
         pretrained=False,
         learning_rate=1e-4,
         torch_threads=None,
+        # arms A and B both create their networks (benchmarks/initial_weights.py measures
+        # keeping them)
+        initial_weights_cache=0,
         image_size=image_size,
         early_stopping=False,
         deterministic=False,

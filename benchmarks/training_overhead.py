@@ -85,6 +85,7 @@ def main() -> None:
             "image_size": args.image_size,
             "early_stopping": False,
             "torch_threads": None,
+            "initial_weights_cache": 0,  # the bare loop creates its network every time too
         }
     )
     images = (args.subjects // cfg.batch_size) * cfg.batch_size * args.epochs

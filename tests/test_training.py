@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -239,7 +240,6 @@ def test_torch_compile_is_optional_and_keeps_timm_weight_names():
     np.testing.assert_allclose(compiled.val_prob_mutant, eager.val_prob_mutant, atol=1e-3)
 
 
-
 def test_a_compiled_network_is_compiled_once_per_process_not_once_per_run():
     """torch.compile's graphs are Dynamo's, cached by the network's code, not its instance: the
     later runs of a model in a process (other seeds, networks copied from a kept one) reuse the
@@ -255,6 +255,7 @@ def test_a_compiled_network_is_compiled_once_per_process_not_once_per_run():
         graphs.append(counters["stats"]["unique_graphs"])
     assert graphs[0] >= 2  # this process compiled the network (now or in an earlier test)
     assert graphs[1] == graphs[0] == graphs[2]
+
 
 def test_compile_names_a_backend_or_is_refused():
     assert training.compiled(model := torch.nn.Linear(2, 2), False) is model
@@ -849,15 +850,21 @@ def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in model.state_dict().items()}
 
 
+def _written_earlier(path, seconds: float = 60.0) -> None:
+    """Dates a weights file back, as any file written before a run starts is."""
+    then = time.time_ns() - int(seconds * 1e9)
+    os.utime(path, ns=(then, then))
+
+
 def test_kept_initial_weights_equal_freshly_created_ones_bitwise(tmp_path):
     """InitialWeights: a second request after the same seed returns a copy of the network made the
-    first time (not the kept one), equal bitwise to a network created anew, and leaves the random
-    generators where creating it leaves them; anything creation depends on makes a new entry."""
+    first time, equal bitwise to a network created anew, and leaves the random generators where
+    creating it leaves them."""
     from idh_pseudocolor.training import InitialWeights
 
     weights_file = tmp_path / "test_resnet.pth"
-    source = timm.create_model("test_resnet", pretrained=False)
-    torch.save(source.state_dict(), weights_file)
+    torch.save(timm.create_model("test_resnet", pretrained=False).state_dict(), weights_file)
+    _written_earlier(weights_file)
     kept = InitialWeights()
     for cfg in (
         tiny_run(initial_weights_cache=4),
@@ -876,48 +883,92 @@ def test_kept_initial_weights_equal_freshly_created_ones_bitwise(tmp_path):
                 )
             else:
                 model, weights = cache.network(cfg)
-            fresh.append((_state(model), weights, torch.get_rng_state(), torch.rand(1), model))
+            fresh.append((_state(model), weights, torch.get_rng_state(), torch.rand(1)))
         made, created, first, copied = fresh
-        for state, weights, rng, draw, _ in (made, first, copied):
+        for state, weights, rng, draw in (made, first, copied):
             assert state.keys() == created[0].keys()
             assert all(torch.equal(state[k], created[0][k]) for k in state)
             assert weights == created[1] and torch.equal(rng, created[2])
             assert torch.equal(draw, created[3])  # the run's next draws are the same too
-        assert copied[4] is not first[4]
         assert weights.pretrained_loaded is cfg.pretrained
     assert kept.hits == 3 and len(kept.entries) == 3
-    # a network the run changed does not change the next run's
+
+
+def test_a_kept_network_is_never_handed_out_and_a_changed_file_is_read_again(tmp_path):
+    """Runs change their networks in place: neither the network a run creates nor one it is
+    handed from a kept one may be the kept one. A weights file is read again when it is another
+    file (written again in place, even with its old modification time put back), when it was
+    modified a moment ago, and under each spelling of its path (which the run records)."""
+    from idh_pseudocolor.training import InitialWeights, _file_identity
+
+    kept = InitialWeights()
+    cfg = tiny_run(initial_weights_cache=4)
+    for _ in range(3):  # created (kept a copy), copied, copied
+        torch.manual_seed(7)
+        network, _ = kept.network(cfg)
+        before = _state(network)
+        with torch.no_grad():
+            for param in network.parameters():
+                param.add_(1.0)  # what training does to it
+        torch.manual_seed(7)
+        again, _ = kept.network(cfg)
+        assert all(torch.equal(v, before[k]) for k, v in again.state_dict().items())
+    assert kept.hits == 5
+
+    source = timm.create_model("test_resnet", pretrained=False)
+    weights_file = tmp_path / "weights.pth"
+    torch.save(source.state_dict(), weights_file)
+    pretrained = tiny_run(initial_weights_cache=4, pretrained=True, weights_file=str(weights_file))
     torch.manual_seed(7)
-    trained, _ = kept.network(tiny_run(initial_weights_cache=4))
-    before = next(trained.parameters()).detach().clone()
-    with torch.no_grad():
-        next(trained.parameters()).add_(1.0)
-    torch.manual_seed(7)
-    again, _ = kept.network(tiny_run(initial_weights_cache=4))
-    assert torch.equal(next(again.parameters()), before)
-    # another seed, another entry; a weights file written again is read again
-    torch.manual_seed(8)
-    kept.network(tiny_run(initial_weights_cache=4))
-    assert kept.hits == 5 and len(kept.entries) == 4
+    kept.network(pretrained)  # modified a moment ago: not kept
+    assert kept.hits == 5 and len(kept.entries) == 1
+    _written_earlier(weights_file)
+    for _ in range(2):
+        torch.manual_seed(7)
+        kept.network(pretrained)
+    assert kept.hits == 6 and len(kept.entries) == 2
+    old = weights_file.stat()
     with torch.no_grad():
         for param in source.parameters():
             param.mul_(2.0)
-    rewritten = tmp_path / "rewritten.pth"
-    torch.save(source.state_dict(), rewritten)
-    rewritten.replace(weights_file)  # a new file in the old one's place
+    torch.save(source.state_dict(), weights_file)  # the same file, in place
+    time.sleep(0.05)  # the change time moves on (coarse clocks)
+    os.utime(weights_file, ns=(old.st_atime_ns, old.st_mtime_ns))
+    assert weights_file.stat().st_ino == old.st_ino and weights_file.stat().st_size == old.st_size
     torch.manual_seed(7)
-    cfg = tiny_run(initial_weights_cache=4, pretrained=True, weights_file=str(weights_file))
-    reread, _ = kept.network(cfg)
-    assert kept.hits == 5
+    reread, weights = kept.network(pretrained)
+    assert kept.hits == 6 and len(kept.entries) == 3
     assert torch.equal(next(reread.parameters()), next(source.parameters()))
-    # the least recently used goes first; 0 keeps nothing
-    assert len(kept.entries) == 4
+    (tmp_path / "sub").mkdir()
+    spelt = str(tmp_path / "sub" / ".." / "weights.pth")
+    torch.manual_seed(7)
+    _, other = kept.network(dataclasses.replace(pretrained, weights_file=spelt))
+    assert kept.hits == 6 and len(kept.entries) == 4
+    assert weights.source == f"file:{weights_file}" and other.source == f"file:{spelt}"
+    assert _file_identity(None) is None  # hub weights: each run asks the hub, nothing kept
+
+
+def test_kept_networks_go_least_recently_used_first_and_a_run_without_them_leaves_them():
+    from idh_pseudocolor.training import InitialWeights
+
+    kept = InitialWeights()
+    for seed in (1, 2, 3, 1):  # 1 used again: 2 is now the least recently used
+        torch.manual_seed(seed)
+        kept.network(tiny_run(initial_weights_cache=3))
+    assert kept.hits == 1
+    order = list(kept.entries)
+    torch.manual_seed(4)
+    kept.network(tiny_run(initial_weights_cache=0))  # creates its own
+    assert list(kept.entries) == order and kept.max_entries == 3
+    torch.manual_seed(4)
+    kept.network(tiny_run(initial_weights_cache=2))  # 4 added, 2 and 3 go
+    assert list(kept.entries)[0] == order[-1] and len(kept.entries) == 2
+    torch.manual_seed(1)
     kept.network(tiny_run(initial_weights_cache=2))
-    assert len(kept.entries) == 2
-    kept.network(tiny_run(initial_weights_cache=0))
-    assert not kept.entries
-    with pytest.raises(ValueError, match="initial_weights_cache"):
-        tiny_run(initial_weights_cache=-1)
+    assert kept.hits == 2  # seed 1 was kept
+    for bad in (-1, True, 1.5):
+        with pytest.raises(ValueError, match="initial_weights_cache"):
+            tiny_run(initial_weights_cache=bad)
 
 
 def test_runs_from_kept_initial_weights_equal_runs_that_create_their_own(tmp_path):
@@ -948,11 +999,13 @@ def test_runs_from_kept_initial_weights_equal_runs_that_create_their_own(tmp_pat
         for pretrained in (True, False)
         for seed in (1, 2)
     ]
+    for path in files.values():
+        _written_earlier(path)
     INITIAL_WEIGHTS.entries.clear()
     hits = INITIAL_WEIGHTS.hits
     kept = [train_run(arrays, train, val, cfg, evaluate_ids=test) for cfg in configs]
     assert INITIAL_WEIGHTS.hits - hits == 8  # the second configuration's eight runs
-    for cfg, run in zip(configs, kept, strict=True):
+    for cfg, run in list(zip(configs, kept, strict=True))[8:]:  # those eight
         own = train_run(
             arrays, train, val, dataclasses.replace(cfg, initial_weights_cache=0), evaluate_ids=test
         )

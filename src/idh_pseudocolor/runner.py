@@ -305,7 +305,9 @@ def gpu_cluster(devices: list[str], runs_per_gpu: int = 1) -> Any:
     dask-cuda's ``LocalCUDACluster`` is one worker per GPU by design; several runs per card
     need several processes on one card, which Dask's ``SpecCluster`` of nannies with their own
     environment gives directly. No per-worker host memory limit: a run's host memory is CUDA's
-    libraries, its model and its split, nothing Dask could spill, and a share of the host's RAM
+    libraries, its model and its split, and the worker's kept networks
+    (``fixed.initial_weights_cache``: up to ~8 GB with the paper's pair), nothing Dask could
+    spill, and a share of the host's RAM
     (``LocalCluster``'s rule) would shrink with every added run until Dask restarted workers
     whose runs fit.
     """

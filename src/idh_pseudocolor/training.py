@@ -14,6 +14,7 @@ import multiprocessing
 import pickle
 import random
 import sys
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -94,7 +95,11 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         configuration(self.config_id)  # validates the id
-        if not isinstance(self.initial_weights_cache, int) or self.initial_weights_cache < 0:
+        if (
+            not isinstance(self.initial_weights_cache, int)
+            or isinstance(self.initial_weights_cache, bool)
+            or self.initial_weights_cache < 0
+        ):
             raise ValueError(
                 "initial_weights_cache is a number of networks (0: none), got "
                 f"{self.initial_weights_cache!r}"
@@ -433,18 +438,22 @@ class InputCache:
 
 class InitialWeights:
     """Networks as created, kept for the runs that start from them. Creating a network costs
-    timm's random initialization (3.2 s for ResNeXt-101 32x16d on two CPU cores, 2.2 s for VGG16)
-    and, pretrained from a file, reading it twice (the weights, then the check that they cover the
-    network); every configuration of the sweep starts its (model, seed) runs from the same
-    networks, so one process pays this once per (model, seed), not once per run.
+    timm's random initialization and, pretrained from a file, reading it twice (the weights, then
+    the check that they cover the network): about 1.3 s a run for VGG16 or ResNeXt-101 32x16d on
+    two CPU cores (``benchmarks/initial_weights.py``). Every configuration of the sweep starts its
+    (model, seed) runs from the same networks, so a process pays this once per (model, seed), not
+    once per run.
 
     An entry is keyed by everything creation depends on: the model, ``pretrained``, the weights
-    file (path, size, modification time, inode: a file written again is read again), the input
-    channels and the random generators' state before creation (the run's seed). A hit returns a
-    copy of the kept network and puts the generators where creating it left them, so the run
-    draws the same batches as a run that created its network: the same run, bitwise (tests).
-    The ``max_entries`` most recently used are kept (``fixed.initial_weights_cache``: the sweep's
-    models x seeds; host memory: ~0.8 GB per ResNeXt-101 entry, ~0.5 GB per VGG16 one)."""
+    file (its path as given, which the run records, and its device, inode, size, modification and
+    change times: a file written again is read again), the input channels and the random
+    generators' state before creation (the run's seed). A hit returns a copy of the kept network
+    and puts the generators where creating it left them, so the run draws the same batches as a
+    run that created its network: the same run, bitwise (tests). Not kept: hub weights (the HF
+    cache may change or go between runs: each run asks the hub as before) and a file modified in
+    the last two seconds (coarse file times could not tell it from its next version). The
+    ``max_entries`` most recently used are kept (``fixed.initial_weights_cache``; host memory:
+    ~0.8 GB per ResNeXt-101 entry, ~0.5 GB per VGG16 one)."""
 
     def __init__(self, max_entries: int = 0) -> None:
         self.max_entries = max_entries
@@ -453,21 +462,17 @@ class InitialWeights:
 
     def network(self, cfg: RunConfig) -> tuple[torch.nn.Module, WeightsInfo]:
         """``cfg``'s network as :func:`~idh_pseudocolor.models.create_model` makes it now (the
-        random generators as the run seeded them), created or copied from a kept one; this
-        process keeps ``cfg.initial_weights_cache`` networks from here on."""
-        self.max_entries = cfg.initial_weights_cache
-        self._evict()
+        random generators as the run seeded them), created or copied from a kept one. A run with
+        ``cfg.initial_weights_cache`` n > 0 makes this process keep n networks from here on; one
+        with 0 creates its own and leaves the kept ones alone."""
         weights_file = weights_file_for(cfg.weights_file, cfg.model_name)
         in_chans = len(configuration(cfg.config_id))
-        if self.max_entries == 0:
+        identity = _file_identity(weights_file) if cfg.pretrained else None
+        if cfg.initial_weights_cache == 0 or (cfg.pretrained and identity is None):
             return create_model(cfg.model_name, cfg.pretrained, weights_file, in_chans=in_chans)
-        key = (
-            cfg.model_name,
-            cfg.pretrained,
-            _file_identity(weights_file) if cfg.pretrained else None,
-            in_chans,
-            _digest(_random_state()),
-        )
+        self.max_entries = cfg.initial_weights_cache
+        self._evict()
+        key = (cfg.model_name, cfg.pretrained, identity, in_chans, _digest(_random_state()))
         if key in self.entries:
             self.entries.move_to_end(key)
             self.hits += 1
@@ -507,15 +512,18 @@ def _digest(state: tuple) -> str:
 
 def _file_identity(weights_file: str | None) -> tuple | None:
     """What tells a weights file from another one, or from itself written again, without
-    reading it."""
+    reading it; None where that cannot be told: no file (hub weights), none there (create_model
+    says what is wrong), or one modified in the last two seconds."""
     if not weights_file:
         return None
     path = Path(weights_file).expanduser()
     try:
         stat = path.stat()
-    except OSError:  # create_model says what is wrong with it
-        return (str(path),)
-    return str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino
+    except OSError:
+        return None
+    if time.time_ns() - stat.st_mtime_ns < 2_000_000_000:
+        return None
+    return str(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
 def split_index(arrays: dict[str, np.ndarray], split_ids: Sequence[str]) -> np.ndarray:
