@@ -64,6 +64,8 @@ mutation: install
 benchmarks: install
 	$(BIN)/python benchmarks/data_engineering.py
 	$(BIN)/python benchmarks/training_overhead.py
+	$(BIN)/python benchmarks/input_cache.py
+	$(BIN)/python benchmarks/initial_weights.py
 
 ## make wheelhouse: wheels for an offline box that has its own torch (docs/reproducing.md), e.g.
 ##   make wheelhouse WHEEL_PYTHON=3.12 WHEEL_PLATFORM=manylinux2014_x86_64 WHEEL_SKIP="numpy pandas"
