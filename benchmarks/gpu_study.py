@@ -18,6 +18,11 @@ Three arms per model, interleaved A B C A B C ... for ``--rounds`` rounds (media
   (``--pilot-epochs``, which also warms the workers up for the model); the k with the best
   steady-state aggregate images/s is arm C.
 
+After each model's warm-up, lever 5's micro-benchmark (``benchmarks/stacked_runs.py``,
+``--stacked K``): the training steps of K runs stacked into one vmapped model against the same K
+runs stepping one after another (NCHW, bf16 autocast), images/s of each and their ratio; stacking
+is worth building into the runs only where it beats separate runs.
+
 Images/s counts training and validation images (``epochs x (train + val) / seconds``). Set-up
 seconds apart from the steady state: every run records when each epoch ended (after validation,
 the device synchronized; a Lightning callback for A and C, the loop itself for B). The steady
@@ -77,6 +82,7 @@ import numpy as np
 import torch
 from bare_loop import bare_loop
 from pytorch_lightning.callbacks import Callback
+from stacked_runs import measure as measure_stacked
 
 from idh_pseudocolor.config_loader import project_parameters
 from idh_pseudocolor.configurations import PAPER_WINNER_ID
@@ -545,6 +551,18 @@ def main() -> None:
         "to compare ResNeXt's grouped convolutions in both memory formats",
     )
     parser.add_argument(
+        "--stacked",
+        type=int,
+        default=None,
+        metavar="K",
+        help="lever 5's micro-benchmark: K runs stacked by vmap against K separate runs' training "
+        "steps, after each model's warm-up (benchmarks/stacked_runs.py; GPU default 4, --tiny 2, "
+        "0: not run)",
+    )
+    parser.add_argument(
+        "--stacked-steps", type=int, default=None, help="timed steps of it (GPU 10, --tiny 2)"
+    )
+    parser.add_argument(
         "--out", type=Path, default=None, help="also write the results as JSON here"
     )
     args = parser.parse_args()
@@ -575,6 +593,8 @@ def main() -> None:
         )
         height, width = 233, 197
     models = args.models or models
+    stacked_k = (2 if args.tiny else 4) if args.stacked is None else args.stacked
+    stacked_steps = args.stacked_steps or (2 if args.tiny else 10)
     requested_epochs = args.epochs or epochs
     min_epochs = min(args.min_epochs or (2 if args.tiny else 5), requested_epochs)
     ks = sorted(set(args.concurrent or ks))
@@ -687,6 +707,17 @@ def main() -> None:
         del profiler
         _free(device)
 
+        # lever 5: k runs stacked into one vmapped model against k separate runs' steps
+        stacked = None
+        if stacked_k:
+            try:
+                stacked = measure_stacked(
+                    model_name, stacked_k, device, image_size=image_size, steps=stacked_steps
+                )
+            except Exception as exc:  # e.g. out of memory: the rest of the benchmark goes on
+                stacked = {"k": stacked_k, "error": f"{type(exc).__name__}: {exc}"[:300]}
+            _free(device)
+
         # pilot: every k once for a few epochs (also warms the workers up for this model)
         pilot = []
         for k in ks:
@@ -795,6 +826,7 @@ def main() -> None:
             "floor_seconds_per_run": epochs * ipe / floor_ips,
             "warm_up": warm,
             "profile": profile,
+            "stacked": stacked,
             "pilot": pilot,
             "concurrent_k": k,
             "arms": summary,
@@ -878,6 +910,16 @@ def print_model(row: dict) -> None:
         + (f", GPU busy {busy:.1%}" if busy is not None else "")
         + f"), {prof['what']}: {tops}"
     )
+    stacked = row.get("stacked")
+    if stacked and stacked.get("error"):
+        print(f"   stacked k={stacked['k']}: failed ({stacked['error'][:120]})")
+    elif stacked:
+        print(
+            f"   stacked k={stacked['k']} (training steps, {stacked['steps']} timed): separate "
+            f"{stacked['separate_images_per_s']:.1f} img/s, stacked "
+            f"{stacked['stacked_images_per_s']:.1f} img/s, stacked/separate "
+            f"{stacked['stacked_over_separate']:.3f}"
+        )
     what = {**ARMS, "C": f"{k} x train_run, {k} processes" if k else "not run"}
     print(
         f"   {'arm':3} | {'what':28} | {'seconds per round':24} | {'median s':>8} | "

@@ -93,6 +93,14 @@ def test_gpu_study_tiny_interleaves_three_arms_against_the_floor(tmp_path):
             assert all(math.isfinite(v) and v > 0 for v in run[key].values()), run[key]
             # nothing beats the arithmetic floor
             assert all(v < 1 for name, v in run[key].items() if name.endswith("floor"))
+        # lever 5's micro-benchmark: k = 2 stacked runs against 2 separate ones
+        stacked = run["stacked"]
+        assert stacked.get("error") is None and stacked["k"] == 2 and stacked["steps"] == 2
+        assert stacked["separate_images_per_s"] > 0 and stacked["stacked_images_per_s"] > 0
+        assert stacked["stacked_over_separate"] == pytest.approx(
+            stacked["stacked_images_per_s"] / stacked["separate_images_per_s"]
+        )
+        assert f"stacked/separate {stacked['stacked_over_separate']:.3f}" in done.stdout
         profile = run["profile"]
         assert profile["wall_s"] > 0 and profile["ops"] > 0 and len(profile["top"]) == 5
         assert all(t["name"] and t["ms"] > 0 for t in profile["top"])
@@ -252,3 +260,30 @@ def test_initial_weights_benchmark_checks_kept_networks_and_prints_the_ratio():
     ratio = float(re.search(r"ratio create/kept over the 2 configurations: ([\d.]+)", out).group(1))
     assert total["create"] > 0 and total["kept"] > 0
     assert ratio == pytest.approx(total["create"] / total["kept"], rel=0.02)
+
+
+@pytest.mark.parametrize("model_name", ["test_resnet", "test_byobnet"])
+def test_stacked_runs_train_exactly_as_separate_runs_in_float64(model_name):
+    """Lever 5's math: k runs stacked into one vmapped model (stacked weights, batch-norm
+    statistics updated per run, one AdamW over the stacked parameters) end two steps with the
+    weights and buffers each run reaches on its own, in float64 to 1e-8."""
+    import torch
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import stacked_runs
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    assert stacked_runs.equivalence(model_name, k=3, steps=2) < 1e-8
+    # and the check can tell: runs that trained on other batches differ
+    networks = stacked_runs._networks(model_name, 2, torch.float64, torch.device("cpu"))
+    stacked = stacked_runs.Stacked(networks)
+    x, y = stacked_runs._batches(2, 8, 32, 1, torch.float64, torch.device("cpu"))[0]
+    stacked.step(x, y, None)
+    alone = stacked_runs.Separate([networks[0]])
+    alone.step(x[1:], y[1:], None)  # run 0's network on run 1's batch
+    mine = stacked.run_state(0)
+    assert any(
+        not torch.allclose(mine[n].double(), t.double(), atol=1e-8, rtol=0)
+        for n, t in networks[0].state_dict().items()
+    )
