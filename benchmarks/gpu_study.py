@@ -20,8 +20,9 @@ Three arms per model, interleaved A B C A B C ... for ``--rounds`` rounds (media
 
 After each model's warm-up, lever 5's micro-benchmark (``benchmarks/stacked_runs.py``,
 ``--stacked K``): the training steps of K runs stacked into one vmapped model against the same K
-runs stepping one after another (NCHW, bf16 autocast), images/s of each and their ratio; stacking
-is worth building into the runs only where it beats separate runs.
+runs stepping one after another (in arm A's memory format; bf16 autocast), images/s of each and
+their ratio; stacking is worth building into the runs only where it beats the runs as the project
+runs them (the separate arm, and arm C's k processes).
 
 Images/s counts training and validation images (``epochs x (train + val) / seconds``). Set-up
 seconds apart from the steady state: every run records when each epoch ended (after validation,
@@ -556,8 +557,8 @@ def main() -> None:
         default=None,
         metavar="K",
         help="lever 5's micro-benchmark: K runs stacked by vmap against K separate runs' training "
-        "steps, after each model's warm-up (benchmarks/stacked_runs.py; GPU default 4, --tiny 2, "
-        "0: not run)",
+        "steps (in arm A's memory format), after each model's warm-up "
+        "(benchmarks/stacked_runs.py; default 4, --tiny 2, 0: not run)",
     )
     parser.add_argument(
         "--stacked-steps", type=int, default=None, help="timed steps of it (GPU 10, --tiny 2)"
@@ -709,10 +710,16 @@ def main() -> None:
 
         # lever 5: k runs stacked into one vmapped model against k separate runs' steps
         stacked = None
-        if stacked_k:
+        if stacked_k and time.perf_counter() < model_deadline:
             try:
                 stacked = measure_stacked(
-                    model_name, stacked_k, device, image_size=image_size, steps=stacked_steps
+                    model_name,
+                    stacked_k,
+                    device,
+                    image_size=image_size,
+                    batch=batch,
+                    steps=stacked_steps,
+                    channels_last=efficient["channels_last"][model_name],
                 )
             except Exception as exc:  # e.g. out of memory: the rest of the benchmark goes on
                 stacked = {"k": stacked_k, "error": f"{type(exc).__name__}: {exc}"[:300]}

@@ -262,28 +262,60 @@ def test_initial_weights_benchmark_checks_kept_networks_and_prints_the_ratio():
     assert ratio == pytest.approx(total["create"] / total["kept"], rel=0.02)
 
 
-@pytest.mark.parametrize("model_name", ["test_resnet", "test_byobnet"])
-def test_stacked_runs_train_exactly_as_separate_runs_in_float64(model_name):
-    """Lever 5's math: k runs stacked into one vmapped model (stacked weights, batch-norm
-    statistics updated per run, one AdamW over the stacked parameters) end two steps with the
-    weights and buffers each run reaches on its own, in float64 to 1e-8."""
-    import torch
-
+def _stacked_runs():
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
         import stacked_runs
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
+    return stacked_runs
+
+
+@pytest.mark.parametrize("model_name", ["test_resnet", "test_byobnet"])
+def test_stacked_runs_train_exactly_as_separate_runs_in_float64(model_name):
+    """Lever 5's math: k runs stacked into one vmapped model (stacked weights, batch-norm
+    statistics updated per run, one AdamW over the stacked parameters) end two steps with the
+    weights and buffers each run reaches on its own, in float64 to 1e-8; stacked runs whose
+    batch-norm statistics are not written back are told apart."""
+    stacked_runs = _stacked_runs()
     assert stacked_runs.equivalence(model_name, k=3, steps=2) < 1e-8
-    # and the check can tell: runs that trained on other batches differ
-    networks = stacked_runs._networks(model_name, 2, torch.float64, torch.device("cpu"))
-    stacked = stacked_runs.Stacked(networks)
-    x, y = stacked_runs._batches(2, 8, 32, 1, torch.float64, torch.device("cpu"))[0]
-    stacked.step(x, y, None)
-    alone = stacked_runs.Separate([networks[0]])
-    alone.step(x[1:], y[1:], None)  # run 0's network on run 1's batch
-    mine = stacked.run_state(0)
-    assert any(
-        not torch.allclose(mine[n].double(), t.double(), atol=1e-8, rtol=0)
-        for n, t in networks[0].state_dict().items()
-    )
+
+    class StatisticsLost(stacked_runs.Stacked):
+        def step(self, x, y, autocast):
+            kept = {n: b.clone() for n, b in self.buffers.items()}
+            super().step(x, y, autocast)
+            self.buffers = kept
+
+    assert stacked_runs.equivalence(model_name, k=3, steps=2, stacked_cls=StatisticsLost) > 1e-8
+
+
+def test_stacked_batch_norm_takes_bf16_inputs():
+    """Under CUDA's autocast a stacked run's batch norm gets bf16 inputs from a convolution;
+    vmap's batch-norm rule then fails against fp32 running statistics. A CPU stand-in: a network
+    whose batch norm is fed bf16 trains stacked under autocast, its statistics stay fp32."""
+    import torch
+
+    stacked_runs = _stacked_runs()
+
+    class ToBF16(torch.nn.Module):
+        def forward(self, x):
+            return x.bfloat16()
+
+    def network():
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(3, 4, 3),
+            ToBF16(),
+            torch.nn.BatchNorm2d(4),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Linear(4, 2),
+        )
+
+    torch.manual_seed(0)
+    stacked = stacked_runs.Stacked([network(), network()])
+    x, y = stacked_runs._batches(2, 4, 8, 1, torch.float32, torch.device("cpu"))[0]
+    before = stacked.buffers["2.running_mean"].clone()
+    stacked.step(x, y, torch.bfloat16)
+    after = stacked.buffers["2.running_mean"]
+    assert after.dtype == torch.float32 and not torch.equal(after, before)
