@@ -48,7 +48,8 @@ class BareResult:
     val_losses: list[float] = field(default_factory=list)
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Waits for the device's queued work (timings end there)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -136,6 +137,6 @@ def bare_loop(
             prob = torch.softmax(logits, dim=1)[:, 1].cpu().numpy()
             binary_metrics(yv.cpu().numpy(), prob)
             result.epoch_ends.append(time.perf_counter())
-    _sync(device)
+    sync(device)
     result.seconds = time.perf_counter() - start
     return result

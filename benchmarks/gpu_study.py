@@ -81,7 +81,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from bare_loop import bare_loop
+from bare_loop import bare_loop, sync
 from pytorch_lightning.callbacks import Callback
 from stacked_runs import measure as measure_stacked
 
@@ -118,11 +118,6 @@ def synthetic(n: int, height: int = 233, width: int = 197, seed: int = 0) -> dic
     }
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _free(device: torch.device) -> None:
     """Drop the last run's tensors so the next arm starts from the same allocator state."""
     gc.collect()
@@ -139,13 +134,13 @@ def matmul_flops_per_second(
     b = torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
-    _sync(device)
+    sync(device)
     best = math.inf
     for _ in range(trials):
         start = time.perf_counter()
         for _ in range(repeats):
             a @ b
-        _sync(device)
+        sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 * repeats / best
 
@@ -160,13 +155,13 @@ def copy_bytes_per_second(
     dst = torch.empty_like(src)
     for _ in range(3):
         dst.copy_(src)
-    _sync(device)
+    sync(device)
     best = math.inf
     for _ in range(trials):
         start = time.perf_counter()
         for _ in range(repeats):
             dst.copy_(src)
-        _sync(device)
+        sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * nbytes * repeats / best
 
@@ -190,7 +185,7 @@ class EpochClock(Callback):
         self.device, self.ends = device, []
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        _sync(self.device)
+        sync(self.device)
         self.ends.append(time.perf_counter())
 
 
@@ -206,13 +201,13 @@ class ProfileEpoch(Callback):
 
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         if trainer.current_epoch == self.epoch:
-            _sync(self.device)
+            sync(self.device)
             self.profiler.start()
             self.start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         if trainer.current_epoch == self.epoch:
-            _sync(self.device)
+            sync(self.device)
             self.wall_s = time.perf_counter() - self.start
             self.profiler.stop()
 
@@ -373,7 +368,7 @@ def _concurrent_run(cfg: dict, k: int) -> dict:
             callbacks=[clock],
             progress=False,
         )
-        _sync(device)
+        sync(device)
     except Exception as exc:  # an OOM at large k is a result, not a crash
         error = f"{type(exc).__name__}: {str(exc)[:300]}"
     seconds = time.perf_counter() - start
@@ -392,16 +387,16 @@ def _concurrent_run(cfg: dict, k: int) -> dict:
 # ---------------------------------------------------------------- the arms
 def arm_a(arrays, train_ids, val_ids, cfg: RunConfig, device, ipe: int, callbacks=()) -> dict:
     clock = EpochClock(device)
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     train_run(arrays, train_ids, val_ids, cfg, callbacks=[clock, *callbacks], progress=False)
-    _sync(device)
+    sync(device)
     seconds = time.perf_counter() - start
     return steady_split(seconds, [t - start for t in clock.ends], ipe)
 
 
 def arm_b(arrays, train_idx, val_idx, cfg: RunConfig, device, ipe: int) -> dict:
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     result = bare_loop(arrays, train_idx, val_idx, cfg)
     seconds = time.perf_counter() - start

@@ -29,12 +29,8 @@ import time
 import timm
 import torch
 import torch.nn.functional as F
+from bare_loop import sync
 from torch.func import functional_call, stack_module_state, vmap
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _networks(model_name: str, k: int, dtype: torch.dtype, device: torch.device) -> list:
@@ -169,10 +165,10 @@ def measure(
     for i in range(len(batches)):
         for arm, runner in arms.items():
             x, y = inputs[arm][i]
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             runner.step(x, y, autocast)
-            _sync(device)
+            sync(device)
             if i >= warmup:
                 seconds[arm] += time.perf_counter() - start
     images = k * batch * steps

@@ -214,21 +214,24 @@ def test_gpu_check_tiny_runs_the_paper_path_stages_into_one_folder(tmp_path):
     )
 
 
-def test_input_cache_benchmark_checks_its_arms_agree_and_prints_the_ratio():
-    """The plumbing of benchmarks/input_cache.py at toy size: both arms train the demo's six
-    runs, the script checks they computed the same runs, and the ratio it prints is the one its
-    two best times give."""
-    import re
-
+def _benchmark_output(script: str, *args: str) -> str:
+    """What a script in benchmarks/ prints, run as a user runs it (it must succeed)."""
     done = subprocess.run(
-        [sys.executable, "input_cache.py", "--rounds", "1", "--train", "20", "--val", "8"],
+        [sys.executable, script, *args],
         cwd=REPO / "benchmarks",
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    out = done.stdout
+    return done.stdout
+
+
+def test_input_cache_benchmark_checks_its_arms_agree_and_prints_the_ratio():
+    """The plumbing of benchmarks/input_cache.py at toy size: both arms train the demo's six
+    runs, the script checks they computed the same runs, and the ratio it prints is the one its
+    two best times give."""
+    out = _benchmark_output("input_cache.py", "--rounds", "1", "--train", "20", "--val", "8")
     assert "6 runs a configuration" in out and "results: identical" in out
     best = {
         arm: float(re.search(rf"{arm}: best\s+([\d.]+) s", out).group(1))
@@ -243,15 +246,7 @@ def test_initial_weights_benchmark_checks_kept_networks_and_prints_the_ratio():
     """The plumbing of benchmarks/initial_weights.py on timm's test networks: both arms make the
     networks of two configurations' runs, the script checks the kept ones against created ones,
     and the ratio it prints is the one its totals give."""
-    done = subprocess.run(
-        [sys.executable, "initial_weights.py", "--tiny", "--configurations", "2", "--seeds", "2"],
-        cwd=REPO / "benchmarks",
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    out = done.stdout
+    out = _benchmark_output("initial_weights.py", "--tiny", "--configurations", "2", "--seeds", "2")
     assert "2 configurations x 8 runs" in out and "kept ones equal created ones bitwise" in out
     total = {
         arm: float(re.search(rf"{arm}: .* ([\d.]+) s in all", out).group(1))

@@ -401,10 +401,8 @@ def prepare_inputs(
         if cache.arrays is not arrays:
             raise ValueError("this InputCache was made for other slice arrays")
         key = (index.tobytes(), cfg.config_id, cfg.image_size, cfg.mask_non_tumor, normalize)
-        if key in cache.entries:
-            cache.entries.move_to_end(key)
-            cache.hits += 1
-            return cache.entries[key]
+        if (kept := cache.get(key)) is not None:
+            return kept
     x = compose(
         arrays["images"][index],
         arrays["masks"][index],
@@ -415,13 +413,37 @@ def prepare_inputs(
     )
     inputs = x, torch.as_tensor(arrays["labels"][index].astype(np.int64))
     if cache is not None:
-        cache.entries[key] = inputs
-        while len(cache.entries) > cache.max_entries:
-            cache.entries.popitem(last=False)
+        cache.put(key, inputs)
     return inputs
 
 
-class InputCache:
+class RecentlyUsed:
+    """The ``max_entries`` most recently used values by key, and how often one was found
+    (``hits``): what :class:`InputCache` and :class:`InitialWeights` keep."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self.entries: OrderedDict[tuple, Any] = OrderedDict()
+        self.hits = 0
+
+    def get(self, key: tuple) -> Any:
+        """The value kept for ``key`` (now the most recently used), or None."""
+        if key not in self.entries:
+            return None
+        self.entries.move_to_end(key)
+        self.hits += 1
+        return self.entries[key]
+
+    def put(self, key: tuple, value: Any) -> None:
+        self.entries[key] = value
+        self.trim()
+
+    def trim(self) -> None:
+        while len(self.entries) > self.max_entries:
+            self.entries.popitem(last=False)
+
+
+class InputCache(RecentlyUsed):
     """Composite inputs shared by the runs of one node: a configuration's models x seeds, the
     winner recipe's arms, a search's trials compose the same slices the same way, and composing
     (an antialiased resize of every slice) costs about a tenth of a demo run. An entry is keyed
@@ -431,12 +453,11 @@ class InputCache:
     perhaps test inputs). Runs only read their inputs; tests check they are left unchanged."""
 
     def __init__(self, arrays: Mapping[str, np.ndarray], max_entries: int = 3) -> None:
-        self.arrays, self.max_entries = arrays, max_entries
-        self.entries: OrderedDict[tuple, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        self.hits = 0
+        super().__init__(max_entries)
+        self.arrays = arrays
 
 
-class InitialWeights:
+class InitialWeights(RecentlyUsed):
     """Networks as created, kept for the runs that start from them. Creating a network costs
     timm's random initialization and, pretrained from a file, reading it twice (the weights, then
     the check that they cover the network): about 1.3 s a run for VGG16 or ResNeXt-101 32x16d on
@@ -456,9 +477,7 @@ class InitialWeights:
     ~0.8 GB per ResNeXt-101 entry, ~0.5 GB per VGG16 one)."""
 
     def __init__(self, max_entries: int = 0) -> None:
-        self.max_entries = max_entries
-        self.entries: OrderedDict[tuple, tuple[torch.nn.Module, WeightsInfo, tuple]] = OrderedDict()
-        self.hits = 0
+        super().__init__(max_entries)
 
     def network(self, cfg: RunConfig) -> tuple[torch.nn.Module, WeightsInfo]:
         """``cfg``'s network as :func:`~idh_pseudocolor.models.create_model` makes it now (the
@@ -471,24 +490,17 @@ class InitialWeights:
         if cfg.initial_weights_cache == 0 or (cfg.pretrained and identity is None):
             return create_model(cfg.model_name, cfg.pretrained, weights_file, in_chans=in_chans)
         self.max_entries = cfg.initial_weights_cache
-        self._evict()
+        self.trim()
         key = (cfg.model_name, cfg.pretrained, identity, in_chans, _digest(_random_state()))
-        if key in self.entries:
-            self.entries.move_to_end(key)
-            self.hits += 1
-            kept, weights, after = self.entries[key]
+        if (kept := self.get(key)) is not None:
+            network, weights, after = kept
             _set_random_state(after)
-            return copy.deepcopy(kept), weights
+            return copy.deepcopy(network), weights
         model, weights = create_model(
             cfg.model_name, cfg.pretrained, weights_file, in_chans=in_chans
         )
-        self.entries[key] = (copy.deepcopy(model), weights, _random_state())
-        self._evict()
+        self.put(key, (copy.deepcopy(model), weights, _random_state()))
         return model, weights
-
-    def _evict(self) -> None:
-        while len(self.entries) > self.max_entries:
-            self.entries.popitem(last=False)
 
 
 #: this process's kept networks (a ParallelRunner or Dask worker keeps its own)
