@@ -14,7 +14,7 @@ EXTERNAL_SUBJECTS ?= 60
 EXTERNAL_SEED ?= 1
 EXTERNAL_COHORT ?= data/01_raw/external_cohort
 
-.PHONY: run test install browser phantom benchmarks clean-data wheelhouse mutation
+.PHONY: run test install browser phantom benchmarks clean-data wheelhouse device-wheels mutation
 
 # The demo's torch/torchvision are pinned in constraints-cpu.txt (pyproject.toml only gives ranges):
 # timm needs a torchvision built for the same torch, so both come first, together, through pip
@@ -78,6 +78,12 @@ wheelhouse: install
 	$(BIN)/python tools/wheelhouse.py --out $(WHEELHOUSE) \
 	  $(if $(WHEEL_PYTHON),--python-version $(WHEEL_PYTHON)) $(if $(WHEEL_PLATFORM),--platform $(WHEEL_PLATFORM)) \
 	  $(if $(strip $(WHEEL_SKIP)),--skip $(WHEEL_SKIP)) $(if $(strip $(WHEEL_EXTRAS)),--extras $(WHEEL_EXTRAS))
+
+## make device-wheels: what the device machines lack for benchmarks/gpu_check.py and gpu_study.py
+## (their own torch and packages: tools/device_packages.txt), within one call's 64 MiB carry;
+## installed there with --no-deps (docs/benchmarks.md, "The paper path on a GPU box")
+device-wheels: install
+	$(BIN)/python tools/wheelhouse.py --device --out dist/device-wheels
 
 ## make clean-data: every output and cohort under data/, not the MLflow store (data/10_tracking:
 ## the history of past runs, which no run reads as input)

@@ -56,13 +56,13 @@ def raw_nifti_study(folder: Path) -> Path:
 SLOWEST_FIRST = (
     "tests/pipelines/test_planted_truth.py::test_demo_scale_sweep_recovers_the_planted_truth",
     "tests/test_offline_install.py::test_offline_install_beside_preinstalled_torch",
+    "tests/test_offline_install.py::test_device_wheels_fit_one_carry_and_run_the_gpu_check_beside_the_box_s_packages",
     "tests/test_preprocess.py::test_a_dicom_study_lands_on_the_template_grid_within_a_millimetre",
     "tests/pipelines/test_paper_path.py::"
     "test_rehearsal_of_the_whole_journey_through_the_documented_commands",
     "tests/test_segmentation.py::test_held_out_dice_reaches_the_goal",
     "tests/test_preprocess.py::test_a_missing_sequence_is_reported_and_the_other_three_are_written",
     "tests/pipelines/test_reporting.py::test_whole_study_then_report_opens_in_chromium",
-    "tests/test_benchmarks.py::test_gpu_check_tiny_runs_the_paper_path_stages_into_one_folder",
 )
 
 

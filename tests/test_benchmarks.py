@@ -185,35 +185,6 @@ def test_gpu_study_budget_lowers_epochs_then_stops_rounds(benchmarks):
     assert gpu_study.process_age_s() > 0  # the budget's clock starts with the process
 
 
-def test_gpu_check_tiny_runs_the_paper_path_stages_into_one_folder(tmp_path):
-    out = tmp_path / "gpu_check"
-    done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks/gpu_check.py"), "--out", str(out), "--tiny"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    assert list(summary["stages"]) == [
-        "phantom",
-        "data_engineering",
-        "configuration_15",
-        "gpu_study",
-    ]
-    assert all(s["exit_code"] == 0 and s["seconds"] > 0 for s in summary["stages"].values())
-    assert summary["versions"]["torch"] and summary["versions"]["kedro"] != "not installed"
-    runs = summary["configuration_15"]
-    assert sorted({(r["model_name"], r["seed"]) for r in runs}) == [
-        (m, s) for m in ("test_byobnet", "test_resnet") for s in (42, 43, 44)
-    ]
-    assert all(r["epochs_run"] == 3 and 0 <= r["auroc"] <= 1 for r in runs)
-    assert summary["gpu_study"]["runs"] and (out / "conf/local/parameters.yml").is_file()
-    assert not (REPO / "data/rehearsal").exists() or not any(
-        (REPO / "data/rehearsal").rglob("configuration_15/*")
-    )
-
-
 def _benchmark_output(script: str, *args: str) -> str:
     """What a script in benchmarks/ prints, run as a user runs it (it must succeed)."""
     done = subprocess.run(

@@ -9,103 +9,22 @@ then ``pip install --no-index`` from the wheelhouse, the phantom generator and a
 
 from __future__ import annotations
 
-import importlib.util
+import json
 import os
-import shutil
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
-from packaging.requirements import Requirement
+import pytest
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.box import REPO, new_box, offline_env, preinstall, torch_closure, wheelhouse_tool
+from tests.box import run as _run
 
-
-def _load_tool(path: Path):
-    """tools/wheelhouse.py, a developer tool outside the package, as a module (registered
-    before it runs: its dataclasses look their module up in sys.modules)."""
-    spec = importlib.util.spec_from_file_location(f"_tools_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-wheelhouse_tool = _load_tool(REPO / "tools" / "wheelhouse.py")
 TORCH = wheelhouse_tool.TORCH
 build_wheelhouse = wheelhouse_tool.build_wheelhouse
-closure = wheelhouse_tool.closure
-target_environment = wheelhouse_tool.target_environment
-
-
-def _offline_env(venv: Path) -> dict[str, str]:
-    """This process's environment with no pip settings (no index, no find-links, no
-    constraints from the machine's config) and the venv first on PATH."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("PIP_")
-        and k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE")
-    }
-    env.update(
-        PIP_CONFIG_FILE=os.devnull,
-        PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
-        KEDRO_DISABLE_TELEMETRY="1",
-        DO_NOT_TRACK="1",
-        MPLBACKEND="Agg",
-    )
-    return env
-
-
-def _run(args: list[str | Path], env: dict[str, str], cwd: Path | None = None) -> str:
-    result = subprocess.run(
-        [str(a) for a in args], env=env, cwd=cwd, capture_output=True, text=True
-    )
-    assert result.returncode == 0, (
-        f"{args} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    )
-    return result.stdout
-
-
-def _preinstall_torch(venv: Path, env: dict[str, str]) -> list[str]:
-    """Hard-link (or copy) the installed files of torch, torchvision and their whole closure into
-    the venv's site-packages, replacing any of them the venv came with (setuptools)."""
-    site = Path(
-        _run(
-            [
-                venv / "bin/python",
-                "-c",
-                "import sysconfig; print(sysconfig.get_paths()['purelib'])",
-            ],
-            env,
-        ).strip()
-    )
-    pins = closure([Requirement(name) for name in sorted(TORCH)], target_environment(), exclude=())
-    names = {canonicalize_name(p.name) for p in pins}
-    own = [d.name.split("-")[0] for d in site.glob("*.dist-info")]
-    clash = [name for name in own if canonicalize_name(name) in names]
-    if clash:
-        _run([venv / "bin/python", "-m", "pip", "uninstall", "--yes", *clash], env)
-    for pin in pins:
-        dist = metadata.distribution(pin.name)
-        base = Path(dist.locate_file(""))
-        assert dist.files, f"{pin} has no RECORD"
-        for file in dist.files:
-            source = Path(dist.locate_file(file))
-            rel = os.path.relpath(source, base)
-            # console scripts in bin/, stale entries
-            if rel.startswith("..") or not source.is_file():
-                continue
-            dest = site / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.link(source, dest)
-            except OSError:
-                shutil.copy2(source, dest)
-    return sorted(str(p) for p in pins)
 
 
 def test_offline_install_beside_preinstalled_torch(tmp_path, kedro_project):
@@ -120,8 +39,8 @@ def test_offline_install_beside_preinstalled_torch(tmp_path, kedro_project):
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    env = _offline_env(venv)
-    preinstalled = _preinstall_torch(venv, env)
+    env = offline_env(venv)
+    preinstalled = preinstall(venv, env, torch_closure())
     assert f"torch=={metadata.version('torch')}" in preinstalled
     torch_metadata = next(venv.glob("lib/python*/site-packages/torch-*.dist-info/METADATA"))
     before = os.stat(torch_metadata)
@@ -202,3 +121,76 @@ def test_offline_install_beside_preinstalled_torch(tmp_path, kedro_project):
     )
     assert (kedro_project / "data/03_primary/slice_arrays.npz").is_file()
     assert len(pd.read_csv(kedro_project / "data/02_intermediate/subject_manifest.csv")) == 12
+
+
+def _selection(wheels: list[Path]) -> set[str]:
+    return {canonicalize_name(str(parse_wheel_filename(w.name)[0])) for w in wheels}
+
+
+def test_device_wheels_fit_one_carry_and_run_the_gpu_check_beside_the_box_s_packages(tmp_path):
+    """``make device-wheels``: what the device machines lack for benchmarks/gpu_check.py, for
+    their Python, within one call's carry. Then a stand-in box holding only torch's closure and
+    the packages of tools/device_packages.txt that this machine has gets the same selection
+    (built for this machine's Python) with ``pip install --no-deps --target``, and the GPU
+    check's four stages run there (tiny): nothing the check imports is missing or left out."""
+    tool = wheelhouse_tool
+    box_names = tool.read_names(tool.DEVICE_PACKAGES)
+    assert {"torch", "timm", "pytorch-lightning", "numpy", "pandas"} <= set(box_names)
+    # make device-wheels' command, with a cap it cannot meet: the wheels are there, the exit not
+    with pytest.raises(SystemExit, match=r"MiB is over --max-mib 1\b"):
+        tool.main(["--device", "--out", str(tmp_path / "device"), "--max-mib", "1"])
+    target = sorted((tmp_path / "device").glob("*.whl"))
+    requirements = (tmp_path / "device/requirements.txt").read_text()
+    assert "left out (install with --no-deps): dask, distributed" in requirements
+    selection = _selection(target)
+    assert {"idh-pseudocolor", "kedro", "optuna", "kedro-mlflow", "nibabel"} <= selection
+    never = {canonicalize_name(n) for n in [*box_names, *TORCH, *tool.DEVICE_LEAVE_OUT]}
+    assert not selection & never, selection & never
+    assert tool.total_mib(target) <= tool.DEVICE_MAX_MIB, tool.summary(target)
+    # compiled wheels are the device's Python's (cp312) or any 3.x's (abi3)
+    compiled = [w.name for w in target if not w.name.endswith("-none-any.whl")]
+    assert compiled and all("cp312" in n or "abi3" in n for n in compiled), compiled
+
+    host = build_wheelhouse(tmp_path / "host", skip=box_names, leave_out=tool.DEVICE_LEAVE_OUT)
+    # the same selection, plus what markers add for this machine's older Python
+    assert selection <= _selection(host)
+    venv, env, held = new_box(tmp_path / "box", [*torch_closure(), *box_names])
+    assert f"torch=={metadata.version('torch')}" in held
+    assert not any(h.split("==")[0] in selection for h in held)
+    site = tmp_path / "site"
+    _run(
+        [venv / "bin/python", "-m", "pip", "install", "-q", "--no-index", "--no-deps"]
+        + ["--no-compile", "--target", site, *host],
+        env,
+    )
+    env = {**env, "PYTHONPATH": str(site)}
+    out = tmp_path / "gpu_check"
+    done = subprocess.run(
+        [venv / "bin/python", REPO / "benchmarks/gpu_check.py", "--out", out, "--tiny"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["stages"]) == [
+        "phantom",
+        "data_engineering",
+        "configuration_15",
+        "gpu_study",
+    ]
+    assert all(s["exit_code"] == 0 and s["seconds"] > 0 for s in summary["stages"].values())
+    versions = summary["versions"]
+    assert versions["torch"].split("+")[0] == metadata.version("torch").split("+")[0]
+    assert versions["kedro"] == metadata.version("kedro")
+    assert versions["idh_pseudocolor"] != "not installed"
+    runs = summary["configuration_15"]
+    assert sorted({(r["model_name"], r["seed"]) for r in runs}) == [
+        (m, s) for m in ("test_byobnet", "test_resnet") for s in (42, 43, 44)
+    ]
+    assert all(r["epochs_run"] == 3 and 0 <= r["auroc"] <= 1 for r in runs)
+    assert summary["gpu_study"]["runs"] and (out / "conf/local/parameters.yml").is_file()
+    assert not (REPO / "data/rehearsal").exists() or not any(
+        (REPO / "data/rehearsal").rglob("configuration_15/*")
+    )

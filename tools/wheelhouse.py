@@ -46,6 +46,16 @@ TORCH = frozenset({"torch", "torchvision"})
 # Newest glibc a manylinux target is assumed to have: today's numpy/scipy wheels are
 # manylinux_2_27/2_28 only, and every current CUDA image has glibc >= 2.28.
 MANYLINUX_GLIBC_MAX = 28
+# The device machines lent for GPU checks (docs/benchmarks.md): their Python and platform, the
+# packages their image holds, and what one call may carry (64 MiB with the working tree, ~3 MiB).
+DEVICE_PYTHON = "3.12"
+DEVICE_PLATFORM = "manylinux2014_x86_64"
+DEVICE_PACKAGES = REPO / "tools" / "device_packages.txt"
+# Never imported by benchmarks/gpu_check.py's stages (phantom, data_engineering, one sweep
+# configuration, gpu_study): registration (SimpleITK alone is 52 MB), Optuna's plots, PostgreSQL,
+# Dask. tests/test_offline_install.py runs the GPU check without them.
+DEVICE_LEAVE_OUT = ("simpleitk", "plotly", "psycopg", "psycopg-binary", "dask", "distributed")
+DEVICE_MAX_MIB = 60.0
 _MANYLINUX = re.compile(r"manylinux(?:1|2010|2014|_\d+_\d+)_(\w+)")
 _NO_WHEEL = re.compile(r"No matching distribution found for (\S+)")
 
@@ -258,33 +268,50 @@ def build_wheelhouse(
     platform: str | None = None,
     skip: Iterable[str] = (),
     extras: Iterable[str] = (),
+    leave_out: Iterable[str] = (),
 ) -> list[Path]:
     """Fill ``out`` (its old wheels removed) with this project's wheel and its dependencies'
-    for the target, minus torch, torchvision and ``skip``; writes ``out/requirements.txt``
-    with the pins. Returns the wheels."""
+    for the target, minus torch, torchvision and ``skip`` (the box has them); writes
+    ``out/requirements.txt`` with the pins. ``leave_out``: distributions the box lacks but the
+    intended use never imports (the GPU check does not read DICOM): neither pinned nor walked
+    into, so ``pip install --no-deps`` is the only way to install such a folder. Returns the
+    wheels."""
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.whl"):
         old.unlink()
     project_wheel = build_project_wheel(project.resolve(), out)
     extras = [canonicalize_name(e) for e in extras]
     skipped = {canonicalize_name(name) for name in skip}
+    left_out = {canonicalize_name(name) for name in leave_out}
     pins = closure(
         wheel_requirements(project_wheel, extras),
         target_environment(python_version, platform),
-        exclude=TORCH | skipped,
+        exclude=TORCH | skipped | left_out,
         extras=extras,
     )
+    note = f"; left out (install with --no-deps): {', '.join(sorted(left_out))}" if left_out else ""
     (out / "requirements.txt").write_text(
         f"# {project_wheel.name}'s dependencies"
         f"{' with [' + ','.join(extras) + ']' if extras else ''}, "
         "pinned to the versions they were tested with; "
-        f"not here: {', '.join(sorted(TORCH | skipped))}\n" + "".join(f"{pin}\n" for pin in pins)
+        f"the box's own, not here: {', '.join(sorted(TORCH | skipped))}{note}\n"
+        + "".join(f"{pin}\n" for pin in pins)
     )
     built = download(pins, out, python_version, platform)
     wheels = sorted(out.glob("*.whl"))
     for pin in built:
         _say(f"built here (no wheel on the index): {pin}")
     return wheels
+
+
+def read_names(path: Path) -> list[str]:
+    """Distribution names, one per line; ``#`` starts a comment."""
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+def total_mib(wheels: Sequence[Path]) -> float:
+    return sum(w.stat().st_size for w in wheels) / 2**20
 
 
 def _say(text: str) -> None:
@@ -328,20 +355,67 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--skip", nargs="*", default=[], help="Distributions the target already has."
     )
     parser.add_argument(
+        "--device",
+        action="store_true",
+        help="The GPU check's wheels for the device machines: their Python and platform, "
+        f"--skip-file {DEVICE_PACKAGES.relative_to(REPO)}, "
+        f"--leave-out {' '.join(DEVICE_LEAVE_OUT)}, "
+        f"--max-mib {DEVICE_MAX_MIB:g} (each unless given).",
+    )
+    parser.add_argument(
+        "--skip-file",
+        type=Path,
+        help="A file of distributions the target already has, one per line (added to --skip).",
+    )
+    parser.add_argument(
+        "--leave-out",
+        nargs="*",
+        default=[],
+        help="Distributions the intended use never imports (install the folder with --no-deps).",
+    )
+    parser.add_argument(
+        "--max-mib",
+        type=float,
+        help="Fail if the wheels weigh more (a transfer limit, e.g. a device's carry).",
+    )
+    parser.add_argument(
         "--extras",
         nargs="*",
         default=[],
         help="Extras of this project to include, e.g. explain viz.",
     )
     args = parser.parse_args(argv)
+    if args.device:
+        args.python_version = args.python_version or DEVICE_PYTHON
+        args.platform = args.platform or DEVICE_PLATFORM
+        args.skip_file = args.skip_file or DEVICE_PACKAGES
+        args.leave_out = args.leave_out or list(DEVICE_LEAVE_OUT)
+        args.max_mib = DEVICE_MAX_MIB if args.max_mib is None else args.max_mib
+    skip = [*args.skip, *(read_names(args.skip_file) if args.skip_file else [])]
     try:
         wheels = build_wheelhouse(
-            args.out, args.project, args.python_version, args.platform, args.skip, args.extras
+            args.out,
+            args.project,
+            args.python_version,
+            args.platform,
+            skip,
+            args.extras,
+            args.leave_out,
         )
     except RuntimeError as err:
         raise SystemExit(f"wheelhouse: {err}") from err
     _say(f"{summary(wheels)} -> {args.out}")
-    _say(f"on the box: pip install --no-index --find-links {args.out} idh_pseudocolor")
+    if args.leave_out:
+        _say(
+            "on the box: pip install --no-index --no-deps --no-compile --target SITE "
+            f"{args.out}/*.whl, then PYTHONPATH=SITE"
+        )
+    else:
+        _say(f"on the box: pip install --no-index --find-links {args.out} idh_pseudocolor")
+    if args.max_mib is not None and total_mib(wheels) > args.max_mib:
+        raise SystemExit(
+            f"wheelhouse: {total_mib(wheels):.1f} MiB is over --max-mib {args.max_mib:g}"
+        )
 
 
 if __name__ == "__main__":
