@@ -81,7 +81,7 @@ wheelhouse: install
 
 ## make device-wheels: what the device machines lack for benchmarks/gpu_check.py and gpu_study.py
 ## (their own torch and packages: tools/device_packages.txt), within one call's 64 MiB carry;
-## installed there with --no-deps (docs/benchmarks.md, "The paper path on a GPU box")
+## installed there by benchmarks/device.sh (docs/benchmarks.md, "The device machines")
 device-wheels: install
 	$(BIN)/python tools/wheelhouse.py --device --out dist/device-wheels
 

@@ -131,8 +131,9 @@ def test_device_wheels_fit_one_carry_and_run_the_gpu_check_beside_the_box_s_pack
     """``make device-wheels``: what the device machines lack for benchmarks/gpu_check.py, for
     their Python, within one call's carry. Then a stand-in box holding only torch's closure and
     the packages of tools/device_packages.txt that this machine has gets the same selection
-    (built for this machine's Python) with ``pip install --no-deps --target``, and the GPU
-    check's four stages run there (tiny): nothing the check imports is missing or left out."""
+    (built for this machine's Python) through the device's own command, benchmarks/device.sh,
+    and the GPU check's four stages run there (tiny): nothing the check imports is missing or
+    left out."""
     tool = wheelhouse_tool
     box_names = tool.read_names(tool.DEVICE_PACKAGES)
     assert {"torch", "timm", "pytorch-lightning", "numpy", "pandas"} <= set(box_names)
@@ -151,27 +152,30 @@ def test_device_wheels_fit_one_carry_and_run_the_gpu_check_beside_the_box_s_pack
     compiled = [w.name for w in target if not w.name.endswith("-none-any.whl")]
     assert compiled and all("cp312" in n or "abi3" in n for n in compiled), compiled
 
-    host = build_wheelhouse(tmp_path / "host", skip=box_names, leave_out=tool.DEVICE_LEAVE_OUT)
+    host_dir = tmp_path / "host"
+    host = build_wheelhouse(host_dir, skip=box_names, leave_out=tool.DEVICE_LEAVE_OUT)
     # the same selection, plus what markers add for this machine's older Python
     assert selection <= _selection(host)
     venv, env, held = new_box(tmp_path / "box", [*torch_closure(), *box_names])
     assert f"torch=={metadata.version('torch')}" in held
-    assert not any(h.split("==")[0] in selection for h in held)
-    site = tmp_path / "site"
-    _run(
-        [venv / "bin/python", "-m", "pip", "install", "-q", "--no-index", "--no-deps"]
-        + ["--no-compile", "--target", site, *host],
-        env,
-    )
-    env = {**env, "PYTHONPATH": str(site)}
-    out = tmp_path / "gpu_check"
+    assert not any(h.split("==")[0] in _selection(host) for h in held)
+    # the device's command: benchmarks/device.sh with the box's python3 first on PATH
+    results = tmp_path / "out"
+    env = {
+        **env,
+        "OUT": str(results),
+        "DEVICE_WHEELS": str(host_dir),
+        "DEVICE_SITE": str(tmp_path / "site"),
+        "DEVICE_TIMEOUT": "900",
+    }
     done = subprocess.run(
-        [venv / "bin/python", REPO / "benchmarks/gpu_check.py", "--out", out, "--tiny"],
+        ["bash", REPO / "benchmarks/device.sh", "gpu_check", "--tiny"],
         env=env,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=1000,
     )
+    out = results / "gpu_check"
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary["stages"]) == [
@@ -194,3 +198,8 @@ def test_device_wheels_fit_one_carry_and_run_the_gpu_check_beside_the_box_s_pack
     assert not (REPO / "data/rehearsal").exists() or not any(
         (REPO / "data/rehearsal").rglob("configuration_15/*")
     )
+    # what the box held before the install (no kedro: that came with the wheels), and the check
+    freeze = (results / "device_freeze.txt").read_text().lower()
+    assert "torch==" in freeze and "kedro==" not in freeze
+    # pip check saw the wheels' folder: the project's left-out requirements are named
+    assert "simpleitk" in (results / "pip_check.txt").read_text().lower()

@@ -360,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="The GPU check's wheels for the device machines: their Python and platform, "
         f"--skip-file {DEVICE_PACKAGES.relative_to(REPO)}, "
         f"--leave-out {' '.join(DEVICE_LEAVE_OUT)}, "
-        f"--max-mib {DEVICE_MAX_MIB:g} (each unless given).",
+        f"--max-mib {DEVICE_MAX_MIB:g} (an option given replaces its default).",
     )
     parser.add_argument(
         "--skip-file",
@@ -405,17 +405,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     except RuntimeError as err:
         raise SystemExit(f"wheelhouse: {err}") from err
     _say(f"{summary(wheels)} -> {args.out}")
+    if args.max_mib is not None and total_mib(wheels) > args.max_mib:
+        raise SystemExit(
+            f"wheelhouse: {total_mib(wheels):.1f} MiB is over --max-mib {args.max_mib:g}: "
+            f"{args.out} is too large to carry"
+        )
     if args.leave_out:
         _say(
             "on the box: pip install --no-index --no-deps --no-compile --target SITE "
-            f"{args.out}/*.whl, then PYTHONPATH=SITE"
+            f"{args.out}/*.whl, then PYTHONPATH=SITE (the device machines: benchmarks/device.sh)"
         )
     else:
         _say(f"on the box: pip install --no-index --find-links {args.out} idh_pseudocolor")
-    if args.max_mib is not None and total_mib(wheels) > args.max_mib:
-        raise SystemExit(
-            f"wheelhouse: {total_mib(wheels):.1f} MiB is over --max-mib {args.max_mib:g}"
-        )
 
 
 if __name__ == "__main__":
