@@ -198,18 +198,27 @@ def _benchmark_output(script: str, *args: str) -> str:
     return done.stdout
 
 
+def _arms_and_ratio(
+    out: str, arm_pattern: str, arms: tuple[str, str], ratio_pattern: str
+) -> tuple[dict[str, float], float]:
+    """Each arm's seconds (``arm_pattern`` with ``{arm}``) and the printed ratio; both arms
+    must have taken time."""
+    seconds = {
+        arm: float(re.search(arm_pattern.replace("{arm}", arm), out).group(1)) for arm in arms
+    }
+    assert all(v > 0 for v in seconds.values()), seconds
+    return seconds, float(re.search(ratio_pattern, out).group(1))
+
+
 def test_input_cache_benchmark_checks_its_arms_agree_and_prints_the_ratio():
     """The plumbing of benchmarks/input_cache.py at toy size: both arms train the demo's six
     runs, the script checks they computed the same runs, and the ratio it prints is the one its
     two best times give."""
     out = _benchmark_output("input_cache.py", "--rounds", "1", "--train", "20", "--val", "8")
     assert "6 runs a configuration" in out and "results: identical" in out
-    best = {
-        arm: float(re.search(rf"{arm}: best\s+([\d.]+) s", out).group(1))
-        for arm in ("own", "shared")
-    }
-    ratio = float(re.search(r"ratio own/shared: ([\d.]+)", out).group(1))
-    assert best["own"] > 0 and best["shared"] > 0
+    best, ratio = _arms_and_ratio(
+        out, r"{arm}: best\s+([\d.]+) s", ("own", "shared"), r"ratio own/shared: ([\d.]+)"
+    )
     assert abs(ratio - best["own"] / best["shared"]) < 0.01
 
 
@@ -219,12 +228,12 @@ def test_initial_weights_benchmark_checks_kept_networks_and_prints_the_ratio():
     and the ratio it prints is the one its totals give."""
     out = _benchmark_output("initial_weights.py", "--tiny", "--configurations", "2", "--seeds", "2")
     assert "2 configurations x 8 runs" in out and "kept ones equal created ones bitwise" in out
-    total = {
-        arm: float(re.search(rf"{arm}: .* ([\d.]+) s in all", out).group(1))
-        for arm in ("create", "kept")
-    }
-    ratio = float(re.search(r"ratio create/kept over the 2 configurations: ([\d.]+)", out).group(1))
-    assert total["create"] > 0 and total["kept"] > 0
+    total, ratio = _arms_and_ratio(
+        out,
+        r"{arm}: .* ([\d.]+) s in all",
+        ("create", "kept"),
+        r"ratio create/kept over the 2 configurations: ([\d.]+)",
+    )
     assert ratio == pytest.approx(total["create"] / total["kept"], rel=0.02)
 
 

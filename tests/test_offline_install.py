@@ -27,10 +27,14 @@ TORCH = wheelhouse_tool.TORCH
 build_wheelhouse = wheelhouse_tool.build_wheelhouse
 
 
+def _selection(wheels: list[Path]) -> set[str]:
+    return {canonicalize_name(str(parse_wheel_filename(w.name)[0])) for w in wheels}
+
+
 def test_offline_install_beside_preinstalled_torch(tmp_path, kedro_project):
     wheelhouse = tmp_path / "wheelhouse"
     wheels = build_wheelhouse(wheelhouse, project=REPO)
-    names = {str(parse_wheel_filename(w.name)[0]) for w in wheels}
+    names = _selection(wheels)
     assert "idh-pseudocolor" in names and "kedro" in names
     assert not names & TORCH and not [
         n for n in names if n.startswith(("nvidia-", "triton", "cuda-"))
@@ -121,10 +125,6 @@ def test_offline_install_beside_preinstalled_torch(tmp_path, kedro_project):
     )
     assert (kedro_project / "data/03_primary/slice_arrays.npz").is_file()
     assert len(pd.read_csv(kedro_project / "data/02_intermediate/subject_manifest.csv")) == 12
-
-
-def _selection(wheels: list[Path]) -> set[str]:
-    return {canonicalize_name(str(parse_wheel_filename(w.name)[0])) for w in wheels}
 
 
 def test_device_wheels_fit_one_carry_and_run_the_gpu_check_beside_the_box_s_packages(tmp_path):
