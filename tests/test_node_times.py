@@ -1,0 +1,101 @@
+"""tools/node_times.py on the log of a real `kedro run` under ParallelRunner (two workers)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+
+from node_times import kind, main, read_log  # noqa: E402
+
+SLEEP_S = 1.5
+
+# A node "wait" and two namespaced copies of it (their log lines all say "wait"; the plain one
+# three times as long), three ready nodes on two workers; then a node whose name has no
+# namespace but whose output does (as the project's external_quality), then one more.
+RUN = f"""
+import kedro.framework.project  # applies conf/logging.yml: one line a record, whole seconds
+from kedro.io import MemoryDataset, SharedMemoryDataCatalog
+from kedro.pipeline import node, pipeline
+from kedro.runner import ParallelRunner
+from tests.test_node_times import wait
+
+part = pipeline([node(wait, "start", "slept", name="wait")])
+parts = (
+    pipeline([node(wait, "long", "slept_long", name="wait")])
+    + pipeline(part, namespace="part_1", inputs="start")
+    + pipeline(part, namespace="part_12", inputs="start")
+)
+after = pipeline([
+    node(wait, ["part_1.slept", "part_12.slept", "slept_long"], "later.slept", name="after_parts"),
+    node(wait, "later.slept", "done", name="last"),
+])
+catalog = SharedMemoryDataCatalog(
+    {{"start": MemoryDataset({SLEEP_S}), "long": MemoryDataset({3 * SLEEP_S})}}
+)
+ParallelRunner(max_workers=2).run(parts + after, catalog)
+"""
+
+
+def wait(seconds: float, *more: float) -> float:
+    """A node that is busy ``seconds`` (a pickled name, so worker processes can import it)."""
+    time.sleep(seconds)
+    return seconds
+
+
+def test_busy_seconds_and_the_bound_from_a_parallel_kedro_run(tmp_path, capsys):
+    env = {k: v for k, v in os.environ.items() if k not in ("KEDRO_LOGGING_CONFIG", "COLUMNS")}
+    done = subprocess.run(
+        [sys.executable, "-c", RUN], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    times = read_log(done.stdout)
+
+    # every node found with its namespace, none left without a start
+    assert sorted(n.name for n in times.nodes) == [
+        "after_parts",
+        "last",
+        "part_1.wait",
+        "part_12.wait",
+        "wait",
+    ], done.stdout
+    assert times.unmatched == []
+    # each busy about as long as it slept (the log's whole seconds, and the hand-over of the
+    # result to the driver), the plain "wait" matched to its own start, not to a copy's
+    slept = {"wait": 3 * SLEEP_S}
+    for n in times.nodes:
+        assert -1.0 <= n.seconds - slept.get(n.name, SLEEP_S) <= 2.0, times.nodes
+    # the long "wait" ran beside a copy, on the other worker
+    spans = {
+        n.name: (n.started.timestamp(), n.started.timestamp() + n.seconds) for n in times.nodes
+    }
+    plain = spans["wait"]
+    assert any(
+        max(plain[0], copy[0]) < min(plain[1], copy[1])
+        for copy in (spans["part_1.wait"], spans["part_12.wait"])
+    ), spans
+    # the two copies summed under one kind
+    assert times.by_kind()["part_*.wait"][0] == 2
+    assert kind("fallback_slot_3.train_fallbacks") == "fallback_slot_*.train_fallbacks"
+    assert kind("plot_figure_1") == "plot_figure_1"
+    # two workers: the run cannot beat busy / 2 (worker start-up comes on top)
+    assert times.pipeline_seconds is not None
+    assert times.busy_seconds / 2 <= times.pipeline_seconds + 1
+
+    log = tmp_path / "run.log"
+    log.write_text(done.stdout)
+    assert main([str(log), "--workers", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "lower bound on 2 workers" in printed and "part_*.wait" in printed
+
+
+def test_a_log_without_completed_nodes_is_refused(tmp_path, capsys):
+    log = tmp_path / "empty.log"
+    log.write_text("2026-12-07 16:22:18 INFO    kedro.framework.session: nothing ran\n")
+    assert main([str(log)]) == 1
+    assert "no completed node" in capsys.readouterr().err
