@@ -20,9 +20,9 @@ from packaging.utils import canonicalize_name
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_tool(path: Path):
-    """tools/wheelhouse.py, a developer tool outside the package, as a module (registered
-    before it runs: its dataclasses look their module up in sys.modules)."""
+def load_tool(path: Path):
+    """A developer tool under tools/ (outside the package) as a module, registered before it
+    runs: its dataclasses look their module up in sys.modules."""
     spec = importlib.util.spec_from_file_location(f"_tools_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
@@ -30,7 +30,7 @@ def _load_tool(path: Path):
     return module
 
 
-wheelhouse_tool = _load_tool(REPO / "tools" / "wheelhouse.py")
+wheelhouse_tool = load_tool(REPO / "tools" / "wheelhouse.py")
 
 
 def offline_env(venv: Path) -> dict[str, str]:

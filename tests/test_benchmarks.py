@@ -56,17 +56,11 @@ def _agrees(printed: str, value: float | None) -> bool:
 
 def test_gpu_study_tiny_interleaves_three_arms_against_the_floor(tmp_path):
     out = tmp_path / "gpu_study.json"
-    done = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks/gpu_study.py"), "--tiny", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    stdout = _benchmark_output("gpu_study.py", "--tiny", "--out", str(out))
     result = json.loads(out.read_text())
     assert [r["model"] for r in result["runs"]] == ["test_resnet", "test_byobnet"]
     assert result["matmul_tflops"] > 0 and result["copy_gb_per_s"] > 0
-    tables = _printed_tables(done.stdout)
+    tables = _printed_tables(stdout)
     assert list(tables) == ["test_resnet", "test_byobnet"]
     for run in result["runs"]:
         # A B C A B C A B C, every arm every round, nothing stopped by the budget
@@ -100,7 +94,7 @@ def test_gpu_study_tiny_interleaves_three_arms_against_the_floor(tmp_path):
         assert stacked["stacked_over_separate"] == pytest.approx(
             stacked["stacked_images_per_s"] / stacked["separate_images_per_s"]
         )
-        assert f"stacked/separate {stacked['stacked_over_separate']:.3f}" in done.stdout
+        assert f"stacked/separate {stacked['stacked_over_separate']:.3f}" in stdout
         profile = run["profile"]
         assert profile["wall_s"] > 0 and profile["ops"] > 0 and len(profile["top"]) == 5
         assert all(t["name"] and t["ms"] > 0 for t in profile["top"])
@@ -115,7 +109,7 @@ def test_gpu_study_tiny_interleaves_three_arms_against_the_floor(tmp_path):
         for key in ("ratios", "steady_ratios"):
             assert set(table[key]) == set(run[key])
             assert all(_agrees(table[key][n], v) for n, v in run[key].items()), key
-    assert "floor" in done.stdout and "profile of arm A" in done.stdout
+    assert "floor" in stdout and "profile of arm A" in stdout
 
 
 @pytest.fixture
@@ -237,22 +231,19 @@ def test_initial_weights_benchmark_checks_kept_networks_and_prints_the_ratio():
     assert ratio == pytest.approx(total["create"] / total["kept"], rel=0.02)
 
 
-def _stacked_runs():
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import stacked_runs
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    return stacked_runs
+@pytest.fixture
+def stacked_runs(monkeypatch):
+    """benchmarks/stacked_runs.py, imported as the benchmarks import each other."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    return importlib.import_module("stacked_runs")
 
 
 @pytest.mark.parametrize("model_name", ["test_resnet", "test_byobnet"])
-def test_stacked_runs_train_exactly_as_separate_runs_in_float64(model_name):
+def test_stacked_runs_train_exactly_as_separate_runs_in_float64(model_name, stacked_runs):
     """Lever 5's math: k runs stacked into one vmapped model (stacked weights, batch-norm
     statistics updated per run, one AdamW over the stacked parameters) end two steps with the
     weights and buffers each run reaches on its own, in float64 to 1e-8; stacked runs whose
     batch-norm statistics are not written back are told apart."""
-    stacked_runs = _stacked_runs()
     assert stacked_runs.equivalence(model_name, k=3, steps=2) < 1e-8
 
     class StatisticsLost(stacked_runs.Stacked):
@@ -264,13 +255,11 @@ def test_stacked_runs_train_exactly_as_separate_runs_in_float64(model_name):
     assert stacked_runs.equivalence(model_name, k=3, steps=2, stacked_cls=StatisticsLost) > 1e-8
 
 
-def test_stacked_batch_norm_takes_bf16_inputs():
+def test_stacked_batch_norm_takes_bf16_inputs(stacked_runs):
     """Under CUDA's autocast a stacked run's batch norm gets bf16 inputs from a convolution;
     vmap's batch-norm rule then fails against fp32 running statistics. A CPU stand-in: a network
     whose batch norm is fed bf16 trains stacked under autocast, its statistics stay fp32."""
     import torch
-
-    stacked_runs = _stacked_runs()
 
     class ToBF16(torch.nn.Module):
         def forward(self, x):

@@ -7,12 +7,11 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
+from tests.box import REPO, load_tool
 
-from node_times import kind, main, read_log  # noqa: E402
+node_times = load_tool(REPO / "tools" / "node_times.py")
+kind, main, read_log = node_times.kind, node_times.main, node_times.read_log
 
 SLEEP_S = 1.5
 

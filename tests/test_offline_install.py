@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pandas as pd
 import pytest
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from tests.box import REPO, new_box, offline_env, preinstall, torch_closure, wheelhouse_tool
+from tests.box import REPO, new_box, torch_closure, wheelhouse_tool
 from tests.box import run as _run
 
 TORCH = wheelhouse_tool.TORCH
@@ -41,10 +40,7 @@ def test_offline_install_beside_preinstalled_torch(tmp_path, kedro_project):
     ], names
     assert (wheelhouse / "requirements.txt").is_file()
 
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    env = offline_env(venv)
-    preinstalled = preinstall(venv, env, torch_closure())
+    venv, env, preinstalled = new_box(tmp_path / "venv", torch_closure())
     assert f"torch=={metadata.version('torch')}" in preinstalled
     torch_metadata = next(venv.glob("lib/python*/site-packages/torch-*.dist-info/METADATA"))
     before = os.stat(torch_metadata)
