@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import subprocess
 import sys
 import time
@@ -17,13 +18,14 @@ SLEEP_S = 1.5
 
 # A node "wait" and two namespaced copies of it (their log lines all say "wait"; the plain one
 # three times as long), three ready nodes on two workers; then a node whose name has no
-# namespace but whose output does (as the project's external_quality), then one more.
+# namespace but whose output does (as the project's external_quality), then one more, then one
+# without a name.
 RUN = f"""
 import kedro.framework.project  # applies conf/logging.yml: one line a record, whole seconds
 from kedro.io import MemoryDataset, SharedMemoryDataCatalog
 from kedro.pipeline import node, pipeline
 from kedro.runner import ParallelRunner
-from tests.test_node_times import wait
+from tests.test_node_times import label, wait
 
 part = pipeline([node(wait, "start", "slept", name="wait")])
 parts = (
@@ -34,6 +36,7 @@ parts = (
 after = pipeline([
     node(wait, ["part_1.slept", "part_12.slept", "slept_long"], "later.slept", name="after_parts"),
     node(wait, "later.slept", "done", name="last"),
+    node(label, "done", "text"),  # no name: Kedro's log names it by its signature
 ])
 catalog = SharedMemoryDataCatalog(
     {{"start": MemoryDataset({SLEEP_S}), "long": MemoryDataset({3 * SLEEP_S})}}
@@ -48,6 +51,10 @@ def wait(seconds: float, *more: float) -> float:
     return seconds
 
 
+def label(value: float) -> str:
+    return str(value)
+
+
 def test_busy_seconds_and_the_bound_from_a_parallel_kedro_run(tmp_path, capsys):
     env = {k: v for k, v in os.environ.items() if k not in ("KEDRO_LOGGING_CONFIG", "COLUMNS")}
     done = subprocess.run(
@@ -56,8 +63,11 @@ def test_busy_seconds_and_the_bound_from_a_parallel_kedro_run(tmp_path, capsys):
     assert done.returncode == 0, done.stderr[-3000:]
     times = read_log(done.stdout)
 
-    # every node found with its namespace, none left without a start
-    assert sorted(n.name for n in times.nodes) == [
+    # every node found with its namespace, none left without a start; the one given no name
+    # under the name Kedro makes up for it (its log line has none)
+    unnamed = [n for n in times.nodes if re.fullmatch(r"label__[0-9a-f]{8}", n.name)]
+    assert len(unnamed) == 1 and unnamed[0].seconds <= 1.0, times.nodes
+    assert sorted(n.name for n in times.nodes if n not in unnamed) == [
         "after_parts",
         "last",
         "part_1.wait",
@@ -69,7 +79,8 @@ def test_busy_seconds_and_the_bound_from_a_parallel_kedro_run(tmp_path, capsys):
     # result to the driver), the plain "wait" matched to its own start, not to a copy's
     slept = {"wait": 3 * SLEEP_S}
     for n in times.nodes:
-        assert -1.0 <= n.seconds - slept.get(n.name, SLEEP_S) <= 2.0, times.nodes
+        if n not in unnamed:
+            assert -1.0 <= n.seconds - slept.get(n.name, SLEEP_S) <= 2.0, times.nodes
     # three ready nodes, two workers: two of them ran side by side (which two varies)
     spans = {
         n.name: (n.started.timestamp(), n.started.timestamp() + n.seconds) for n in times.nodes
@@ -91,6 +102,15 @@ def test_busy_seconds_and_the_bound_from_a_parallel_kedro_run(tmp_path, capsys):
     assert main([str(log), "--workers", "2"]) == 0
     printed = capsys.readouterr().out
     assert "lower bound on 2 workers" in printed and "part_*.wait" in printed
+
+    # a node whose start is missing from the log is listed, not counted as zero
+    cut = "\n".join(line for line in done.stdout.splitlines() if "Running node: last:" not in line)
+    assert read_log(cut).unmatched == ["last"]
+    log.write_text(cut)
+    assert main([str(log)]) == 0 and "no start found for: last" in capsys.readouterr().out
+    # a dataset of namespace "part_1", not one of "subpart_1"
+    assert node_times._names_dataset_in("wait([start]) -> [part_1.slept]", "part_1")
+    assert not node_times._names_dataset_in("wait([start]) -> [subpart_1.slept]", "part_1")
 
 
 def test_a_log_without_completed_nodes_is_refused(tmp_path, capsys):

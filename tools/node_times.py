@@ -25,9 +25,12 @@ from datetime import datetime
 from pathlib import Path
 
 _STAMP = r"(?P<at>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)"
-#: Kedro's str(node): "name: func([inputs]) -> [outputs]", the name without its namespace
-_RUNNING = re.compile(_STAMP + r".*?Running node: (?P<name>[^:\s]+): (?P<signature>.*)$")
+#: Kedro's str(node): "name: func([inputs]) -> [outputs]" (the name without its namespace), or
+#: without "name: " for a node given no name
+_RUNNING = re.compile(_STAMP + r".*?Running node: (?:(?P<name>[^:\s(]+): )?(?P<signature>.*)$")
 _COMPLETED = re.compile(_STAMP + r".*?Completed node: (?P<name>\S+)\s*$")
+#: Kedro's name for a node given none: its function's name and a hash
+_UNNAMED = re.compile(r"(?P<func>\w+)__[0-9a-f]{8}")
 _DIGITS = re.compile(r"\d+")
 _PIPELINE = re.compile(r"Pipeline execution completed successfully in (?P<s>[\d.]+) sec")
 
@@ -73,7 +76,7 @@ def _time(stamp: str) -> datetime:
 
 def read_log(text: str) -> RunTimes:
     """The busy time of every node that completed in ``text`` (a `kedro run`'s output)."""
-    starts: list[tuple[str, str, datetime]] = []  # (name, the rest of the line, when)
+    starts: list[tuple[str | None, str, datetime]] = []  # (name, the rest of the line, when)
     completed: list[tuple[str, datetime]] = []
     pipeline_seconds = None
     for line in text.splitlines():  # splits at progress bars' carriage returns too
@@ -94,7 +97,7 @@ def read_log(text: str) -> RunTimes:
 
 
 def _match(
-    starts: list[tuple[str, str, datetime]], completed: list[tuple[str, datetime]]
+    starts: list[tuple[str | None, str, datetime]], completed: list[tuple[str, datetime]]
 ) -> dict[int, datetime]:
     """Completed node (by index) -> its start. A start's line names the node without its
     namespace (``extract_slices`` for ``external.extract_slices`` too), so namespaced nodes take
@@ -108,9 +111,9 @@ def _match(
         for j in free:
             start_name, signature, when = starts[j]
             if (
-                start_name == name
+                _same_node(start_name, signature, name)
                 and when <= at
-                and (in_namespace is None or f"{in_namespace}." in signature)
+                and (in_namespace is None or _names_dataset_in(signature, in_namespace))
             ):
                 free.remove(j)
                 begun[i] = when
@@ -127,6 +130,20 @@ def _match(
         if i not in begun and "." in full:
             take(i, full.rpartition(".")[2], at, None)
     return begun
+
+
+def _same_node(start_name: str | None, signature: str, name: str) -> bool:
+    """A start's line is node ``name``'s (namespace aside): the same name, or, for a node given
+    none, a line without one whose function Kedro's made-up name holds."""
+    if start_name is not None:
+        return start_name == name
+    unnamed = _UNNAMED.fullmatch(name)
+    return unnamed is not None and signature.startswith(unnamed["func"] + "(")
+
+
+def _names_dataset_in(signature: str, namespace: str) -> bool:
+    """``func([a;ns.b]) -> [c]`` names a dataset of ``ns`` (not of ``xns``)."""
+    return re.search(rf"[\[;]{re.escape(namespace)}\.", signature) is not None
 
 
 def summary(times: RunTimes, workers: int) -> str:
